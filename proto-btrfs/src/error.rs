@@ -1,0 +1,83 @@
+//! Errors of the btrfs profile.
+
+use proto_tlv::{ErrorKind, ReadError};
+
+/// An error reading, checking or dumping a btrfs send stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The first 13 bytes are not `btrfs-stream\0`.
+    #[error(
+        "not a btrfs send stream: magic is {} (expected \"btrfs-stream\\0\") at byte offset 0",
+        escape(found)
+    )]
+    BadMagic {
+        /// The 13 bytes found.
+        found: [u8; 13],
+    },
+    /// A framing, CRC or attribute error, with its position.
+    #[error(transparent)]
+    Tlv(#[from] proto_tlv::Error),
+    /// Reading failed.
+    #[error("read failed at byte offset {offset}: {source}")]
+    Io {
+        /// Stream offset reached.
+        offset: u64,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Command type 0 (`unspec`), which no btrfs version sends. With the raw
+    /// CRC of btrfs, ten zero bytes pass the CRC check, so this is how
+    /// zero-filled corruption shows.
+    #[error("command type 0 (unspec) is never valid, zero-filled data? (command {index}, byte offset {offset})")]
+    UnspecCommand {
+        /// Command index.
+        index: u64,
+        /// Stream offset of the command.
+        offset: u64,
+    },
+    /// The dump cannot print this command as btrfs-progs would.
+    #[error("cannot dump command {index} at byte offset {offset}: {reason}")]
+    Dump {
+        /// Command index.
+        index: u64,
+        /// Stream offset of the command.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The TLV error kind, when this is one.
+    pub fn tlv_kind(&self) -> Option<&ErrorKind> {
+        match self {
+            Error::Tlv(e) => Some(&e.kind),
+            _ => None,
+        }
+    }
+}
+
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Decode(e) => Error::Tlv(e),
+            ReadError::Io { offset, source } => Error::Io { offset, source },
+            _ => Error::Io {
+                offset: 0,
+                source: std::io::Error::other(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Bytes as a quoted string with C escapes, for messages.
+pub(crate) fn escape(bytes: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for b in bytes {
+        s.extend(core::ascii::escape_default(*b).map(char::from));
+    }
+    s.push('"');
+    s
+}
