@@ -381,12 +381,7 @@ impl Decoder {
     }
     /// Stream offset of the next byte expected.
     pub fn offset(&self) -> u64 {
-        self.offset
-            + if self.buf_done {
-                0
-            } else {
-                self.buf.len() as u64
-            }
+        self.offset + self.buf.len() as u64
     }
     /// Whether the END command was decoded.
     pub fn ended(&self) -> bool {
