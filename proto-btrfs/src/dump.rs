@@ -5,8 +5,8 @@
 //! and the command's fields. Timestamps print as with `TZ=UTC`.
 //!
 //! Reproduced quirks of btrfs-progs 6.2: strings stop at the first NUL
-//! byte; only paths are escaped (xattr names and data, link targets and
-//! rename destinations print raw); `fileattr=0x%llu` prints a decimal number
+//! byte; paths and link, symlink and rename destinations are escaped, while
+//! xattr names and data and clone sources print raw; `fileattr=0x%llu` prints a decimal number
 //! after `0x`; a path longer than `PATH_MAX` is an error.
 //!
 //! Known divergences, kept on purpose: unknown command types print nothing
@@ -309,18 +309,18 @@ impl Dumper {
             B::Symlink { path, link, .. } => {
                 self.head_args(o, "symlink", path, false)?;
                 o.extend_from_slice(b"dest=");
-                o.extend_from_slice(cstr(link));
+                write_escaped(o, link);
             }
             B::Rename { path, to } => {
                 let to = self.full(to).map_err(|e| format!("rename: {e}"))?;
                 self.head_args(o, "rename", path, false)?;
                 o.extend_from_slice(b"dest=");
-                o.extend_from_slice(&to);
+                write_escaped(o, &to);
             }
             B::Link { path, link } => {
                 self.head_args(o, "link", path, false)?;
                 o.extend_from_slice(b"dest=");
-                o.extend_from_slice(cstr(link));
+                write_escaped(o, link);
             }
             B::Unlink { path } => {
                 self.head(o, "unlink", path, false)?;
