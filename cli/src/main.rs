@@ -2,14 +2,16 @@
 //! with the checkpoint and session issues).
 #![forbid(unsafe_code)]
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error, StreamReader};
+use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error};
+
+mod input;
+use input::Visit;
 
 #[derive(Parser)]
 #[command(
@@ -43,17 +45,8 @@ enum Cmd {
     },
 }
 
-fn open(path: &PathBuf) -> io::Result<(Box<dyn Read>, Option<u64>)> {
-    if path.as_os_str() == "-" {
-        return Ok((Box::new(io::stdin().lock()), None));
-    }
-    let f = File::open(path)?;
-    let len = f.metadata().ok().map(|m| m.len());
-    Ok((Box::new(f), len))
-}
-
 /// A progress bar on stderr, drawn only when stderr is a terminal.
-fn progress(len: Option<u64>) -> ProgressBar {
+pub(crate) fn progress(len: Option<u64>) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -69,7 +62,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
     pb
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Stream(Error),
     Io(String),
 }
@@ -111,49 +104,42 @@ fn flush_out(out: &mut impl Write, buf: &mut Vec<u8>) -> Result<(), Failure> {
     }
 }
 
-fn dump(file: &PathBuf) -> Result<(), Failure> {
-    let (input, len) = open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    let mut rd = StreamReader::new(input)?;
-    let pb = progress(len);
+fn dump(file: &Path) -> Result<(), Failure> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(1 << 20);
     let mut dumper = Dumper::new();
-    let result = loop {
-        let cmd = match rd.next_command() {
-            Ok(Some(c)) => c,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
-        match dumper.dump(&cmd, &mut buf) {
-            Ok(true) => {}
-            Ok(false) if !cmd.is_end() => eprintln!(
-                "proto-stream: warning: command {} at byte offset {}: unknown command type {} skipped (as btrfs receive --dump does)",
-                cmd.index(),
-                cmd.offset(),
-                CommandType(cmd.cmd())
-            ),
-            Ok(false) => {}
-            Err(e) => break Err(e),
+    let mut streams = 0;
+    let r = input::each_event(file, |v| {
+        match v {
+            Visit::Stream { offset, .. } => {
+                streams += 1;
+                if streams > 1 {
+                    // Like btrfs receive --dump, only the first stream is dumped.
+                    eprintln!(
+                        "proto-stream: note: another stream starts at byte offset {offset}; only the first is dumped (as btrfs receive --dump does)"
+                    );
+                    return Ok(false);
+                }
+            }
+            Visit::Command(cmd) => match dumper.dump(cmd, &mut buf)? {
+                true => {}
+                false if !cmd.is_end() => eprintln!(
+                    "proto-stream: warning: command {} at byte offset {}: unknown command type {} skipped (as btrfs receive --dump does)",
+                    cmd.index(),
+                    cmd.offset(),
+                    CommandType(cmd.cmd())
+                ),
+                false => {}
+            },
         }
         if buf.len() >= 256 * 1024 {
-            pb.set_position(cmd.offset());
             flush_out(&mut out, &mut buf)?;
         }
-    };
+        Ok(true)
+    });
     flush_out(&mut out, &mut buf)?;
-    pb.finish_and_clear();
-    result?;
-    // Like btrfs receive --dump, only the first stream is dumped.
-    let at = rd.offset();
-    match rd.next_stream() {
-        Ok(None) => {}
-        Ok(Some(_)) => eprintln!(
-            "proto-stream: note: another stream starts at byte offset {at}; only the first is dumped (as btrfs receive --dump does)"
-        ),
-        Err(e) => return Err(e.into()),
-    }
-    Ok(())
+    r.map(|_| ())
 }
 
 #[derive(Default)]
@@ -165,7 +151,7 @@ struct Summary {
     by_type: std::collections::BTreeMap<String, u64>,
 }
 
-fn verify(file: &PathBuf, json: bool) -> Result<(), Failure> {
+fn verify(file: &Path, json: bool) -> Result<(), Failure> {
     let mut s = Summary::default();
     let mut bytes = 0;
     let r = verify_into(file, &mut s, &mut bytes);
@@ -206,41 +192,26 @@ fn verify(file: &PathBuf, json: bool) -> Result<(), Failure> {
     r
 }
 
-fn verify_into(file: &PathBuf, s: &mut Summary, bytes: &mut u64) -> Result<(), Failure> {
-    let (input, len) = open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    let mut rd = StreamReader::new(input)?;
-    let pb = progress(len);
-    s.version = rd.version();
-    loop {
-        s.streams += 1;
-        while let Some(cmd) = rd.next_command()? {
-            if CommandType(cmd.cmd()) == CommandType::UNSPEC {
-                return Err(Error::UnspecCommand {
-                    index: cmd.index(),
-                    offset: cmd.offset(),
+fn verify_into(file: &Path, s: &mut Summary, bytes: &mut u64) -> Result<(), Failure> {
+    *bytes = input::each_event(file, |v| {
+        match v {
+            Visit::Stream { version, .. } => {
+                s.streams += 1;
+                s.version = s.version.max(version);
+            }
+            Visit::Command(cmd) => {
+                if CommandType(cmd.cmd()) == CommandType::UNSPEC {
+                    return Err(Error::UnspecCommand { index: cmd.index(), offset: cmd.offset() }.into());
                 }
-                .into());
-            }
-            let view = BtrfsCommand::parse(&cmd).map_err(Error::Tlv)?;
-            s.commands += 1;
-            match view {
-                BtrfsCommand::Write { data, .. } | BtrfsCommand::EncodedWrite { data, .. } => {
-                    s.data_bytes += data.len() as u64
+                let view = BtrfsCommand::parse(cmd).map_err(Error::Tlv)?;
+                s.commands += 1;
+                if let BtrfsCommand::Write { data, .. } | BtrfsCommand::EncodedWrite { data, .. } = view {
+                    s.data_bytes += data.len() as u64;
                 }
-                _ => {}
+                *s.by_type.entry(CommandType(cmd.cmd()).to_string()).or_default() += 1;
             }
-            *s.by_type
-                .entry(CommandType(cmd.cmd()).to_string())
-                .or_default() += 1;
-            if s.commands % 4096 == 0 {
-                pb.set_position(cmd.offset());
-            }
-            *bytes = cmd.offset() + cmd.encoded_len() as u64;
         }
-        if rd.next_stream()?.is_none() {
-            break;
-        }
-    }
-    pb.finish_and_clear();
+        Ok(true)
+    })?;
     Ok(())
 }

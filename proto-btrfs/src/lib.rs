@@ -46,5 +46,5 @@ pub use catalogue::{AttrType, CommandType};
 pub use dump::Dumper;
 pub use error::Error;
 pub use header::{parse_header, profile, StreamHeader, HEADER_LEN, MAGIC};
-pub use stream::{BtrfsStream, StreamReader, StreamWriter};
+pub use stream::{BtrfsStream, Event, StreamDecoder, StreamReader, StreamWriter};
 pub use view::BtrfsCommand;

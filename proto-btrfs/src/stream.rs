@@ -138,3 +138,146 @@ impl StreamWriter {
         self.write(&BtrfsCommand::End, out)
     }
 }
+
+/// What one call to [`StreamDecoder::decode`] achieved.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A stream header was read: a (new) stream of this version starts.
+    Stream {
+        /// Its protocol version.
+        version: u32,
+        /// Bytes of this call's input used.
+        consumed: usize,
+    },
+    /// A command was decoded.
+    Command {
+        /// The command (borrowing the input, or the decoder's buffer when it
+        /// arrived in pieces).
+        command: Command<'a>,
+        /// Bytes of this call's input used.
+        consumed: usize,
+    },
+    /// All of the input was taken; more is needed.
+    NeedMore {
+        /// Bytes of this call's input used (all of them).
+        consumed: usize,
+    },
+}
+
+/// Sans-IO decoder of btrfs send streams, one or several concatenated (as
+/// `btrfs receive` accepts them), fed input in pieces of any size. Commands
+/// that lie inside one piece are returned without copying.
+///
+/// ```
+/// use proto_btrfs::{BtrfsCommand, Event, StreamDecoder, StreamWriter};
+/// let mut bytes = Vec::new();
+/// let w = StreamWriter::new(2, &mut bytes).unwrap();
+/// w.write(&BtrfsCommand::Unlink { path: b"gone" }, &mut bytes).unwrap();
+/// w.finish(&mut bytes).unwrap();
+///
+/// let mut dec = StreamDecoder::new();
+/// let mut seen = 0;
+/// for mut piece in bytes.chunks(7) {
+///     while !piece.is_empty() {
+///         let used = match dec.decode(piece).unwrap() {
+///             Event::Stream { consumed, .. } | Event::NeedMore { consumed } => consumed,
+///             Event::Command { consumed, .. } => { seen += 1; consumed }
+///         };
+///         piece = &piece[used..];
+///     }
+/// }
+/// dec.finish().unwrap();
+/// assert_eq!(seen, 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    header: Vec<u8>,
+    dec: Option<proto_tlv::Decoder>,
+    /// Stream offset where the pending header starts.
+    offset: u64,
+    streams: u64,
+}
+
+impl StreamDecoder {
+    /// A decoder at the start of input.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Streams whose header has been read.
+    pub fn streams(&self) -> u64 {
+        self.streams
+    }
+
+    /// Whether the decoder is between streams (before the first header or
+    /// after an END).
+    pub fn between_streams(&self) -> bool {
+        self.dec.is_none()
+    }
+
+    /// Stream offset of the next byte expected.
+    pub fn offset(&self) -> u64 {
+        match &self.dec {
+            Some(d) => d.offset(),
+            None => self.offset + self.header.len() as u64,
+        }
+    }
+
+    /// Feeds `input`; returns the first event it completes.
+    pub fn decode<'a>(&'a mut self, input: &'a [u8]) -> Result<Event<'a>, Error> {
+        if let Some(dec) = &self.dec {
+            if dec.ended() {
+                self.offset = dec.offset();
+                self.dec = None;
+            }
+        }
+        if self.dec.is_none() {
+            let take = (HEADER_LEN - self.header.len()).min(input.len());
+            self.header.extend_from_slice(&input[..take]);
+            if self.header.len() < HEADER_LEN {
+                return Ok(Event::NeedMore { consumed: take });
+            }
+            let at = self.offset;
+            let version = parse_header(&self.header).map_err(|e| match e {
+                Error::Tlv(t) => Error::Tlv(t.kind.at(0, at + t.offset)),
+                other => other,
+            })?;
+            self.header.clear();
+            self.streams += 1;
+            self.dec = Some(proto_tlv::Decoder::new(
+                profile(version)?,
+                at + HEADER_LEN as u64,
+            ));
+            return Ok(Event::Stream {
+                version,
+                consumed: take,
+            });
+        }
+        // Set just above when it was `None`.
+        let Some(dec) = self.dec.as_mut() else {
+            return Err(Error::Tlv(ErrorKind::MissingEnd.at(0, self.offset)));
+        };
+        Ok(match dec.decode(input)? {
+            proto_tlv::Step::Command { command, consumed } => Event::Command { command, consumed },
+            proto_tlv::Step::NeedMore { consumed, .. } => Event::NeedMore { consumed },
+        })
+    }
+
+    /// Declares the end of input: fine only between streams, after at least
+    /// one stream, with no partial header.
+    pub fn finish(&self) -> Result<(), Error> {
+        match &self.dec {
+            Some(d) if !d.ended() => Ok(d.finish()?),
+            Some(_) => Ok(()),
+            None if self.header.is_empty() && self.streams > 0 => Ok(()),
+            None => Err(Error::Tlv(
+                ErrorKind::Truncated {
+                    what: "stream header",
+                    needed: HEADER_LEN as u64,
+                    available: self.header.len() as u64,
+                }
+                .at(0, self.offset),
+            )),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Input for the stream commands: a reader thread fills large buffers while
+//! the main thread decodes the previous one (reading and CRC checking
+//! overlap), and every stream event is handed to a visitor.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use indicatif::ProgressBar;
+use proto_stream::btrfs::{Event, StreamDecoder};
+use proto_stream::tlv::Command;
+
+use crate::{progress, Failure};
+
+/// Size of each read.
+const CHUNK: usize = 1 << 18;
+/// Buffers in flight between the threads.
+const DEPTH: usize = 3;
+
+/// A fixed pool of buffers, filled by a reader thread and handed back
+/// through a return channel: no allocation after the start, bounded memory.
+struct Chunks {
+    rx: Receiver<io::Result<(Vec<u8>, usize)>>,
+    back: SyncSender<Vec<u8>>,
+}
+
+impl Chunks {
+    fn spawn(mut input: Box<dyn Read + Send>) -> Chunks {
+        let (tx, rx) = sync_channel(DEPTH);
+        let (back, spare) = sync_channel::<Vec<u8>>(DEPTH + 1);
+        for _ in 0..DEPTH + 1 {
+            let _ = back.try_send(vec![0; CHUNK]);
+        }
+        std::thread::spawn(move || {
+            while let Ok(mut buf) = spare.recv() {
+                let mut n = 0;
+                let r = loop {
+                    match input.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(true),
+                        Ok(k) => {
+                            n += k;
+                            if n == buf.len() {
+                                break Ok(false);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                if n > 0 && tx.send(Ok((buf, n))).is_err() {
+                    return;
+                }
+                match r {
+                    Ok(false) => {}
+                    Ok(true) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Chunks { rx, back }
+    }
+}
+
+/// A stream event, as the visitor sees it.
+pub enum Visit<'c, 'a> {
+    /// A stream header: a stream of this version starts at this offset.
+    Stream { version: u32, offset: u64 },
+    /// A command of the current stream.
+    Command(&'c Command<'a>),
+}
+
+/// Opens `path` (`-`: standard input) and hands every event to `visit`,
+/// which returns `false` to stop early. At the end of input, checks that the
+/// last stream ended with END.
+pub fn each_event(
+    path: &Path,
+    mut visit: impl FnMut(Visit<'_, '_>) -> Result<bool, Failure>,
+) -> Result<u64, Failure> {
+    let (input, len): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
+        (Box::new(io::stdin()), None)
+    } else {
+        let f = File::open(path).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let pb: ProgressBar = progress(len);
+    let chunks = Chunks::spawn(input);
+    let mut dec = StreamDecoder::new();
+    let mut offset = 0u64;
+    while let Ok(chunk) = chunks.rx.recv() {
+        let (chunk, n) = chunk.map_err(|e| Failure::Io(format!("{}: read failed at byte offset {offset}: {e}", path.display())))?;
+        let mut p = &chunk[..n];
+        while !p.is_empty() {
+            let at = dec.offset();
+            let (consumed, go_on) = match dec.decode(p)? {
+                Event::Stream { version, consumed } => (consumed, visit(Visit::Stream { version, offset: at })?),
+                Event::Command { command, consumed } => (consumed, visit(Visit::Command(&command))?),
+                Event::NeedMore { consumed } => (consumed, true),
+            };
+            if !go_on {
+                pb.finish_and_clear();
+                return Ok(at);
+            }
+            p = &p[consumed..];
+        }
+        offset += n as u64;
+        pb.set_position(offset);
+        let _ = chunks.back.send(chunk);
+    }
+    pb.finish_and_clear();
+    dec.finish()?;
+    Ok(offset)
+}
+
