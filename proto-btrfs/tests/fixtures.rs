@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use proto_btrfs::{BtrfsCommand, BtrfsStream, Dumper, Error, StreamReader, HEADER_LEN};
+use proto_btrfs::{
+    BtrfsCommand, BtrfsStream, Dumper, Error, Event, StreamDecoder, StreamReader, HEADER_LEN,
+};
 use proto_tlv::{Command, Commands, Decoder, ErrorKind, OwnedCommand, Step};
 
 fn workspace() -> PathBuf {
@@ -269,4 +271,72 @@ fn unsupported_versions_are_refused_by_name() {
     let e = BtrfsStream::parse(&b).unwrap_err();
     assert!(matches!(e, Error::BadMagic { .. }));
     assert!(e.to_string().contains("Btrfs-stream"), "{e}");
+}
+
+/// Feeds `bytes` to a `StreamDecoder` in pieces of `size` bytes; returns the
+/// (command offset, command type) seen and the outcome.
+fn stream_decoder(bytes: &[u8], size: usize) -> (Vec<(u64, u16)>, Result<(), Error>) {
+    let mut dec = StreamDecoder::new();
+    let mut seen = Vec::new();
+    for piece in bytes.chunks(size) {
+        let mut p = piece;
+        while !p.is_empty() {
+            let used = match dec.decode(p) {
+                Ok(Event::Stream { consumed, .. } | Event::NeedMore { consumed }) => consumed,
+                Ok(Event::Command { command, consumed }) => {
+                    seen.push((command.offset(), command.cmd()));
+                    consumed
+                }
+                Err(e) => return (seen, Err(e)),
+            };
+            p = &p[used..];
+        }
+    }
+    let r = dec.finish();
+    (seen, r)
+}
+
+#[test]
+fn stream_decoder_in_pieces_agrees_and_handles_concatenation() {
+    for (name, bytes, _) in fixtures() {
+        let expect: Vec<_> = all_commands(&bytes)
+            .iter()
+            .map(|c| (c.offset(), c.cmd()))
+            .collect();
+        for size in [1, 7, 10, 17, 4096, 1 << 20] {
+            if bytes.len() > 100_000 && size < 4096 {
+                continue;
+            }
+            let (seen, r) = stream_decoder(&bytes, size);
+            r.unwrap();
+            assert_eq!(seen, expect, "{name}: pieces of {size}");
+        }
+        // Two streams back to back: the second's offsets follow the first.
+        let both = [bytes.clone(), bytes.clone()].concat();
+        let (seen, r) = stream_decoder(&both, 65536);
+        r.unwrap();
+        assert_eq!(seen.len(), 2 * expect.len());
+        assert_eq!(seen[expect.len()].0, bytes.len() as u64 + HEADER_LEN as u64);
+        // Garbage after END: refused where it starts.
+        let junk = [bytes.clone(), b"not a stream header".to_vec()].concat();
+        let (_, r) = stream_decoder(&junk, 65536);
+        assert!(matches!(r, Err(Error::BadMagic { .. })), "{name}");
+        let (_, r) = stream_decoder(&junk[..bytes.len() + 5], 65536);
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e.tlv_kind(),
+                Some(ErrorKind::Truncated {
+                    what: "stream header",
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("byte offset {}", bytes.len())),
+            "{e}"
+        );
+    }
 }
