@@ -1,0 +1,93 @@
+//! The decoders measured by the benches, shared with the `profile` example.
+//! Each decodes a whole stream held in memory, touches every command so that
+//! nothing is optimized away, and returns the number of commands.
+
+use std::hint::black_box;
+
+use proto_btrfs::{BtrfsCommand, BtrfsStream, StreamReader};
+
+/// proto-btrfs, in memory: `BtrfsStream::parse(..).commands()`, zero copy;
+/// every CRC and attribute layout is checked. Touches each command.
+pub fn proto_commands(bytes: &[u8]) -> u64 {
+    let stream = BtrfsStream::parse(bytes).expect("header");
+    let mut n = 0;
+    for cmd in stream.commands() {
+        let cmd = cmd.expect("command");
+        black_box((cmd.cmd(), cmd.payload().len()));
+        n += 1;
+    }
+    n
+}
+
+/// proto-btrfs, in memory, plus the typed view of every command.
+pub fn proto_typed(bytes: &[u8]) -> u64 {
+    let stream = BtrfsStream::parse(bytes).expect("header");
+    let mut n = 0;
+    for cmd in stream.commands() {
+        let cmd = cmd.expect("command");
+        black_box(BtrfsCommand::parse(&cmd).expect("view"));
+        n += 1;
+    }
+    n
+}
+
+/// proto-btrfs through its `Read` adapter (`StreamReader`, one reused
+/// buffer, 256 KiB reads).
+pub fn proto_reader(bytes: &[u8]) -> u64 {
+    let mut rd = StreamReader::new(bytes).expect("header");
+    let mut n = 0;
+    while let Some(cmd) = rd.next_command().expect("command") {
+        black_box((cmd.cmd(), cmd.payload().len()));
+        n += 1;
+    }
+    n
+}
+
+/// proto-btrfs through `StreamReader`, plus the typed view: the same work as
+/// btrfs-stream (read from a `Read`, check, build a typed command).
+pub fn proto_reader_typed(bytes: &[u8]) -> u64 {
+    let mut rd = StreamReader::new(bytes).expect("header");
+    let mut n = 0;
+    while let Some(cmd) = rd.next_command().expect("command") {
+        black_box(BtrfsCommand::parse(&cmd).expect("view"));
+        n += 1;
+    }
+    n
+}
+
+/// The peer: btrfs-stream 0.13's `StreamReader` (reads each command into its
+/// buffer, checks the CRC, builds an owned `StreamCommand`).
+pub fn btrfs_stream(bytes: &[u8]) -> u64 {
+    let mut rd = btrfs_stream::StreamReader::new(bytes).expect("header");
+    let mut n = 0;
+    while let Some(cmd) = rd.next_command().expect("command") {
+        black_box(&cmd);
+        n += 1;
+    }
+    n
+}
+
+/// A decoder: stream bytes in, number of commands out.
+pub type Decoder = fn(&[u8]) -> u64;
+
+/// Every decoder by its bench name. `crc32c` is not a decoder but the
+/// ceiling: one CRC over the whole input.
+pub const ALL: [(&str, Decoder); 6] = [
+    ("crc32c", crc32c_only),
+    ("proto-btrfs-commands", proto_commands),
+    ("proto-btrfs-typed", proto_typed),
+    ("proto-btrfs-reader", proto_reader),
+    ("proto-btrfs-reader-typed", proto_reader_typed),
+    ("btrfs-stream", btrfs_stream),
+];
+
+/// The ceiling: `crc32c` alone over the same bytes (returns the CRC).
+pub fn crc32c_only(bytes: &[u8]) -> u64 {
+    u64::from(crc32c::crc32c(bytes))
+}
+
+/// The decoder named `name` in [`ALL`].
+#[allow(dead_code)]
+pub fn by_name(name: &str) -> Option<Decoder> {
+    ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
