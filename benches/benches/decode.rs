@@ -45,10 +45,11 @@ fn selected(group: &str, names: &[&str]) -> bool {
 }
 
 fn large_data(c: &mut Criterion) {
-    let decoders: [(&str, Decoder); 4] = [
+    let decoders: [(&str, Decoder); 5] = [
         ("crc32c", crc32c_only),
         ("proto-btrfs-commands", common::proto_commands),
         ("proto-btrfs-reader", common::proto_reader),
+        ("proto-btrfs-decoder-256k", common::proto_decoder),
         ("btrfs-stream", btrfs_stream),
     ];
     let names = decoders.map(|(n, _)| n);
@@ -72,12 +73,13 @@ fn large_data(c: &mut Criterion) {
 }
 
 fn small_files(c: &mut Criterion) {
-    let decoders: [(&str, Decoder); 6] = [
+    let decoders: [(&str, Decoder); 7] = [
         ("crc32c", crc32c_only),
         ("proto-btrfs-commands", common::proto_commands),
         ("proto-btrfs-typed", common::proto_typed),
         ("proto-btrfs-reader", common::proto_reader),
         ("proto-btrfs-reader-typed", common::proto_reader_typed),
+        ("proto-btrfs-decoder-256k", common::proto_decoder),
         ("btrfs-stream", btrfs_stream),
     ];
     let names = decoders.map(|(n, _)| n);

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use proto_btrfs::{BtrfsCommand, BtrfsStream, StreamReader};
+use proto_btrfs::{BtrfsCommand, BtrfsStream, Event, StreamDecoder, StreamReader};
 
 /// proto-btrfs, in memory: `BtrfsStream::parse(..).commands()`, zero copy;
 /// every CRC and attribute layout is checked. Touches each command.
@@ -55,6 +55,30 @@ pub fn proto_reader_typed(bytes: &[u8]) -> u64 {
     n
 }
 
+/// proto-btrfs's sans-IO `StreamDecoder` fed 256 KiB pieces, as the CLI's
+/// `dump` and `verify` feed it (a command cut by a piece boundary is
+/// completed in the decoder's buffer).
+pub fn proto_decoder(bytes: &[u8]) -> u64 {
+    const PIECE: usize = 256 * 1024;
+    let mut dec = StreamDecoder::new();
+    let mut n = 0;
+    for mut piece in bytes.chunks(PIECE) {
+        while !piece.is_empty() {
+            let used = match dec.decode(piece).expect("command") {
+                Event::Command { command, consumed } => {
+                    black_box((command.cmd(), command.payload().len()));
+                    n += 1;
+                    consumed
+                }
+                Event::Stream { consumed, .. } | Event::NeedMore { consumed } => consumed,
+            };
+            piece = &piece[used..];
+        }
+    }
+    dec.finish().expect("end");
+    n
+}
+
 /// The peer: btrfs-stream 0.13's `StreamReader` (reads each command into its
 /// buffer, checks the CRC, builds an owned `StreamCommand`).
 pub fn btrfs_stream(bytes: &[u8]) -> u64 {
@@ -72,12 +96,13 @@ pub type Decoder = fn(&[u8]) -> u64;
 
 /// Every decoder by its bench name. `crc32c` is not a decoder but the
 /// ceiling: one CRC over the whole input.
-pub const ALL: [(&str, Decoder); 6] = [
+pub const ALL: [(&str, Decoder); 7] = [
     ("crc32c", crc32c_only),
     ("proto-btrfs-commands", proto_commands),
     ("proto-btrfs-typed", proto_typed),
     ("proto-btrfs-reader", proto_reader),
     ("proto-btrfs-reader-typed", proto_reader_typed),
+    ("proto-btrfs-decoder-256k", proto_decoder),
     ("btrfs-stream", btrfs_stream),
 ];
 
