@@ -30,7 +30,37 @@ fn check(input: &Input, decoders: &[(&str, Decoder)]) {
 /// The benchmark filter given on the command line (`cargo bench -- FILTER`),
 /// if any: the first argument that is not an option.
 fn filter() -> Option<String> {
-    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+    // criterion's options that take a value as the next argument.
+    const WITH_VALUE: &[&str] = &[
+        "--color",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--profile-time",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+        "--format",
+        "-c",
+        "-s",
+        "-b",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
 }
 
 /// Whether any bench of `group` can match the filter (a plain substring or a
