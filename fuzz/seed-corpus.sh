@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Fills fuzz/corpus/<target>/ with seeds cut from real btrfs send streams.
+#
+#   fuzz/seed-corpus.sh [TARGET...]      (default: every target)
+#
+# Streams are taken from testdata/btrfs/*.stream and, when present, from
+# ../shared/fixtures/btrfs/*.stream next to the repository (override the list
+# of directories with FIXTURE_DIRS="dir1 dir2").
+#
+# - tlv_decode: the bytes after the 17-byte stream header, cut at command
+#   boundaries into pieces of at most MAX_SEED bytes (a command larger than
+#   that, such as a 128 KiB v2 write, is a piece of its own).
+# - btrfs_dump: one version byte (version - 1; the target maps it back to
+#   1..=3) then the same pieces; plus prefixes of the first commands, cuts
+#   inside a command header and payload, trailing garbage after END, and two
+#   concatenated streams.
+# - tlv_roundtrip: structured input, no file seeds (the directory is made).
+#
+# Seeds are named after their source, so running the script again rewrites
+# the same files.
+set -euo pipefail
+
+FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$FUZZ_DIR/.." && pwd)
+CORPUS=${CORPUS:-$FUZZ_DIR/corpus}
+MAX_SEED=${MAX_SEED:-$((129 * 1024))}
+HDR=17
+FIXTURE_DIRS=${FIXTURE_DIRS:-"$ROOT/testdata/btrfs $ROOT/../shared/fixtures/btrfs"}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(tlv_decode tlv_roundtrip btrfs_dump)
+want() {
+    local t
+    for t in "${targets[@]}"; do [ "$t" = "$1" ] && return 0; done
+    return 1
+}
+for t in "${targets[@]}"; do
+    case $t in
+    tlv_decode | tlv_roundtrip | btrfs_dump) mkdir -p "$CORPUS/$t" ;;
+    *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
+    esac
+done
+
+u32le() { od -An -tu4 -j "$2" -N 4 "$1" | tr -d ' '; }
+# Bytes [start, start+len) of a file.
+slice() { dd if="$1" bs=64K iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none; }
+# The version byte of btrfs_dump for protocol version $1.
+vbyte() { printf "\\$(printf %03o $(($1 - 1)))"; }
+
+streams=()
+for d in $FIXTURE_DIRS; do
+    [ -d "$d" ] || continue
+    for f in "$d"/*.stream; do
+        [ -f "$f" ] && streams+=("$f")
+    done
+done
+if [ ${#streams[@]} -eq 0 ]; then
+    echo "seed-corpus.sh: no *.stream fixtures found in: $FIXTURE_DIRS" >&2
+    exit 1
+fi
+
+n=0
+for f in "${streams[@]}"; do
+    name=$(basename "$f" .stream)
+    size=$(stat -c %s "$f")
+    version=$(u32le "$f" 13)
+
+    # Command start offsets (in the file); a final entry at the end of the
+    # last whole command.
+    offs=()
+    pos=$HDR
+    while [ $((pos + 10)) -le "$size" ]; do
+        offs+=("$pos")
+        len=$(u32le "$f" "$pos")
+        pos=$((pos + 10 + len))
+    done
+    [ "$pos" -le "$size" ] || pos=$size
+    offs+=("$pos")
+    ncmds=$((${#offs[@]} - 1))
+
+    # Command-aligned pieces of at most MAX_SEED bytes.
+    piece=0
+    i=0
+    while [ "$i" -lt "$ncmds" ]; do
+        start=${offs[$i]}
+        j=$((i + 1))
+        while [ "$j" -lt "$ncmds" ] && [ $((offs[j + 1] - start)) -le "$MAX_SEED" ]; do
+            j=$((j + 1))
+        done
+        end=${offs[$j]}
+        [ $((end - start)) -le "$MAX_SEED" ] || end=$((start + MAX_SEED))
+        tag=$(printf '%s-cmds-%03d-%03d' "$name" "$i" "$j")
+        if want tlv_decode; then
+            slice "$f" "$start" $((end - start)) >"$CORPUS/tlv_decode/$tag"
+            n=$((n + 1))
+        fi
+        if want btrfs_dump; then
+            { vbyte "$version"; slice "$f" "$start" $((end - start)); } >"$CORPUS/btrfs_dump/$tag"
+            n=$((n + 1))
+        fi
+        piece=$((piece + 1))
+        i=$j
+    done
+
+    want btrfs_dump || continue
+    out=$CORPUS/btrfs_dump
+    # The first k whole commands (no END: MissingEnd).
+    for k in 1 2 3 5 8; do
+        [ "$k" -lt "$ncmds" ] || continue
+        len=$((offs[k] - HDR))
+        [ "$len" -le "$MAX_SEED" ] || continue
+        { vbyte "$version"; slice "$f" $HDR "$len"; } >"$out/$name-first-$k"
+        n=$((n + 1))
+    done
+    # Cuts inside the header and inside the payload of command 1 and 2.
+    for k in 1 2; do
+        [ "$k" -lt "$ncmds" ] || continue
+        for extra in 5 15; do
+            len=$((offs[k] - HDR + extra))
+            [ "$len" -le "$MAX_SEED" ] || continue
+            { vbyte "$version"; slice "$f" $HDR "$len"; } >"$out/$name-cut-$k-$extra"
+            n=$((n + 1))
+        done
+    done
+    # Small whole streams: trailing garbage after END, and two streams
+    # concatenated (as btrfs receive accepts).
+    body=$((size - HDR))
+    if [ $((2 * size)) -le "$MAX_SEED" ]; then
+        { vbyte "$version"; slice "$f" $HDR "$body"; printf 'garbage'; } >"$out/$name-trailing"
+        { vbyte "$version"; slice "$f" $HDR "$body"; cat "$f"; } >"$out/$name-twice"
+        { vbyte "$version"; slice "$f" $HDR "$body"; head -c 20 "$f"; } >"$out/$name-short-second"
+        n=$((n + 3))
+    fi
+done
+
+echo "seed-corpus.sh: wrote $n seeds from ${#streams[@]} streams into $CORPUS" >&2
