@@ -14,14 +14,19 @@ use proto_stream::tlv::Command;
 use crate::{progress, Failure};
 
 /// Size of each read.
-const CHUNK: usize = 1 << 18;
+const CHUNK: usize = 1 << 20;
+/// Reads land on a page boundary: on some CPUs the kernel's copy into a
+/// buffer that starts just past one (where the allocator puts large blocks)
+/// is several times slower.
+const PAGE: usize = 4096;
 /// Buffers in flight between the threads.
 const DEPTH: usize = 3;
 
 /// A fixed pool of buffers, filled by a reader thread and handed back
 /// through a return channel: no allocation after the start, bounded memory.
 struct Chunks {
-    rx: Receiver<io::Result<(Vec<u8>, usize)>>,
+    /// (buffer, start of the page-aligned window, bytes read into it)
+    rx: Receiver<io::Result<(Vec<u8>, usize, usize)>>,
     back: SyncSender<Vec<u8>>,
 }
 
@@ -30,17 +35,19 @@ impl Chunks {
         let (tx, rx) = sync_channel(DEPTH);
         let (back, spare) = sync_channel::<Vec<u8>>(DEPTH + 1);
         for _ in 0..DEPTH + 1 {
-            let _ = back.try_send(vec![0; CHUNK]);
+            let _ = back.try_send(vec![0; CHUNK + PAGE]);
         }
         std::thread::spawn(move || {
             while let Ok(mut buf) = spare.recv() {
+                let start = (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
+                let window = &mut buf[start..start + CHUNK];
                 let mut n = 0;
                 let r = loop {
-                    match input.read(&mut buf[n..]) {
+                    match input.read(&mut window[n..]) {
                         Ok(0) => break Ok(true),
                         Ok(k) => {
                             n += k;
-                            if n == buf.len() {
+                            if n == window.len() {
                                 break Ok(false);
                             }
                         }
@@ -48,7 +55,7 @@ impl Chunks {
                         Err(e) => break Err(e),
                     }
                 };
-                if n > 0 && tx.send(Ok((buf, n))).is_err() {
+                if n > 0 && tx.send(Ok((buf, start, n))).is_err() {
                     return;
                 }
                 match r {
@@ -92,13 +99,26 @@ pub fn each_event(
     let mut dec = StreamDecoder::new();
     let mut offset = 0u64;
     while let Ok(chunk) = chunks.rx.recv() {
-        let (chunk, n) = chunk.map_err(|e| Failure::Io(format!("{}: read failed at byte offset {offset}: {e}", path.display())))?;
-        let mut p = &chunk[..n];
+        let (chunk, start, n) = chunk.map_err(|e| {
+            Failure::Io(format!(
+                "{}: read failed at byte offset {offset}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut p = &chunk[start..start + n];
         while !p.is_empty() {
             let at = dec.offset();
             let (consumed, go_on) = match dec.decode(p)? {
-                Event::Stream { version, consumed } => (consumed, visit(Visit::Stream { version, offset: at })?),
-                Event::Command { command, consumed } => (consumed, visit(Visit::Command(&command))?),
+                Event::Stream { version, consumed } => (
+                    consumed,
+                    visit(Visit::Stream {
+                        version,
+                        offset: at,
+                    })?,
+                ),
+                Event::Command { command, consumed } => {
+                    (consumed, visit(Visit::Command(&command))?)
+                }
                 Event::NeedMore { consumed } => (consumed, true),
             };
             if !go_on {
@@ -115,4 +135,3 @@ pub fn each_event(
     dec.finish()?;
     Ok(offset)
 }
-

@@ -201,14 +201,22 @@ fn verify_into(file: &Path, s: &mut Summary, bytes: &mut u64) -> Result<(), Fail
             }
             Visit::Command(cmd) => {
                 if CommandType(cmd.cmd()) == CommandType::UNSPEC {
-                    return Err(Error::UnspecCommand { index: cmd.index(), offset: cmd.offset() }.into());
+                    return Err(Error::UnspecCommand {
+                        index: cmd.index(),
+                        offset: cmd.offset(),
+                    }
+                    .into());
                 }
                 let view = BtrfsCommand::parse(cmd).map_err(Error::Tlv)?;
                 s.commands += 1;
-                if let BtrfsCommand::Write { data, .. } | BtrfsCommand::EncodedWrite { data, .. } = view {
+                if let BtrfsCommand::Write { data, .. } | BtrfsCommand::EncodedWrite { data, .. } =
+                    view
+                {
                     s.data_bytes += data.len() as u64;
                 }
-                *s.by_type.entry(CommandType(cmd.cmd()).to_string()).or_default() += 1;
+                *s.by_type
+                    .entry(CommandType(cmd.cmd()).to_string())
+                    .or_default() += 1;
             }
         }
         Ok(true)

@@ -151,23 +151,44 @@ pub enum BtrfsCommand<'a> {
 }
 
 /// Attributes of one command, looked up by type (last occurrence wins).
+/// Kernel commands carry at most 8 attributes: they are kept in a small
+/// array, and a command with more falls back to scanning the payload.
 struct Table<'a, 'c> {
     cmd: &'c Command<'a>,
-    slots: [Option<proto_tlv::Attr<'a>>; 36],
+    attrs: [Option<proto_tlv::Attr<'a>>; TABLE_LEN],
+    overflow: bool,
 }
+
+const TABLE_LEN: usize = 12;
 
 impl<'a, 'c> Table<'a, 'c> {
     fn new(cmd: &'c Command<'a>) -> Self {
-        let mut slots = [None; 36];
+        let mut attrs = [None; TABLE_LEN];
+        let mut n = 0;
+        let mut overflow = false;
         for a in cmd.attrs() {
-            if let Some(s) = slots.get_mut(usize::from(a.ty())) {
-                *s = Some(a);
+            match attrs.get_mut(n) {
+                Some(slot) => *slot = Some(a),
+                None => overflow = true,
             }
+            n += 1;
         }
-        Table { cmd, slots }
+        Table {
+            cmd,
+            attrs,
+            overflow,
+        }
     }
     fn get(&self, t: A) -> Option<proto_tlv::Attr<'a>> {
-        self.slots[usize::from(t.0)]
+        if self.overflow {
+            return self.cmd.attr(t.0);
+        }
+        self.attrs
+            .iter()
+            .rev()
+            .flatten()
+            .find(|a| a.ty() == t.0)
+            .copied()
     }
     fn req(&self, t: A) -> Result<proto_tlv::Attr<'a>, Error> {
         self.get(t).ok_or_else(|| {
@@ -559,5 +580,33 @@ impl<'a> BtrfsCommand<'a> {
     /// [`crate::profile`]). Returns the bytes written.
     pub fn encode(&self, profile: &Profile, out: &mut Vec<u8>) -> Result<usize, Error> {
         proto_tlv::encode_command(profile, self.command_type().0, &self.attr_values(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_tlv::{decode_command, encode_command};
+
+    #[test]
+    fn last_attribute_wins_even_past_the_small_table() {
+        let p = crate::profile(2).unwrap();
+        for extra in [0usize, 5, 20] {
+            let mut attrs = vec![AttrValue::new(A::PATH.0, Value::Bytes(b"first"))];
+            attrs.extend((0..extra).map(|_| AttrValue::new(A::SIZE.0, Value::U64(1))));
+            attrs.push(AttrValue::new(A::SIZE.0, Value::U64(42)));
+            attrs.push(AttrValue::new(A::PATH.0, Value::Bytes(b"last")));
+            let mut v = Vec::new();
+            encode_command(&p, C::TRUNCATE.0, &attrs, &mut v).unwrap();
+            let (c, _) = decode_command(&v, &p, 0, 0).unwrap();
+            assert_eq!(
+                BtrfsCommand::parse(&c).unwrap(),
+                BtrfsCommand::Truncate {
+                    path: b"last",
+                    size: 42
+                },
+                "{extra} extra attributes"
+            );
+        }
     }
 }
