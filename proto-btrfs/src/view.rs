@@ -164,14 +164,12 @@ const TABLE_LEN: usize = 12;
 impl<'a, 'c> Table<'a, 'c> {
     fn new(cmd: &'c Command<'a>) -> Self {
         let mut attrs = [None; TABLE_LEN];
-        let mut n = 0;
         let mut overflow = false;
-        for a in cmd.attrs() {
+        for (n, a) in cmd.attrs().enumerate() {
             match attrs.get_mut(n) {
                 Some(slot) => *slot = Some(a),
                 None => overflow = true,
             }
-            n += 1;
         }
         Table {
             cmd,
