@@ -100,7 +100,10 @@ impl<R: Read> ReadDecoder<R> {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-                let want = n.max(self.chunk);
+                // Room for several commands of this size, so that the move
+                // above happens about once every few commands rather than
+                // before each one.
+                let want = n.saturating_mul(4).min(n + (8 << 20)).max(self.chunk);
                 if self.buf.len() < want {
                     self.buf.resize(want, 0);
                 }
