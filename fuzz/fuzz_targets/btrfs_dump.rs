@@ -9,17 +9,26 @@
 //!    `next_stream` after each END), through a reader whose largest read is
 //!    chosen by the first input byte too (`byte / 3`: 0 = no limit, else
 //!    1, 2, 3, 5, ... bytes), so that stream headers and commands also
-//!    arrive in pieces.
+//!    arrive in pieces;
+//! 3. `StreamDecoder` (sans-IO, the CLI's path) fed pieces of that same size.
 //!
 //! Each command goes through `BtrfsCommand::parse` and `Dumper::dump` (one
 //! dumper per side, kept across streams).
 //!
 //! Properties:
 //! - no panic;
-//! - both ways yield the same commands (type, payload, index, offset), the
+//! - the three ways yield the same commands (type, payload, index, offset), the
 //!   same stream versions, the same dump results and byte-identical dump
 //!   output, and fail the same way (TLV errors: kind, index and offset; a bad
 //!   following stream header: kind and offset);
+//! - `StreamDecoder` bookkeeping: `NeedMore` takes all its input, `offset()`
+//!   is the stream offset of the next byte expected, `streams()` counts the
+//!   headers read, `between_streams()` is true exactly before a header is
+//!   expected (at the start and after an END), and after an error it stays
+//!   failed (`decode` and `finish` give the same error again);
+//! - an error from `StreamReader` or `StreamDecoder` names the stream byte
+//!   offset where it happened (for a refused following header: where that
+//!   header starts, or the faulty field in it);
 //! - `dump` appends nothing when it fails or prints nothing, and a line
 //!   ending in `\n` otherwise; a view that fails to parse fails with
 //!   `MissingAttr` or `AttrSize`;
@@ -31,7 +40,10 @@
 use std::io::{self, Read};
 
 use libfuzzer_sys::fuzz_target;
-use proto_btrfs::{BtrfsCommand, BtrfsStream, Dumper, Error, StreamReader, HEADER_LEN, MAGIC};
+use proto_btrfs::{
+    BtrfsCommand, BtrfsStream, Dumper, Error, Event as DecEvent, StreamDecoder, StreamReader,
+    HEADER_LEN, MAGIC,
+};
 use proto_tlv::{decode_command, Command, ErrorKind, Profile};
 
 /// One observable event, comparable between the two ways.
@@ -71,6 +83,19 @@ fn header_error(e: &Error, tlv_base: u64, at: u64) -> Event {
     }
 }
 
+/// The message of a header error refused at stream offset `at` must say so.
+fn check_header_position(e: &Error, at: u64, who: &str) {
+    let Event::BadHeader { offset, .. } = header_error(e, 0, at) else {
+        unreachable!()
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("byte offset {offset}")),
+        "{who}: the error for a stream header at byte offset {at} does not name \
+         byte offset {offset}: {msg}"
+    );
+}
+
 /// Parses, dumps and re-encodes one command.
 fn visit(c: &Command<'_>, profile: &Profile, dumper: &mut Dumper, out: &mut Vec<u8>) -> Event {
     match BtrfsCommand::parse(c) {
@@ -93,7 +118,10 @@ fn visit(c: &Command<'_>, profile: &Profile, dumper: &mut Dumper, out: &mut Vec<
     let printed = out[start..].to_vec();
     match dump {
         Ok(true) => assert_eq!(printed.last(), Some(&b'\n'), "dump line without newline"),
-        _ => assert!(printed.is_empty(), "dump printed {printed:?} but returned {dump:?}"),
+        _ => assert!(
+            printed.is_empty(),
+            "dump printed {printed:?} but returned {dump:?}"
+        ),
     }
     Event::Cmd {
         cmd: c.cmd(),
@@ -115,8 +143,8 @@ fn reencode(view: &BtrfsCommand<'_>, c: &Command<'_>, profile: &Profile) {
         .unwrap_or_else(|e| panic!("decoding re-encoded {view:?}: {e}"));
     assert_eq!(m, n);
     assert_eq!(c2.cmd(), c.cmd());
-    let view2 = BtrfsCommand::parse(&c2)
-        .unwrap_or_else(|e| panic!("parsing re-encoded {view:?}: {e}"));
+    let view2 =
+        BtrfsCommand::parse(&c2).unwrap_or_else(|e| panic!("parsing re-encoded {view:?}: {e}"));
     assert_eq!(view2, *view, "re-encoded command parses to another view");
     let mut again = Vec::new();
     view2.encode(profile, &mut again).expect("re-encode twice");
@@ -210,6 +238,7 @@ fn via_reader(bytes: &[u8], max_read: usize) -> Vec<Event> {
                     Ok(None) => return events,
                     Err(e) => {
                         // StreamReader positions header errors in the stream.
+                        check_header_position(&e, at, "StreamReader::next_stream");
                         events.push(header_error(&e, 0, at));
                         return events;
                     }
@@ -222,6 +251,104 @@ fn via_reader(bytes: &[u8], max_read: usize) -> Vec<Event> {
             Err(e) => panic!("unexpected StreamReader error: {e:?}"),
         }
     }
+}
+
+fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut dumper = Dumper::new();
+    let mut out = Vec::new();
+    let mut dec = StreamDecoder::new();
+    let mut fed = 0u64; // bytes consumed so far
+    let mut expect_header = true;
+    let mut headers = 0u64;
+    let mut failed = None;
+    // Checked last, so that the other checks are reached first.
+    let mut between_mismatch = None;
+    assert!(
+        dec.between_streams(),
+        "StreamDecoder::between_streams() at the start"
+    );
+    'pieces: for mut p in bytes.chunks(piece) {
+        while !p.is_empty() {
+            let at = dec.offset();
+            let len = p.len();
+            let consumed = match dec.decode(p) {
+                Ok(DecEvent::Stream { version, consumed }) => {
+                    assert!(
+                        expect_header,
+                        "a stream header where a command was expected"
+                    );
+                    expect_header = false;
+                    headers += 1;
+                    events.push(Event::Stream { version });
+                    consumed
+                }
+                Ok(DecEvent::Command { command, consumed }) => {
+                    assert!(!expect_header, "a command where a header was expected");
+                    let profile = *command.profile();
+                    expect_header = command.is_end();
+                    events.push(visit(&command, &profile, &mut dumper, &mut out));
+                    consumed
+                }
+                Ok(DecEvent::NeedMore { consumed }) => {
+                    assert_eq!(consumed, len, "NeedMore must take all its input");
+                    consumed
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    events.push(match e {
+                        Error::Tlv(t) if !expect_header => Event::Tlv(t),
+                        e => {
+                            check_header_position(&e, at, "StreamDecoder::decode");
+                            header_error(&e, 0, at)
+                        }
+                    });
+                    break 'pieces;
+                }
+            };
+            assert!(consumed <= len);
+            p = &p[consumed..];
+            fed += consumed as u64;
+            assert_eq!(dec.offset(), fed, "StreamDecoder::offset()");
+            assert_eq!(dec.streams(), headers, "StreamDecoder::streams()");
+            if dec.between_streams() != expect_header && between_mismatch.is_none() {
+                between_mismatch = Some(format!(
+                    "StreamDecoder::between_streams() is {} at byte {fed}, after {:?}",
+                    !expect_header,
+                    events.last()
+                ));
+            }
+        }
+    }
+    match failed {
+        None => {
+            if let Err(e) = dec.finish() {
+                events.push(match e {
+                    Error::Tlv(t) if !expect_header => Event::Tlv(t),
+                    e => {
+                        check_header_position(&e, dec.offset(), "StreamDecoder::finish");
+                        header_error(&e, 0, dec.offset())
+                    }
+                });
+            }
+        }
+        Some(first) => {
+            // A failed decoder stays failed.
+            let again = dec.decode(b"more").map(|_| ()).map_err(|e| e.to_string());
+            assert_eq!(
+                again,
+                Err(first.clone()),
+                "StreamDecoder::decode after an error"
+            );
+            let fin = dec.finish().map_err(|e| e.to_string());
+            assert_eq!(fin, Err(first), "StreamDecoder::finish after an error");
+        }
+    }
+    // Documented: "between streams (before the first header or after an END)".
+    if let Some(m) = between_mismatch {
+        panic!("{m}");
+    }
+    events
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -240,13 +367,20 @@ fuzz_target!(|data: &[u8]| {
 
     let a = in_memory(&bytes);
     let b = via_reader(&bytes, max_read);
+    let c = via_stream_decoder(&bytes, max_read);
     assert_eq!(a.first(), Some(&Event::Stream { version }));
-    if a != b {
-        let i = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-        panic!(
-            "in-memory and StreamReader differ at event {i}:\n  in memory: {:?}\n  reader:    {:?}",
-            a.get(i),
-            b.get(i)
-        );
+    for (name, other) in [("StreamReader", &b), ("StreamDecoder", &c)] {
+        if a != *other {
+            let i = a
+                .iter()
+                .zip(other.iter())
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(other.len()));
+            panic!(
+                "in-memory and {name} differ at event {i}:\n  in memory: {:?}\n  {name}: {:?}",
+                a.get(i),
+                other.get(i)
+            );
+        }
     }
 });

@@ -91,7 +91,10 @@ fn one_shot(data: &[u8], profile: Profile) -> (Vec<Seen>, End) {
         let Some(r) = it.next() else {
             // Only END stops the iterator without an error.
             let last = seen.last().expect("the iterator ends with END or an error");
-            assert_eq!(last.cmd, profile.end_cmd, "iterator stopped after a non-END command");
+            assert_eq!(
+                last.cmd, profile.end_cmd,
+                "iterator stopped after a non-END command"
+            );
             break End::Ended {
                 trailing: it.remainder().len(),
                 at: it.offset(),
@@ -158,7 +161,10 @@ fn check_command(c: &Command<'_>, bytes: &[u8], profile: &Profile) {
 
     // Re-encoding reproduces the command byte for byte.
     let owned = OwnedCommand::from(c);
-    assert_eq!(owned.encoded_len(profile).expect("encoded_len"), bytes.len());
+    assert_eq!(
+        owned.encoded_len(profile).expect("encoded_len"),
+        bytes.len()
+    );
     let mut out = Vec::new();
     owned.encode(profile, &mut out).expect("re-encode");
     assert_eq!(out, bytes, "re-encoding changed the command");
@@ -188,15 +194,19 @@ fn schedule(u: &mut Unstructured<'_>, len: usize) -> Vec<usize> {
     v
 }
 
+/// How an incremental decoding ended: `Ok` from `finish`, or the error with
+/// the length of the input given to the failing `decode` call (`None` when
+/// `finish` said it).
+type Outcome = Result<(), (Error, Option<usize>)>;
+
 /// Feeds `data` to a [`Decoder`] in `pieces`; returns what it handed out and
-/// its outcome: the error of the failing `decode` call with the length of
-/// its input, or what `finish` said (`None`).
+/// its outcome.
 fn incremental(
     data: &[u8],
     profile: Profile,
     pieces: &[usize],
     empty_before_finish: bool,
-) -> (Vec<Seen>, Result<(), (Error, Option<usize>)>) {
+) -> (Vec<Seen>, Outcome) {
     let mut dec = Decoder::new(profile, BASE);
     let mut seen = Vec::new();
     let mut fed = 0usize; // bytes of `data` consumed by the decoder
@@ -220,7 +230,10 @@ fn incremental(
             let len = piece.len();
             match dec.decode(piece) {
                 Ok(Step::Command { command, consumed }) => {
-                    assert!(consumed >= 1 && consumed <= len, "consumed {consumed} of {len}");
+                    assert!(
+                        consumed >= 1 && consumed <= len,
+                        "consumed {consumed} of {len}"
+                    );
                     assert_eq!(command.index(), seen.len() as u64);
                     seen.push(Seen::from(&command));
                     piece = &piece[consumed..];
@@ -268,7 +281,7 @@ fn check_bookkeeping(dec: &Decoder, next_byte: u64, count: usize) {
 /// `Interrupted` error, which `ReadDecoder` must retry.
 struct PieceReader<'a> {
     data: &'a [u8],
-    pieces: std::vec::IntoIter<usize>,
+    pieces: std::slice::Iter<'a, usize>,
     left_in_piece: usize,
 }
 
@@ -280,7 +293,7 @@ impl Read for PieceReader<'_> {
         if self.left_in_piece == 0 {
             match self.pieces.next() {
                 Some(0) => return Err(io::ErrorKind::Interrupted.into()),
-                Some(n) => self.left_in_piece = n,
+                Some(&n) => self.left_in_piece = n,
                 None => self.left_in_piece = self.data.len(),
             }
         }
@@ -300,7 +313,7 @@ fn via_read(
 ) -> (Vec<Seen>, Result<bool, Error>) {
     let reader = PieceReader {
         data,
-        pieces: pieces.to_vec().into_iter(),
+        pieces: pieces.iter(),
         left_in_piece: 0,
     };
     let mut dec = ReadDecoder::with_chunk(reader, profile, BASE, chunk);
@@ -335,7 +348,10 @@ fuzz_target!(|data: &[u8]| {
         let pieces = schedule(&mut u, data.len());
         let empty_before_finish = u.arbitrary::<bool>().unwrap_or(false);
         let (seen, outcome) = incremental(data, profile, &pieces, empty_before_finish);
-        assert_eq!(seen, expected, "Decoder and Commands yield different commands");
+        assert_eq!(
+            seen, expected,
+            "Decoder and Commands yield different commands"
+        );
         match (&end, &outcome) {
             (End::Failed(want), Err((got, _))) => {
                 assert_eq!(got, want, "Decoder and Commands fail differently")
@@ -345,7 +361,11 @@ fuzz_target!(|data: &[u8]| {
                 let ErrorKind::TrailingData { len } = got.kind else {
                     panic!("after END with {trailing} trailing bytes, Decoder says {got:?}");
                 };
-                assert_eq!((got.index, got.offset), (expected.len() as u64, *at), "{got}");
+                assert_eq!(
+                    (got.index, got.offset),
+                    (expected.len() as u64, *at),
+                    "{got}"
+                );
                 assert_eq!(Some(len as usize), *fed, "{got}");
                 assert!(len >= 1 && len as usize <= *trailing, "{got}");
             }
@@ -354,7 +374,10 @@ fuzz_target!(|data: &[u8]| {
 
         let chunk = usize::from(u.arbitrary::<u16>().unwrap_or(0));
         let (seen, outcome) = via_read(data, profile, &pieces, chunk);
-        assert_eq!(seen, expected, "ReadDecoder and Commands yield different commands");
+        assert_eq!(
+            seen, expected,
+            "ReadDecoder and Commands yield different commands"
+        );
         match (&end, &outcome) {
             (End::Failed(want), Err(got)) => {
                 assert_eq!(got, want, "ReadDecoder and Commands fail differently")

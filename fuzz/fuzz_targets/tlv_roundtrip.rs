@@ -188,7 +188,10 @@ fuzz_target!(|input: Input| {
         let want = model(&profile, cmd);
         let attrs = cmd.attr_values();
         let predicted = encoded_len(&profile, &attrs);
-        assert_eq!(predicted.as_ref().ok(), cmd.encoded_len(&profile).as_ref().ok());
+        assert_eq!(
+            predicted.as_ref().ok(),
+            cmd.encoded_len(&profile).as_ref().ok()
+        );
 
         let mut out = prefix.clone();
         let result = encode_command(&profile, cmd.cmd, &attrs, &mut out);
@@ -215,30 +218,66 @@ fuzz_target!(|input: Input| {
             ref want => {
                 let e = predicted.expect_err("encoded_len accepted what the rules refuse");
                 check_error(&e, want, &profile);
-                assert_eq!(result.as_ref().err(), Some(&e), "encode_command vs encoded_len");
+                assert_eq!(
+                    result.as_ref().err(),
+                    Some(&e),
+                    "encode_command vs encoded_len"
+                );
                 assert_eq!(out, prefix, "a failed encode_command changed its output");
-                assert_eq!(into.as_ref().err(), Some(&e), "encode_command_into vs encoded_len");
-                assert!(buf.iter().all(|&b| b == 0xA5), "a failed encode_command_into wrote");
+                assert_eq!(
+                    into.as_ref().err(),
+                    Some(&e),
+                    "encode_command_into vs encoded_len"
+                );
+                assert!(
+                    buf.iter().all(|&b| b == 0xA5),
+                    "a failed encode_command_into wrote"
+                );
                 if let Expect::AfterData { .. } = want {
                     // The data attribute was there, and not last.
-                    let d = profile.unbounded_data_attr.expect("AfterData needs a data attribute");
-                    let first = cmd.attrs.iter().position(|(t, _)| *t == d).expect("data attr");
+                    let d = profile
+                        .unbounded_data_attr
+                        .expect("AfterData needs a data attribute");
+                    let first = cmd
+                        .attrs
+                        .iter()
+                        .position(|(t, _)| *t == d)
+                        .expect("data attr");
                     assert!(first + 1 < cmd.attrs.len());
                 }
                 continue;
             }
         };
-        assert_eq!(predicted.as_ref().ok(), Some(&n), "encoded_len vs the rules");
-        assert_eq!(result.as_ref().ok(), Some(&n), "encode_command's return value");
+        assert_eq!(
+            predicted.as_ref().ok(),
+            Some(&n),
+            "encoded_len vs the rules"
+        );
+        assert_eq!(
+            result.as_ref().ok(),
+            Some(&n),
+            "encode_command's return value"
+        );
         assert_eq!(out.len(), prefix.len() + n);
-        assert_eq!(&out[..prefix.len()], &prefix[..], "encode_command overwrote");
+        assert_eq!(
+            &out[..prefix.len()],
+            &prefix[..],
+            "encode_command overwrote"
+        );
         let bytes = &out[prefix.len()..];
 
         // encode_command_into: the same bytes, or nothing.
         if into_len >= n {
-            assert_eq!(into.as_ref().ok(), Some(&n), "encode_command_into: {into:?}");
+            assert_eq!(
+                into.as_ref().ok(),
+                Some(&n),
+                "encode_command_into: {into:?}"
+            );
             assert_eq!(&buf[..n], bytes, "encode_command_into wrote other bytes");
-            assert!(buf[n..].iter().all(|&b| b == 0xA5), "wrote past the command");
+            assert!(
+                buf[n..].iter().all(|&b| b == 0xA5),
+                "wrote past the command"
+            );
         } else {
             let e = into.expect_err("encode_command_into into a too small buffer");
             assert_eq!(
@@ -256,13 +295,23 @@ fuzz_target!(|input: Input| {
         let (c, m) = decode_command(bytes, &profile, i as u64, offset)
             .unwrap_or_else(|e| panic!("decoding what was just encoded: {e}"));
         assert_eq!(m, n);
-        assert_eq!((c.cmd(), c.index(), c.offset()), (cmd.cmd, i as u64, offset));
+        assert_eq!(
+            (c.cmd(), c.index(), c.offset()),
+            (cmd.cmd, i as u64, offset)
+        );
         assert_eq!(c.encoded_len(), n);
-        assert_eq!(c.crc(), u32::from_le_bytes(bytes[6..10].try_into().unwrap()));
+        assert_eq!(
+            c.crc(),
+            u32::from_le_bytes(bytes[6..10].try_into().unwrap())
+        );
         assert_eq!(&OwnedCommand::from(&c), cmd, "decode(encode(x)) != x");
         if let Some(d) = profile.unbounded_data_attr {
             if let Some(p) = cmd.attrs.iter().position(|(t, _)| *t == d) {
-                assert_eq!(p + 1, cmd.attrs.len(), "a data attribute not last was encoded");
+                assert_eq!(
+                    p + 1,
+                    cmd.attrs.len(),
+                    "a data attribute not last was encoded"
+                );
             }
         }
 
