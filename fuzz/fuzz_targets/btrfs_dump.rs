@@ -261,6 +261,9 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
     let mut fed = 0u64; // bytes consumed so far
     let mut expect_header = true;
     let mut headers = 0u64;
+    // Stream offset where the expected (or current) stream header starts; it
+    // may arrive over several calls.
+    let mut header_at = 0u64;
     let mut failed = None;
     // Checked last, so that the other checks are reached first.
     let mut between_mismatch = None;
@@ -270,7 +273,6 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
     );
     'pieces: for mut p in bytes.chunks(piece) {
         while !p.is_empty() {
-            let at = dec.offset();
             let len = p.len();
             let consumed = match dec.decode(p) {
                 Ok(DecEvent::Stream { version, consumed }) => {
@@ -287,6 +289,7 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
                     assert!(!expect_header, "a command where a header was expected");
                     let profile = *command.profile();
                     expect_header = command.is_end();
+                    header_at = command.offset() + command.encoded_len() as u64;
                     events.push(visit(&command, &profile, &mut dumper, &mut out));
                     consumed
                 }
@@ -299,8 +302,8 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
                     events.push(match e {
                         Error::Tlv(t) if !expect_header => Event::Tlv(t),
                         e => {
-                            check_header_position(&e, at, "StreamDecoder::decode");
-                            header_error(&e, 0, at)
+                            check_header_position(&e, header_at, "StreamDecoder::decode");
+                            header_error(&e, 0, header_at)
                         }
                     });
                     break 'pieces;
@@ -326,8 +329,8 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
                 events.push(match e {
                     Error::Tlv(t) if !expect_header => Event::Tlv(t),
                     e => {
-                        check_header_position(&e, dec.offset(), "StreamDecoder::finish");
-                        header_error(&e, 0, dec.offset())
+                        check_header_position(&e, header_at, "StreamDecoder::finish");
+                        header_error(&e, 0, header_at)
                     }
                 });
             }
