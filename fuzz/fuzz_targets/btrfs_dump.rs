@@ -75,7 +75,7 @@ fn header_error(e: &Error, tlv_base: u64, at: u64) -> Event {
             kind: format!("{:?}", t.kind),
             offset: tlv_base + t.offset,
         },
-        Error::BadMagic { found } => Event::BadHeader {
+        Error::BadMagic { found, .. } => Event::BadHeader {
             kind: format!("BadMagic({found:?})"),
             offset: at,
         },
