@@ -3,7 +3,7 @@
 //! overlap), and every stream event is handed to a visitor.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, IsTerminal, Read};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -74,10 +74,19 @@ impl Chunks {
 
 /// A stream event, as the visitor sees it.
 pub enum Visit<'c, 'a> {
-    /// A stream header: a stream of this version starts at this offset.
-    Stream { version: u32, offset: u64 },
+    /// A stream header: a stream of this version starts.
+    Stream { version: u32 },
     /// A command of the current stream.
     Command(&'c Command<'a>),
+}
+
+/// How [`each_event`] ended.
+pub enum End {
+    /// At the end of input, after this many bytes, every stream complete.
+    Eof { bytes: u64 },
+    /// The visitor stopped at the event at `offset`; `more_input` when bytes
+    /// were already read past it.
+    Stopped { offset: u64, more_input: bool },
 }
 
 /// Opens `path` (`-`: standard input) and hands every event to `visit`,
@@ -86,7 +95,7 @@ pub enum Visit<'c, 'a> {
 pub fn each_event(
     path: &Path,
     mut visit: impl FnMut(Visit<'_, '_>) -> Result<bool, Failure>,
-) -> Result<u64, Failure> {
+) -> Result<End, Failure> {
     let (input, len): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
         (Box::new(io::stdin()), None)
     } else {
@@ -94,7 +103,12 @@ pub fn each_event(
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
-    let pb: ProgressBar = progress(len);
+    // No progress bar over output going to the same terminal.
+    let pb: ProgressBar = if io::stdout().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        progress(len)
+    };
     let chunks = Chunks::spawn(input);
     let mut dec = StreamDecoder::new();
     let mut offset = 0u64;
@@ -109,23 +123,22 @@ pub fn each_event(
         while !p.is_empty() {
             let at = dec.offset();
             let (consumed, go_on) = match dec.decode(p)? {
-                Event::Stream { version, consumed } => (
-                    consumed,
-                    visit(Visit::Stream {
-                        version,
-                        offset: at,
-                    })?,
-                ),
+                Event::Stream { version, consumed } => {
+                    (consumed, visit(Visit::Stream { version })?)
+                }
                 Event::Command { command, consumed } => {
                     (consumed, visit(Visit::Command(&command))?)
                 }
                 Event::NeedMore { consumed } => (consumed, true),
             };
+            p = &p[consumed..];
             if !go_on {
                 pb.finish_and_clear();
-                return Ok(at);
+                return Ok(End::Stopped {
+                    offset: at,
+                    more_input: !p.is_empty(),
+                });
             }
-            p = &p[consumed..];
         }
         offset += n as u64;
         pb.set_position(offset);
@@ -133,5 +146,5 @@ pub fn each_event(
     }
     pb.finish_and_clear();
     dec.finish()?;
-    Ok(offset)
+    Ok(End::Eof { bytes: offset })
 }

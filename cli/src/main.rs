@@ -109,28 +109,19 @@ fn dump(file: &Path) -> Result<(), Failure> {
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(1 << 20);
     let mut dumper = Dumper::new();
-    let mut streams = 0;
     let r = input::each_event(file, |v| {
         match v {
-            Visit::Stream { offset, .. } => {
-                streams += 1;
-                if streams > 1 {
-                    // Like btrfs receive --dump, only the first stream is dumped.
-                    eprintln!(
-                        "proto-stream: note: another stream starts at byte offset {offset}; only the first is dumped (as btrfs receive --dump does)"
-                    );
-                    return Ok(false);
-                }
-            }
+            Visit::Stream { .. } => {}
+            // Like btrfs receive --dump, nothing after the first END is read.
+            Visit::Command(cmd) if cmd.is_end() => return Ok(false),
             Visit::Command(cmd) => match dumper.dump(cmd, &mut buf)? {
                 true => {}
-                false if !cmd.is_end() => eprintln!(
+                false => eprintln!(
                     "proto-stream: warning: command {} at byte offset {}: unknown command type {} skipped (as btrfs receive --dump does)",
                     cmd.index(),
                     cmd.offset(),
                     CommandType(cmd.cmd())
                 ),
-                false => {}
             },
         }
         if buf.len() >= 256 * 1024 {
@@ -139,7 +130,16 @@ fn dump(file: &Path) -> Result<(), Failure> {
         Ok(true)
     });
     flush_out(&mut out, &mut buf)?;
-    r.map(|_| ())
+    if let input::End::Stopped {
+        offset,
+        more_input: true,
+    } = r?
+    {
+        eprintln!(
+            "proto-stream: note: input continues after the END at byte offset {offset}; only the first stream is dumped (as btrfs receive --dump does)"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -166,34 +166,37 @@ fn verify(file: &Path, json: bool) -> Result<(), Failure> {
             "data_bytes": s.data_bytes,
             "commands_by_type": s.by_type,
         });
-        if let Err(Failure::Stream(e)) = &r {
-            v["error"] = e.to_string().into();
-            match e {
-                Error::Tlv(t) => {
-                    v["command_index"] = t.index.into();
-                    v["byte_offset"] = t.offset.into();
+        match &r {
+            Err(Failure::Stream(e)) => {
+                v["error"] = e.to_string().into();
+                if let Some(i) = e.command_index() {
+                    v["command_index"] = i.into();
                 }
-                Error::UnspecCommand { index, offset } | Error::Dump { index, offset, .. } => {
-                    v["command_index"] = (*index).into();
-                    v["byte_offset"] = (*offset).into();
+                if let Some(o) = e.offset() {
+                    v["byte_offset"] = o.into();
                 }
-                _ => {}
             }
-        } else if let Err(Failure::Io(e)) = &r {
-            v["error"] = e.clone().into();
+            Err(Failure::Io(e)) => v["error"] = e.clone().into(),
+            Ok(()) => {}
         }
-        println!("{v}");
+        // A closed stdout is not worth a panic; the exit status still tells.
+        let _ = writeln!(io::stdout(), "{v}");
     } else if r.is_ok() {
-        println!(
+        let _ = writeln!(
+            io::stdout(),
             "ok: btrfs send stream v{}, {} stream(s), {} commands, {} bytes ({} data bytes)",
-            s.version, s.streams, s.commands, bytes, s.data_bytes
+            s.version,
+            s.streams,
+            s.commands,
+            bytes,
+            s.data_bytes
         );
     }
     r
 }
 
 fn verify_into(file: &Path, s: &mut Summary, bytes: &mut u64) -> Result<(), Failure> {
-    *bytes = input::each_event(file, |v| {
+    let end = input::each_event(file, |v| {
         match v {
             Visit::Stream { version, .. } => {
                 s.streams += 1;
@@ -221,5 +224,8 @@ fn verify_into(file: &Path, s: &mut Summary, bytes: &mut u64) -> Result<(), Fail
         }
         Ok(true)
     })?;
+    if let input::End::Eof { bytes: n } = end {
+        *bytes = n;
+    }
     Ok(())
 }

@@ -110,6 +110,7 @@ fn truncated_and_foreign_input_fail_clearly() {
     assert!(err.contains("without an END"), "{err}");
 
     let out = run_stdin(&["verify", "-"], &bytes[..bytes.len() - 3]);
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("truncated command"), "{err}");
 
@@ -124,6 +125,7 @@ fn truncated_and_foreign_input_fail_clearly() {
     let mut v9 = bytes.clone();
     v9[13] = 9;
     let out = run_stdin(&["dump", "-"], &v9);
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("unsupported stream version 9"), "{err}");
 
@@ -148,12 +150,26 @@ fn concatenated_streams_verify_and_dump_only_the_first() {
     let out = run_stdin(&["dump", "-"], &both);
     assert!(out.status.success());
     assert!(out.stdout == std::fs::read(testdata("nodata-v2.dump")).unwrap());
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("another stream starts at byte offset 3023"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("input continues after the END at byte offset 3013"),
+        "{err}"
+    );
 
-    // Garbage after END is an error for verify.
-    let junk = [a, b"junk".to_vec()].concat();
+    // Garbage after END: verify refuses it where it starts; dump, like
+    // btrfs receive --dump, never reads past the first END.
+    let junk = [a.clone(), b"junk after the end....".to_vec()].concat();
     let out = run_stdin(&["verify", "-"], &junk);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("not a btrfs send stream") && err.contains("byte offset 3023"),
+        "{err}"
+    );
+    let out = run_stdin(&["verify", "--json", "-"], &junk);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["byte_offset"], 3023);
+    let out = run_stdin(&["dump", "-"], &junk);
+    assert!(out.status.success());
+    assert!(out.stdout == std::fs::read(testdata("nodata-v2.dump")).unwrap());
 }

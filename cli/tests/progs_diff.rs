@@ -509,6 +509,128 @@ fn edge_streams() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ];
+    let attr = |ty: u16| AttrValue::new(ty, Value::U64(1));
+    v.push((
+        "attribute-type-0",
+        stream(
+            1,
+            &[
+                Item::Typed(B::Unlink { path: b"ok" }),
+                Item::Raw(
+                    CommandType::UNLINK.0,
+                    vec![AttrValue::new(15, Value::Bytes(b"p")), attr(0)],
+                ),
+            ],
+        ),
+    ));
+    v.push((
+        "attribute-type-36",
+        stream(
+            2,
+            &[Item::Raw(
+                CommandType::TRUNCATE.0,
+                vec![AttrValue::new(15, Value::Bytes(b"p")), attr(4), attr(36)],
+            )],
+        ),
+    ));
+    v.push((
+        "attribute-type-36-in-unknown-command",
+        stream(2, &[Item::Raw(77, vec![attr(36)])]),
+    ));
+    v.push((
+        "optional-attributes-malformed",
+        stream(
+            2,
+            &[
+                Item::Raw(
+                    CommandType::MKFIFO.0,
+                    vec![
+                        AttrValue::new(15, Value::Bytes(b"fifo")),
+                        attr(3),
+                        AttrValue::new(AttrType::MODE.0, Value::U32(0o644)),
+                    ],
+                ),
+                Item::Raw(
+                    CommandType::MKSOCK.0,
+                    vec![
+                        AttrValue::new(15, Value::Bytes(b"sock")),
+                        attr(3),
+                        AttrValue::new(AttrType::RDEV.0, Value::Bytes(b"")),
+                    ],
+                ),
+                Item::Raw(
+                    CommandType::UTIMES.0,
+                    vec![
+                        AttrValue::new(15, Value::Bytes(b"t")),
+                        AttrValue::new(AttrType::ATIME.0, Value::Timespec(t(1))),
+                        AttrValue::new(AttrType::MTIME.0, Value::Timespec(t(2))),
+                        AttrValue::new(AttrType::CTIME.0, Value::Timespec(t(3))),
+                        AttrValue::new(AttrType::OTIME.0, Value::U8(9)),
+                    ],
+                ),
+            ],
+        ),
+    ));
+    v.push((
+        "clone-length-through-int",
+        stream(
+            1,
+            &[
+                Item::Typed(B::Clone {
+                    path: b"c",
+                    offset: 0,
+                    len: (1 << 32) + 5,
+                    clone_uuid: [0; 16],
+                    clone_ctransid: 0,
+                    clone_path: b"s",
+                    clone_offset: 0,
+                }),
+                Item::Typed(B::Clone {
+                    path: b"c",
+                    offset: 0,
+                    len: 1 << 31,
+                    clone_uuid: [0; 16],
+                    clone_ctransid: 0,
+                    clone_path: b"s",
+                    clone_offset: 0,
+                }),
+                Item::Typed(B::Clone {
+                    path: b"c",
+                    offset: 0,
+                    len: u64::MAX,
+                    clone_uuid: [0; 16],
+                    clone_ctransid: 0,
+                    clone_path: b"s",
+                    clone_offset: 0,
+                }),
+            ],
+        ),
+    ));
+    // What follows the first END is never read by btrfs receive --dump.
+    let first = stream(1, &[Item::Typed(B::Unlink { path: b"first" })]);
+    v.push((
+        "garbage-after-end",
+        [
+            first.clone(),
+            b"this is not a stream header at all".to_vec(),
+        ]
+        .concat(),
+    ));
+    v.push((
+        "short-garbage-after-end",
+        [first.clone(), b"xy".to_vec()].concat(),
+    ));
+    let mut v9 = stream(1, &[Item::Typed(B::Unlink { path: b"second" })]);
+    v9[13] = 9;
+    v.push(("unsupported-second-stream", [first.clone(), v9].concat()));
+    v.push((
+        "two-streams",
+        [
+            first.clone(),
+            stream(2, &[Item::Typed(B::Unlink { path: b"second" })]),
+        ]
+        .concat(),
+    ));
     // Truncated stream and corrupted CRC: both refuse.
     let mut cut = v[0].1.clone();
     cut.truncate(cut.len() - 5);

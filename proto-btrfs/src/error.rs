@@ -6,14 +6,16 @@ use proto_tlv::{ErrorKind, ReadError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The first 13 bytes are not `btrfs-stream\0`.
+    /// A stream header does not start with `btrfs-stream\0`.
     #[error(
-        "not a btrfs send stream: magic is {} (expected \"btrfs-stream\\0\") at byte offset 0",
+        "not a btrfs send stream: magic is {} (expected \"btrfs-stream\\0\") at byte offset {offset}",
         escape(found)
     )]
     BadMagic {
         /// The 13 bytes found.
         found: [u8; 13],
+        /// Stream offset of the header (0 for the first stream).
+        offset: u64,
     },
     /// A framing, CRC or attribute error, with its position.
     #[error(transparent)]
@@ -49,7 +51,70 @@ pub enum Error {
     },
 }
 
+impl Clone for Error {
+    /// I/O errors are cloned as their kind and message.
+    fn clone(&self) -> Self {
+        match self {
+            Error::BadMagic { found, offset } => Error::BadMagic {
+                found: *found,
+                offset: *offset,
+            },
+            Error::Tlv(e) => Error::Tlv(e.clone()),
+            Error::Io { offset, source } => Error::Io {
+                offset: *offset,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::UnspecCommand { index, offset } => Error::UnspecCommand {
+                index: *index,
+                offset: *offset,
+            },
+            Error::Dump {
+                index,
+                offset,
+                reason,
+            } => Error::Dump {
+                index: *index,
+                offset: *offset,
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 impl Error {
+    /// Moves a header error found at offset 0 of a header to the stream
+    /// offset `base` where that header starts.
+    pub(crate) fn header_at(self, base: u64) -> Self {
+        match self {
+            Error::Tlv(t) => Error::Tlv(t.kind.at(0, base + t.offset)),
+            Error::BadMagic { found, offset } => Error::BadMagic {
+                found,
+                offset: base + offset,
+            },
+            other => other,
+        }
+    }
+
+    /// Stream byte offset of the fault, where known.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Error::BadMagic { offset, .. }
+            | Error::Io { offset, .. }
+            | Error::UnspecCommand { offset, .. }
+            | Error::Dump { offset, .. } => Some(*offset),
+            Error::Tlv(t) => Some(t.offset),
+        }
+    }
+
+    /// Index of the command concerned, where there is one.
+    pub fn command_index(&self) -> Option<u64> {
+        match self {
+            Error::Tlv(t) => Some(t.index),
+            Error::UnspecCommand { index, .. } | Error::Dump { index, .. } => Some(*index),
+            Error::BadMagic { .. } | Error::Io { .. } => None,
+        }
+    }
+
     /// The TLV error kind, when this is one.
     pub fn tlv_kind(&self) -> Option<&ErrorKind> {
         match self {

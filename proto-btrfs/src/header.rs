@@ -62,7 +62,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<u32, Error> {
         ));
     };
     if &hdr.magic != MAGIC {
-        return Err(Error::BadMagic { found: hdr.magic });
+        return Err(Error::BadMagic {
+            found: hdr.magic,
+            offset: 0,
+        });
     }
     let version = hdr.version.get();
     profile(version)?;

@@ -89,17 +89,31 @@ impl<R: Read> StreamReader<R> {
         Ok(self.dec.next_command()?)
     }
 
-    /// After END: `Ok(Some(version))` if another stream header follows,
-    /// `Ok(None)` at the end of input. Anything else after END is an error
-    /// (bad magic or truncated header) at its offset.
+    /// Moves to the next concatenated stream: `Ok(Some(version))` if another
+    /// stream header follows, `Ok(None)` at the end of input. Anything else
+    /// after END is an error (bad magic, truncated header, unsupported
+    /// version) at its offset, after which the reader stays failed. Called
+    /// before the current stream's END, it first reads (and checks) the rest
+    /// of that stream.
     pub fn next_stream(&mut self) -> Result<Option<u32>, Error> {
+        // Called before END: check and skip the rest of this stream.
+        while self.dec.next_command()?.is_some() {}
         let at = self.dec.offset();
         let version = match self.dec.read_prefix(HEADER_LEN)? {
             None => return Ok(None),
-            Some(h) => parse_header(h).map_err(|e| match e {
-                Error::Tlv(t) => Error::Tlv(t.kind.at(0, at + t.offset)),
-                other => other,
-            })?,
+            Some(h) => match parse_header(h) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = e.header_at(at);
+                    // Nothing after a bad header is read as commands.
+                    if let Error::Tlv(t) = &e {
+                        self.dec.poison(t.clone());
+                    } else {
+                        self.dec.poison(ErrorKind::MissingEnd.at(0, at));
+                    }
+                    return Err(e);
+                }
+            },
         };
         self.dec.set_profile(profile(version)?);
         self.version = version;
@@ -191,6 +205,7 @@ pub enum Event<'a> {
 /// ```
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
+    failed: Option<Error>,
     header: Vec<u8>,
     dec: Option<proto_tlv::Decoder>,
     /// Stream offset where the pending header starts.
@@ -212,7 +227,7 @@ impl StreamDecoder {
     /// Whether the decoder is between streams (before the first header or
     /// after an END).
     pub fn between_streams(&self) -> bool {
-        self.dec.is_none()
+        self.dec.as_ref().is_none_or(|d| d.ended())
     }
 
     /// Stream offset of the next byte expected.
@@ -223,8 +238,12 @@ impl StreamDecoder {
         }
     }
 
-    /// Feeds `input`; returns the first event it completes.
+    /// Feeds `input`; returns the first event it completes. After an error
+    /// it stays failed.
     pub fn decode<'a>(&'a mut self, input: &'a [u8]) -> Result<Event<'a>, Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         if let Some(dec) = &self.dec {
             if dec.ended() {
                 self.offset = dec.offset();
@@ -238,10 +257,14 @@ impl StreamDecoder {
                 return Ok(Event::NeedMore { consumed: take });
             }
             let at = self.offset;
-            let version = parse_header(&self.header).map_err(|e| match e {
-                Error::Tlv(t) => Error::Tlv(t.kind.at(0, at + t.offset)),
-                other => other,
-            })?;
+            let version = match parse_header(&self.header) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = e.header_at(at);
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            };
             self.header.clear();
             self.streams += 1;
             self.dec = Some(proto_tlv::Decoder::new(
@@ -257,15 +280,22 @@ impl StreamDecoder {
         let Some(dec) = self.dec.as_mut() else {
             return Err(Error::Tlv(ErrorKind::MissingEnd.at(0, self.offset)));
         };
-        Ok(match dec.decode(input)? {
-            proto_tlv::Step::Command { command, consumed } => Event::Command { command, consumed },
-            proto_tlv::Step::NeedMore { consumed, .. } => Event::NeedMore { consumed },
-        })
+        match dec.decode(input) {
+            Ok(proto_tlv::Step::Command { command, consumed }) => {
+                Ok(Event::Command { command, consumed })
+            }
+            Ok(proto_tlv::Step::NeedMore { consumed, .. }) => Ok(Event::NeedMore { consumed }),
+            // The TLV decoder keeps its own error for later calls.
+            Err(e) => Err(Error::Tlv(e)),
+        }
     }
 
     /// Declares the end of input: fine only between streams, after at least
     /// one stream, with no partial header.
     pub fn finish(&self) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         match &self.dec {
             Some(d) if !d.ended() => Ok(d.finish()?),
             Some(_) => Ok(()),

@@ -146,8 +146,9 @@ pub enum BtrfsCommand<'a> {
         salt: &'a [u8],
         sig: &'a [u8],
     },
-    /// A command type this crate does not know; the raw command keeps it.
-    Unknown { cmd: u16 },
+    /// A command type this crate does not know, with its payload as is (it
+    /// re-encodes byte for byte).
+    Unknown { cmd: u16, payload: &'a [u8] },
 }
 
 /// Attributes of one command, looked up by type (last occurrence wins).
@@ -157,12 +158,16 @@ struct Table<'a, 'c> {
     cmd: &'c Command<'a>,
     attrs: [Option<proto_tlv::Attr<'a>>; TABLE_LEN],
     overflow: bool,
+    /// Optional attributes that btrfs-progs never reads (the `rdev`/`mode`
+    /// of a FIFO or socket, `otime`) become `None` when malformed, instead
+    /// of an error: how `btrfs receive` sees them.
+    lenient: bool,
 }
 
 const TABLE_LEN: usize = 12;
 
 impl<'a, 'c> Table<'a, 'c> {
-    fn new(cmd: &'c Command<'a>) -> Self {
+    fn new(cmd: &'c Command<'a>, lenient: bool) -> Self {
         let mut attrs = [None; TABLE_LEN];
         let mut overflow = false;
         for (n, a) in cmd.attrs().enumerate() {
@@ -175,6 +180,7 @@ impl<'a, 'c> Table<'a, 'c> {
             cmd,
             attrs,
             overflow,
+            lenient,
         }
     }
     fn get(&self, t: A) -> Option<proto_tlv::Attr<'a>> {
@@ -203,8 +209,16 @@ impl<'a, 'c> Table<'a, 'c> {
     fn u64(&self, t: A) -> Result<u64, Error> {
         self.req(t)?.as_u64()
     }
-    fn opt_u64(&self, t: A) -> Result<Option<u64>, Error> {
-        self.get(t).map(|a| a.as_u64()).transpose()
+    /// An optional attribute btrfs-progs does not read (see `lenient`).
+    fn unread<T>(
+        &self,
+        t: A,
+        f: impl Fn(&proto_tlv::Attr<'a>) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        match self.get(t).map(|a| f(&a)).transpose() {
+            Err(_) if self.lenient => Ok(None),
+            r => r,
+        }
     }
     fn opt_u32(&self, t: A) -> Result<Option<u32>, Error> {
         self.get(t).map(|a| a.as_u32()).transpose()
@@ -218,9 +232,21 @@ impl<'a, 'c> Table<'a, 'c> {
 }
 
 impl<'a> BtrfsCommand<'a> {
-    /// Decodes the attributes of `cmd` into a typed view.
+    /// Decodes the attributes of `cmd` into a typed view. Every attribute
+    /// it keeps must have its type's size; a missing required one is an
+    /// error naming it.
     pub fn parse(cmd: &Command<'a>) -> Result<Self, Error> {
-        let t = Table::new(cmd);
+        Self::parse_with(cmd, false)
+    }
+
+    /// As `btrfs receive` reads a command: like [`BtrfsCommand::parse`],
+    /// but optional attributes it never looks at are dropped when malformed.
+    pub(crate) fn parse_as_progs(cmd: &Command<'a>) -> Result<Self, Error> {
+        Self::parse_with(cmd, true)
+    }
+
+    fn parse_with(cmd: &Command<'a>, lenient: bool) -> Result<Self, Error> {
+        let t = Table::new(cmd, lenient);
         let path = || t.path(A::PATH);
         Ok(match C(cmd.cmd()) {
             C::SUBVOL => Self::Subvol {
@@ -252,14 +278,14 @@ impl<'a> BtrfsCommand<'a> {
             C::MKFIFO => Self::Mkfifo {
                 path: path()?,
                 ino: t.u64(A::INO)?,
-                rdev: t.opt_u64(A::RDEV)?,
-                mode: t.opt_u64(A::MODE)?,
+                rdev: t.unread(A::RDEV, |a| a.as_u64())?,
+                mode: t.unread(A::MODE, |a| a.as_u64())?,
             },
             C::MKSOCK => Self::Mksock {
                 path: path()?,
                 ino: t.u64(A::INO)?,
-                rdev: t.opt_u64(A::RDEV)?,
-                mode: t.opt_u64(A::MODE)?,
+                rdev: t.unread(A::RDEV, |a| a.as_u64())?,
+                mode: t.unread(A::MODE, |a| a.as_u64())?,
             },
             C::SYMLINK => Self::Symlink {
                 path: path()?,
@@ -317,7 +343,7 @@ impl<'a> BtrfsCommand<'a> {
                 atime: t.ts(A::ATIME)?,
                 mtime: t.ts(A::MTIME)?,
                 ctime: t.ts(A::CTIME)?,
-                otime: t.get(A::OTIME).map(|a| a.as_timespec()).transpose()?,
+                otime: t.unread(A::OTIME, |a| a.as_timespec())?,
             },
             C::END => Self::End,
             C::UPDATE_EXTENT => Self::UpdateExtent {
@@ -352,7 +378,10 @@ impl<'a> BtrfsCommand<'a> {
                 salt: t.req(A::VERITY_SALT_DATA)?.as_bytes(),
                 sig: t.req(A::VERITY_SIG_DATA)?.as_bytes(),
             },
-            other => Self::Unknown { cmd: other.0 },
+            other => Self::Unknown {
+                cmd: other.0,
+                payload: cmd.payload(),
+            },
         })
     }
 
@@ -385,12 +414,12 @@ impl<'a> BtrfsCommand<'a> {
             Self::Fileattr { .. } => C::FILEATTR,
             Self::EncodedWrite { .. } => C::ENCODED_WRITE,
             Self::EnableVerity { .. } => C::ENABLE_VERITY,
-            Self::Unknown { cmd } => C(*cmd),
+            Self::Unknown { cmd, .. } => C(*cmd),
         }
     }
 
     /// The attributes in the kernel's order, ready for the TLV encoder.
-    /// `Unknown` has none (re-encode its raw command instead).
+    /// `Unknown` gives none: its payload is kept whole instead.
     pub fn attr_values(&self) -> Vec<AttrValue<'a>> {
         use Value::{Bytes, Timespec as Ts, Uuid, U32, U64, U8};
         let v = |t: A, x: Value<'a>| AttrValue::new(t.0, x);
@@ -577,7 +606,12 @@ impl<'a> BtrfsCommand<'a> {
     /// Appends the encoded command to `out` under `profile` (see
     /// [`crate::profile`]). Returns the bytes written.
     pub fn encode(&self, profile: &Profile, out: &mut Vec<u8>) -> Result<usize, Error> {
-        proto_tlv::encode_command(profile, self.command_type().0, &self.attr_values(), out)
+        match self {
+            Self::Unknown { cmd, payload } => proto_tlv::encode_raw(profile, *cmd, payload, out),
+            _ => {
+                proto_tlv::encode_command(profile, self.command_type().0, &self.attr_values(), out)
+            }
+        }
     }
 }
 
@@ -585,6 +619,54 @@ impl<'a> BtrfsCommand<'a> {
 mod tests {
     use super::*;
     use proto_tlv::{decode_command, encode_command};
+
+    #[test]
+    fn unknown_commands_keep_their_payload() {
+        let p = crate::profile(2).unwrap();
+        let mut v = Vec::new();
+        let attrs = [
+            AttrValue::new(99, Value::Bytes(b"opaque")),
+            AttrValue::new(A::PATH.0, Value::Bytes(b"p")),
+        ];
+        encode_command(&p, 0x1234, &attrs, &mut v).unwrap();
+        let (c, _) = decode_command(&v, &p, 0, 0).unwrap();
+        let view = BtrfsCommand::parse(&c).unwrap();
+        assert_eq!(view.command_type(), C(0x1234));
+        let mut again = Vec::new();
+        view.encode(&p, &mut again).unwrap();
+        assert_eq!(again, v);
+    }
+
+    #[test]
+    fn optional_attributes_progs_ignores_are_lenient_only_for_the_dump() {
+        let p = crate::profile(2).unwrap();
+        let mut v = Vec::new();
+        let attrs = [
+            AttrValue::new(A::PATH.0, Value::Bytes(b"f")),
+            AttrValue::new(A::INO.0, Value::U64(5)),
+            AttrValue::new(A::MODE.0, Value::U32(0o644)),
+        ];
+        encode_command(&p, C::MKFIFO.0, &attrs, &mut v).unwrap();
+        let (c, _) = decode_command(&v, &p, 0, 0).unwrap();
+        let e = BtrfsCommand::parse(&c).unwrap_err();
+        assert_eq!(
+            e.kind,
+            proto_tlv::ErrorKind::AttrSize {
+                attr_type: A::MODE.0,
+                expected: 8,
+                actual: 4
+            }
+        );
+        assert_eq!(
+            BtrfsCommand::parse_as_progs(&c).unwrap(),
+            BtrfsCommand::Mkfifo {
+                path: b"f",
+                ino: 5,
+                rdev: None,
+                mode: None
+            }
+        );
+    }
 
     #[test]
     fn last_attribute_wins_even_past_the_small_table() {

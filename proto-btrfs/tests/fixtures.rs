@@ -320,7 +320,10 @@ fn stream_decoder_in_pieces_agrees_and_handles_concatenation() {
         // Garbage after END: refused where it starts.
         let junk = [bytes.clone(), b"not a stream header".to_vec()].concat();
         let (_, r) = stream_decoder(&junk, 65536);
-        assert!(matches!(r, Err(Error::BadMagic { .. })), "{name}");
+        assert!(
+            matches!(r, Err(Error::BadMagic { offset, .. }) if offset == bytes.len() as u64),
+            "{name}"
+        );
         let (_, r) = stream_decoder(&junk[..bytes.len() + 5], 65536);
         let e = r.unwrap_err();
         assert!(
@@ -339,4 +342,71 @@ fn stream_decoder_in_pieces_agrees_and_handles_concatenation() {
             "{e}"
         );
     }
+}
+
+/// Found by the `btrfs_dump` fuzz target (inputs in
+/// `fuzz/regressions/btrfs_dump/`): state right after END, the error kept
+/// after a bad header, and the offset of a following stream's bad magic.
+#[test]
+fn stream_decoders_after_end_and_after_a_bad_header() {
+    let good = std::fs::read(workspace().join("testdata/btrfs/nodata-v2.stream")).unwrap();
+    let mut bad_version = good.clone();
+    bad_version[13] = 9;
+    let input = [good.clone(), bad_version, good.clone()].concat();
+
+    let mut dec = StreamDecoder::new();
+    assert!(dec.between_streams());
+    let mut p = &input[..];
+    let err = loop {
+        match dec.decode(p) {
+            Ok(Event::Command { command, consumed }) => {
+                let end = command.is_end();
+                p = &p[consumed..];
+                if end {
+                    assert!(dec.between_streams(), "right after END");
+                }
+            }
+            Ok(Event::Stream { consumed, .. } | Event::NeedMore { consumed }) => p = &p[consumed..],
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err.tlv_kind(),
+            Some(ErrorKind::UnsupportedVersion { version: 9, .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.offset(), Some(good.len() as u64 + 13));
+    // It stays failed, with the same error, for decode and finish alike.
+    assert_eq!(dec.decode(&good).unwrap_err().to_string(), err.to_string());
+    assert_eq!(dec.finish().unwrap_err().to_string(), err.to_string());
+
+    // The Read adapter: a bad second header fails, and nothing after it is
+    // decoded under the first stream's rules.
+    let mut rd = StreamReader::new(&input[..]).unwrap();
+    let e = rd.next_stream().unwrap_err();
+    assert!(
+        matches!(
+            e.tlv_kind(),
+            Some(ErrorKind::UnsupportedVersion { version: 9, .. })
+        ),
+        "{e}"
+    );
+    assert!(rd.next_command().is_err());
+    assert!(rd.next_stream().is_err());
+
+    // A following stream with a bad magic: the error names where it starts.
+    let junk = [good.clone(), vec![b'X'; 40]].concat();
+    let mut rd = StreamReader::new(&junk[..]).unwrap();
+    let e = rd.next_stream().unwrap_err();
+    assert!(
+        matches!(e, Error::BadMagic { offset, .. } if offset == good.len() as u64),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(&format!("byte offset {}", good.len())),
+        "{e}"
+    );
 }

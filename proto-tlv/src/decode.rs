@@ -142,7 +142,7 @@ pub(crate) fn checked_total(
         }
         .at(index, offset));
     }
-    Ok(CMD_HEADER_LEN + len as usize)
+    Ok((len as usize).saturating_add(CMD_HEADER_LEN))
 }
 
 /// Decodes the command at the start of `input`: header, length limit, CRC and

@@ -47,6 +47,14 @@ pub fn encoded_len(profile: &Profile, attrs: &[AttrValue<'_>]) -> Result<usize, 
     Ok(CMD_HEADER_LEN + len)
 }
 
+/// Names the command type in an `Oversized` error from [`encoded_len`].
+fn with_cmd(mut e: Error, cmd: u16) -> Error {
+    if let ErrorKind::Oversized { cmd: c, .. } = &mut e.kind {
+        *c = cmd;
+    }
+    e
+}
+
 /// Writes a command of `encoded_len` bytes into `out` (exactly that long).
 fn write_into(profile: &Profile, cmd: u16, attrs: &[AttrValue<'_>], out: &mut [u8]) {
     let payload_len = (out.len() - CMD_HEADER_LEN) as u32;
@@ -77,7 +85,7 @@ pub fn encode_command(
     attrs: &[AttrValue<'_>],
     out: &mut Vec<u8>,
 ) -> Result<usize, Error> {
-    let n = encoded_len(profile, attrs)?;
+    let n = encoded_len(profile, attrs).map_err(|e| with_cmd(e, cmd))?;
     let start = out.len();
     out.resize(start + n, 0);
     write_into(profile, cmd, attrs, &mut out[start..]);
@@ -93,7 +101,7 @@ pub fn encode_command_into(
     attrs: &[AttrValue<'_>],
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let n = encoded_len(profile, attrs)?;
+    let n = encoded_len(profile, attrs).map_err(|e| with_cmd(e, cmd))?;
     let Some(dst) = out.get_mut(..n) else {
         return Err(ErrorKind::DoesNotFit {
             needed: n,
@@ -103,6 +111,36 @@ pub fn encode_command_into(
     };
     write_into(profile, cmd, attrs, dst);
     Ok(n)
+}
+
+/// Appends a command whose payload (its encoded attributes) is given as is:
+/// pass-through of a decoded command, say. Only the length limit is checked;
+/// the header and CRC are computed. On error `out` is left as it was.
+pub fn encode_raw(
+    profile: &Profile,
+    cmd: u16,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, Error> {
+    if payload.len() > profile.max_payload_len as usize {
+        return Err(ErrorKind::Oversized {
+            cmd,
+            len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            max: profile.max_payload_len,
+        }
+        .at(0, 0));
+    }
+    let start = out.len();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cmd.to_le_bytes());
+    out.extend_from_slice(
+        &profile
+            .crc
+            .command_crc(&out[start..], payload)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(payload);
+    Ok(out.len() - start)
 }
 
 /// An owned command: type and attributes in wire order, each kept as raw

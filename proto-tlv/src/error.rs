@@ -47,7 +47,9 @@ pub enum ErrorKind {
         remaining: u32,
     },
     /// An attribute's declared length runs past the end of the payload.
-    #[error("attribute {attr_type} declares {declared} bytes, only {remaining} left in command")]
+    #[error(
+        "attribute type {attr_type} declares {declared} bytes, only {remaining} left in command"
+    )]
     AttrOverrun {
         /// The attribute type.
         attr_type: u16,
@@ -57,7 +59,7 @@ pub enum ErrorKind {
         remaining: u32,
     },
     /// An attribute has the wrong size for its type.
-    #[error("attribute {attr_type} has {actual} bytes, expected {expected}")]
+    #[error("attribute type {attr_type} has {actual} bytes, expected {expected}")]
     AttrSize {
         /// The attribute type.
         attr_type: u16,
@@ -67,7 +69,7 @@ pub enum ErrorKind {
         actual: usize,
     },
     /// A command lacks an attribute its profile requires.
-    #[error("command {cmd} lacks required attribute {attr_type}")]
+    #[error("command type {cmd} lacks required attribute type {attr_type}")]
     MissingAttr {
         /// The command type.
         cmd: u16,

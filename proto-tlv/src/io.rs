@@ -156,6 +156,13 @@ impl<R: Read> ReadDecoder<R> {
         Ok(Some(&self.buf[s..s + n]))
     }
 
+    /// Marks the decoder failed with `e` (say, the caller found the stream
+    /// header it read with [`ReadDecoder::read_prefix`] invalid): every later
+    /// call returns it.
+    pub fn poison(&mut self, e: Error) {
+        self.failed = Some(e);
+    }
+
     /// Whether any byte follows (reads ahead if needed).
     pub fn at_eof(&mut self) -> Result<bool, ReadError> {
         Ok(self.fill(1)? == 0)

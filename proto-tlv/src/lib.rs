@@ -61,7 +61,9 @@ mod profile;
 pub use attr::{Attr, AttrHeader, AttrValue, Attrs, Timespec, Value, ATTR_HEADER_LEN};
 pub use crc::CrcVariant;
 pub use decode::{decode_command, CmdHeader, Command, Commands, Decoder, Step, CMD_HEADER_LEN};
-pub use encode::{encode_command, encode_command_into, encoded_len, payload_len, OwnedCommand};
+pub use encode::{
+    encode_command, encode_command_into, encode_raw, encoded_len, payload_len, OwnedCommand,
+};
 pub use error::{Error, ErrorKind};
 #[cfg(feature = "std")]
 pub use io::{ReadDecoder, ReadError};
