@@ -152,11 +152,14 @@ pub enum BtrfsCommand<'a> {
 }
 
 /// Attributes of one command, looked up by type (last occurrence wins).
-/// Kernel commands carry at most 8 attributes: they are kept in a small
-/// array, and a command with more falls back to scanning the payload.
+/// Kernel commands carry at most 8 attributes (`encoded_write`): they are
+/// kept in a small array, and a command with more falls back to scanning
+/// the payload.
 struct Table<'a, 'c> {
     cmd: &'c Command<'a>,
     attrs: [Option<proto_tlv::Attr<'a>>; TABLE_LEN],
+    /// How many of `attrs` are filled.
+    n: usize,
     overflow: bool,
     /// Optional attributes that btrfs-progs never reads (the `rdev`/`mode`
     /// of a FIFO or socket, `otime`) become `None` when malformed, instead
@@ -164,21 +167,27 @@ struct Table<'a, 'c> {
     lenient: bool,
 }
 
-const TABLE_LEN: usize = 12;
+const TABLE_LEN: usize = 8;
 
 impl<'a, 'c> Table<'a, 'c> {
+    #[inline(always)]
     fn new(cmd: &'c Command<'a>, lenient: bool) -> Self {
         let mut attrs = [None; TABLE_LEN];
+        let mut n = 0;
         let mut overflow = false;
-        for (n, a) in cmd.attrs().enumerate() {
+        for a in cmd.attrs() {
             match attrs.get_mut(n) {
-                Some(slot) => *slot = Some(a),
+                Some(slot) => {
+                    *slot = Some(a);
+                    n += 1;
+                }
                 None => overflow = true,
             }
         }
         Table {
             cmd,
             attrs,
+            n,
             overflow,
             lenient,
         }
@@ -187,7 +196,7 @@ impl<'a, 'c> Table<'a, 'c> {
         if self.overflow {
             return self.cmd.attr(t.0);
         }
-        self.attrs
+        self.attrs[..self.n]
             .iter()
             .rev()
             .flatten()

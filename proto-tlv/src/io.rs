@@ -103,7 +103,10 @@ impl<R: Read> ReadDecoder<R> {
                 // Room for several commands of this size, so that the move
                 // above happens about once every few commands rather than
                 // before each one.
-                let want = n.saturating_mul(4).min(n + (8 << 20)).max(self.chunk);
+                // (Commands of up to 1 MiB; a larger declared length gets
+                // exactly its size, so a hostile header costs no more than
+                // the profile's limit.)
+                let want = if n <= 1 << 20 { n * 4 } else { n }.max(self.chunk);
                 if self.buf.len() < want {
                     self.buf.resize(want, 0);
                 }
@@ -145,7 +148,7 @@ impl<R: Read> ReadDecoder<R> {
                     needed: n as u64,
                     available: have as u64,
                 }
-                .at(self.index, self.offset),
+                .at(0, self.offset),
             ));
         }
         let s = self.start;
