@@ -218,15 +218,21 @@ fuzz_target!(|input: Input| {
             ref want => {
                 let e = predicted.expect_err("encoded_len accepted what the rules refuse");
                 check_error(&e, want, &profile);
+                // `encoded_len` does not know the command type; the encoders
+                // name it in `Oversized`, and otherwise agree exactly.
+                let mut named = e.clone();
+                if let ErrorKind::Oversized { cmd: c, .. } = &mut named.kind {
+                    *c = cmd.cmd;
+                }
                 assert_eq!(
                     result.as_ref().err(),
-                    Some(&e),
+                    Some(&named),
                     "encode_command vs encoded_len"
                 );
                 assert_eq!(out, prefix, "a failed encode_command changed its output");
                 assert_eq!(
                     into.as_ref().err(),
-                    Some(&e),
+                    Some(&named),
                     "encode_command_into vs encoded_len"
                 );
                 assert!(
