@@ -25,7 +25,9 @@ case $target in
 tlv_decode | btrfs_dump) max_len=1048576 ;;
 # Structured input; values are inflated past 64 KiB by the target itself.
 tlv_roundtrip) max_len=65536 ;;
-*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump)" >&2; exit 2 ;;
+# Headers, negotiation inputs and selections are small.
+header_fixed | header_version | header_negotiate | header_contexts) max_len=4096 ;;
+*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump, header_fixed, header_version, header_negotiate, header_contexts)" >&2; exit 2 ;;
 esac
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

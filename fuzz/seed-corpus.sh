@@ -14,7 +14,8 @@
 #   1..=3) then the same pieces; plus prefixes of the first commands, cuts
 #   inside a command header and payload, trailing garbage after END, and two
 #   concatenated streams.
-# - tlv_roundtrip: structured input, no file seeds (the directory is made).
+# - tlv_roundtrip, header_fixed, header_version, header_negotiate,
+#   header_contexts: no file seeds (the directory is made).
 #
 # Seeds are named after their source, so running the script again rewrites
 # the same files.
@@ -37,6 +38,8 @@ want() {
 for t in "${targets[@]}"; do
     case $t in
     tlv_decode | tlv_roundtrip | btrfs_dump) mkdir -p "$CORPUS/$t" ;;
+    # Small structured inputs: no file seeds (the directory is made).
+    header_fixed | header_version | header_negotiate | header_contexts) mkdir -p "$CORPUS/$t" ;;
     *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
     esac
 done
