@@ -184,6 +184,12 @@ impl V1Header {
         }
     }
 
+    /// The advertised context ids, in order: what a selection
+    /// ([`crate::parse_selection`]) is checked against.
+    pub fn context_ids(&self) -> Vec<u32> {
+        self.contexts.iter().map(|c| c.id).collect()
+    }
+
     /// The length of the encoded body.
     pub fn encoded_len(&self) -> usize {
         V1_PREFIX_LEN

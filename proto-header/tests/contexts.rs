@@ -85,6 +85,43 @@ fn each_rejection_has_its_own_error() {
     assert!(msg.contains("byte offset 22"), "{msg}");
 }
 
+/// The ids a v1 header advertises are what a selection is checked against.
+#[test]
+fn selection_against_an_advertised_header() {
+    use proto_header::{Context, Endian, V1Header};
+    let h = V1Header {
+        byte_order: Endian::Big,
+        features_supported: 0,
+        features_required: 0,
+        stream_id: [0; 16],
+        contexts: vec![
+            Context {
+                id: 4,
+                name: "base:allocation".into(),
+            },
+            Context {
+                id: 8,
+                name: "qemu:dirty-bitmap:b0".into(),
+            },
+        ],
+    };
+    let negotiated = h.context_ids();
+    assert_eq!(negotiated, vec![4, 8]);
+    let mut b = Vec::new();
+    encode_selection(&[8], &mut b).unwrap();
+    assert_eq!(parse_selection(&b, 0, &negotiated).unwrap(), (vec![8], 8));
+    let mut b = Vec::new();
+    encode_selection(&[8, 4, 5], &mut b).unwrap();
+    assert!(matches!(
+        parse_selection(&b, 0, &negotiated),
+        Err(Error::SelectionTooLong {
+            count: 3,
+            negotiated: 2,
+            ..
+        })
+    ));
+}
+
 /// NBD: the payload flag is advertised only when block status (which it
 /// extends) is negotiated; chains drop transitively.
 #[test]
