@@ -78,10 +78,12 @@ pub fn parse_selection(
             available: rest.len() as u64,
         });
     };
+    // `len` is a multiple of 4 and the ids are unaligned: this always borrows.
+    let wire = <[U32<BigEndian>]>::ref_from_bytes(payload).unwrap_or(&[]);
     let mut ids: Vec<u32> = Vec::with_capacity(count as usize);
-    for (i, chunk) in payload.chunks_exact(4).enumerate() {
+    for (i, id) in wire.iter().enumerate() {
         let offset = base + (LEN_PREFIX + 4 * i) as u64;
-        let id = U32::<BigEndian>::read_from_bytes(chunk).map_or(0, |v| v.get());
+        let id = id.get();
         if !negotiated.contains(&id) {
             return Err(Error::UnknownContext { offset, id });
         }
