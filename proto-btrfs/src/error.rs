@@ -17,6 +17,9 @@ pub enum Error {
         /// Stream offset of the header (0 for the first stream).
         offset: u64,
     },
+    /// A stream header error not covered above, from `proto-header`.
+    #[error(transparent)]
+    Header(proto_header::Error),
     /// A framing, CRC or attribute error, with its position.
     #[error(transparent)]
     Tlv(#[from] proto_tlv::Error),
@@ -60,6 +63,7 @@ impl Clone for Error {
                 offset: *offset,
             },
             Error::Tlv(e) => Error::Tlv(e.clone()),
+            Error::Header(e) => Error::Header(e.clone()),
             Error::Io { offset, source } => Error::Io {
                 offset: *offset,
                 source: std::io::Error::new(source.kind(), source.to_string()),
@@ -103,6 +107,7 @@ impl Error {
             | Error::UnspecCommand { offset, .. }
             | Error::Dump { offset, .. } => Some(*offset),
             Error::Tlv(t) => Some(t.offset),
+            Error::Header(_) => None,
         }
     }
 
@@ -111,7 +116,7 @@ impl Error {
         match self {
             Error::Tlv(t) => Some(t.index),
             Error::UnspecCommand { index, .. } | Error::Dump { index, .. } => Some(*index),
-            Error::BadMagic { .. } | Error::Io { .. } => None,
+            Error::BadMagic { .. } | Error::Io { .. } | Error::Header(_) => None,
         }
     }
 

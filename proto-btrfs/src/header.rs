@@ -1,8 +1,6 @@
 //! The btrfs stream header: `b"btrfs-stream\0"` then a little-endian u32
-//! version; and the TLV profile of each protocol version.
-
-use zerocopy::byteorder::little_endian::U32;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+//! version, described by `proto-header` ([`proto_header::BTRFS`]); and the
+//! TLV profile of each protocol version.
 
 use crate::{AttrType, CommandType, Error};
 use proto_tlv::{CrcVariant, ErrorKind, Profile};
@@ -10,19 +8,9 @@ use proto_tlv::{CrcVariant, ErrorKind, Profile};
 /// The 13-byte magic, NUL included.
 pub const MAGIC: &[u8; 13] = b"btrfs-stream\0";
 
-/// The 17-byte stream header.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
-#[repr(C)]
-pub struct StreamHeader {
-    /// `b"btrfs-stream\0"`.
-    pub magic: [u8; 13],
-    /// Protocol version.
-    pub version: U32,
-}
-
-/// Size of [`StreamHeader`] on the wire.
+/// Size of the stream header on the wire.
 pub const HEADER_LEN: usize = 17;
-const _: () = assert!(core::mem::size_of::<StreamHeader>() == HEADER_LEN);
+const _: () = assert!(MAGIC.len() + 4 == HEADER_LEN);
 
 /// Lowest protocol version read.
 pub const MIN_VERSION: u32 = 1;
@@ -37,39 +25,64 @@ pub const V1_MAX_PAYLOAD: u32 = 64 * 1024;
 /// room for other producers while bounding what a reader allocates.
 pub const V2_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
 
-impl StreamHeader {
-    /// A header for `version`.
-    pub fn new(version: u32) -> Self {
-        StreamHeader {
-            magic: *MAGIC,
-            version: U32::new(version),
-        }
-    }
+/// Appends the header of a version-`version` stream.
+pub fn write_header(version: u32, out: &mut Vec<u8>) -> Result<(), Error> {
+    profile(version)?;
+    proto_header::BTRFS
+        .encode(version, version, out)
+        .map_err(header_error)
 }
 
+/// The versions this crate reads.
+pub const SUPPORTED_VERSIONS: [u32; 3] = [1, 2, 3];
+
 /// Checks the stream header at the start of `bytes` and returns the
-/// protocol version. Errors: short input, wrong magic (showing what was
+/// protocol version. The header is read through `proto-header`'s
+/// description of it ([`proto_header::BTRFS`]: 13-byte magic, u32
+/// little-endian version, no compat field) and the version negotiated against
+/// [`SUPPORTED_VERSIONS`]. Errors: short input, wrong magic (showing what was
 /// found), or a version outside 1..=3 (naming it).
 pub fn parse_header(bytes: &[u8]) -> Result<u32, Error> {
-    let Ok((hdr, _)) = StreamHeader::ref_from_prefix(bytes) else {
-        return Err(Error::Tlv(
+    let parsed = proto_header::BTRFS.parse(bytes).map_err(header_error)?;
+    proto_header::negotiate(&SUPPORTED_VERSIONS, parsed.range()).map_err(|_| {
+        Error::Tlv(
+            ErrorKind::UnsupportedVersion {
+                version: parsed.version,
+                min: MIN_VERSION,
+                max: MAX_VERSION,
+            }
+            .at(0, 13),
+        )
+    })
+}
+
+/// `proto-header`'s errors in this crate's terms.
+fn header_error(e: proto_header::Error) -> Error {
+    match e {
+        proto_header::Error::BadMagic { offset, found, .. } => {
+            let mut magic = [0u8; 13];
+            let n = found.len().min(13);
+            magic[..n].copy_from_slice(&found[..n]);
+            Error::BadMagic {
+                found: magic,
+                offset,
+            }
+        }
+        proto_header::Error::Truncated {
+            offset,
+            needed,
+            available,
+            ..
+        } => Error::Tlv(
             ErrorKind::Truncated {
                 what: "stream header",
-                needed: HEADER_LEN as u64,
-                available: bytes.len() as u64,
+                needed,
+                available,
             }
-            .at(0, 0),
-        ));
-    };
-    if &hdr.magic != MAGIC {
-        return Err(Error::BadMagic {
-            found: hdr.magic,
-            offset: 0,
-        });
+            .at(0, offset),
+        ),
+        other => Error::Header(other),
     }
-    let version = hdr.version.get();
-    profile(version)?;
-    Ok(version)
 }
 
 /// The TLV profile of protocol `version`: raw CRC32C, END = 21, from v2 on

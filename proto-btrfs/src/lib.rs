@@ -45,6 +45,6 @@ mod view;
 pub use catalogue::{AttrType, CommandType};
 pub use dump::Dumper;
 pub use error::Error;
-pub use header::{parse_header, profile, StreamHeader, HEADER_LEN, MAGIC};
+pub use header::{parse_header, profile, write_header, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS};
 pub use stream::{BtrfsStream, Event, StreamDecoder, StreamReader, StreamWriter};
 pub use view::BtrfsCommand;

@@ -4,9 +4,8 @@
 use std::io::Read;
 
 use proto_tlv::{Command, Commands, ErrorKind, Profile, ReadDecoder};
-use zerocopy::IntoBytes;
 
-use crate::header::{parse_header, profile, StreamHeader, HEADER_LEN};
+use crate::header::{parse_header, profile, write_header, HEADER_LEN};
 use crate::{BtrfsCommand, Error};
 
 /// An in-memory btrfs send stream: checked header, then the commands,
@@ -132,7 +131,7 @@ impl StreamWriter {
     /// Appends the header of a version-`version` stream to `out`.
     pub fn new(version: u32, out: &mut Vec<u8>) -> Result<Self, Error> {
         let profile = profile(version)?;
-        out.extend_from_slice(StreamHeader::new(version).as_bytes());
+        write_header(version, out)?;
         Ok(StreamWriter { profile, version })
     }
     /// Protocol version.
