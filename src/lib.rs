@@ -18,3 +18,5 @@ pub use proto_btrfs as btrfs;
 pub use proto_checkpoint as checkpoint;
 pub use proto_header as header;
 pub use proto_tlv as tlv;
+
+pub mod native;
