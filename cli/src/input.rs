@@ -89,20 +89,52 @@ pub enum End {
     Stopped { offset: u64, more_input: bool },
 }
 
-/// Opens `path` (`-`: standard input) and hands every event to `visit`,
-/// which returns `false` to stop early. At the end of input, checks that the
-/// last stream ended with END.
-pub fn each_event(
-    path: &Path,
-    mut visit: impl FnMut(Visit<'_, '_>) -> Result<bool, Failure>,
-) -> Result<End, Failure> {
-    let (input, len): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
+/// An opened input: the reader and, for a file, its length.
+pub type Opened = (Box<dyn Read + Send>, Option<u64>);
+
+/// Opens `path` (`-`: standard input).
+pub fn open(path: &Path) -> Result<Opened, Failure> {
+    Ok(if path.as_os_str() == "-" {
         (Box::new(io::stdin()), None)
     } else {
         let f = File::open(path).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
-    };
+    })
+}
+
+/// Opens `path` and reads its first bytes (up to `n`, fewer only at end of
+/// input) to tell the format; the returned reader still yields them.
+pub fn sniff(path: &Path, n: usize) -> Result<(Vec<u8>, Opened), Failure> {
+    let (mut input, len) = open(path)?;
+    let mut head = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Failure::Io(format!(
+                    "{}: read failed at byte offset {got}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    head.truncate(got);
+    let input: Box<dyn Read + Send> = Box::new(io::Cursor::new(head.clone()).chain(input));
+    Ok((head, (input, len)))
+}
+
+/// Hands every event of the btrfs stream(s) in `input` (read from `path`)
+/// to `visit`, which returns `false` to stop early. At the end of input,
+/// checks that the last stream ended with END.
+pub fn each_event(
+    path: &Path,
+    (input, len): Opened,
+    mut visit: impl FnMut(Visit<'_, '_>) -> Result<bool, Failure>,
+) -> Result<End, Failure> {
     // No progress bar over output going to the same terminal.
     let pb: ProgressBar = if io::stdout().is_terminal() {
         ProgressBar::hidden()

@@ -1,5 +1,6 @@
-//! `proto-stream`: dump and verify btrfs send streams (more commands follow
-//! with the checkpoint and session issues).
+//! `proto-stream`: dump, verify and inspect btrfs send streams and native
+//! proto-stream streams (more commands follow with the checkpoint and
+//! session issues).
 #![forbid(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
@@ -11,7 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error};
 
 mod input;
+mod inspect;
+mod native;
 use input::Visit;
+use proto_stream::native::NATIVE_MAGIC;
 
 #[derive(Parser)]
 #[command(
@@ -26,20 +30,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print one line per command, as `btrfs receive --dump` (btrfs-progs
-    /// 6.2, TZ=UTC) does.
+    /// Print one line per command: for btrfs streams as `btrfs receive
+    /// --dump` (btrfs-progs 6.2, TZ=UTC) does; for native streams
+    /// `index=I offset=O cmd=0xCCCC len=N attrs=0xTTTT:LEN,...` (`attrs=-`
+    /// when none), END included.
     Dump {
         /// Stream file, or `-` for standard input.
         #[arg(default_value = "-")]
         file: PathBuf,
     },
     /// Check the header, every CRC, every command's attributes and the END;
-    /// print a summary.
+    /// print a summary (btrfs or native streams).
     Verify {
         /// Stream file, or `-` for standard input.
         #[arg(default_value = "-")]
         file: PathBuf,
         /// Print the summary (or the error) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the fixed header, the chosen version and the version-specific
+    /// header (features, contexts) of a native or btrfs stream.
+    Inspect {
+        /// Stream file, or `-` for standard input.
+        file: PathBuf,
+        /// Print as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -64,7 +79,20 @@ pub(crate) fn progress(len: Option<u64>) -> ProgressBar {
 
 pub(crate) enum Failure {
     Stream(Error),
+    Native(proto_stream::native::Error),
+    Header(proto_stream::header::Error),
     Io(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Stream(e) => e.fmt(f),
+            Failure::Native(e) => e.fmt(f),
+            Failure::Header(e) => write!(f, "stream header: {e}"),
+            Failure::Io(e) => f.write_str(e),
+        }
+    }
 }
 
 impl From<Error> for Failure {
@@ -78,22 +106,26 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         Cmd::Dump { file } => dump(file),
         Cmd::Verify { file, json } => verify(file, *json),
+        Cmd::Inspect { file, json } => inspect::inspect(file, *json),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Stream(e)) => {
-            eprintln!("proto-stream: error: {e}");
-            ExitCode::FAILURE
-        }
-        Err(Failure::Io(e)) => {
+        Err(e) => {
             eprintln!("proto-stream: error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Opens `file` and tells whether it is a native stream (by its magic);
+/// the input returned still starts at byte 0.
+fn open_sniffed(file: &Path) -> Result<(bool, input::Opened), Failure> {
+    let (head, input) = input::sniff(file, NATIVE_MAGIC.len())?;
+    Ok((head == NATIVE_MAGIC, input))
+}
+
 /// Writes `buf` to stdout; a closed pipe ends the program quietly.
-fn flush_out(out: &mut impl Write, buf: &mut Vec<u8>) -> Result<(), Failure> {
+pub(crate) fn flush_out(out: &mut impl Write, buf: &mut Vec<u8>) -> Result<(), Failure> {
     match out.write_all(buf) {
         Ok(()) => {
             buf.clear();
@@ -105,11 +137,15 @@ fn flush_out(out: &mut impl Write, buf: &mut Vec<u8>) -> Result<(), Failure> {
 }
 
 fn dump(file: &Path) -> Result<(), Failure> {
+    let (is_native, input) = open_sniffed(file)?;
+    if is_native {
+        return native::dump(input);
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(1 << 20);
     let mut dumper = Dumper::new();
-    let r = input::each_event(file, |v| {
+    let r = input::each_event(file, input, |v| {
         match v {
             Visit::Stream { .. } => {}
             // Like btrfs receive --dump, nothing after the first END is read.
@@ -152,9 +188,13 @@ struct Summary {
 }
 
 fn verify(file: &Path, json: bool) -> Result<(), Failure> {
+    let (is_native, input) = open_sniffed(file)?;
+    if is_native {
+        return native::verify(input, json);
+    }
     let mut s = Summary::default();
     let mut bytes = 0;
-    let r = verify_into(file, &mut s, &mut bytes);
+    let r = verify_into(file, input, &mut s, &mut bytes);
     if json {
         let mut v = serde_json::json!({
             "ok": r.is_ok(),
@@ -176,7 +216,7 @@ fn verify(file: &Path, json: bool) -> Result<(), Failure> {
                     v["byte_offset"] = o.into();
                 }
             }
-            Err(Failure::Io(e)) => v["error"] = e.clone().into(),
+            Err(e) => v["error"] = e.to_string().into(),
             Ok(()) => {}
         }
         // A closed stdout is not worth a panic; the exit status still tells.
@@ -195,8 +235,13 @@ fn verify(file: &Path, json: bool) -> Result<(), Failure> {
     r
 }
 
-fn verify_into(file: &Path, s: &mut Summary, bytes: &mut u64) -> Result<(), Failure> {
-    let end = input::each_event(file, |v| {
+fn verify_into(
+    file: &Path,
+    input: input::Opened,
+    s: &mut Summary,
+    bytes: &mut u64,
+) -> Result<(), Failure> {
+    let end = input::each_event(file, input, |v| {
         match v {
             Visit::Stream { version, .. } => {
                 s.streams += 1;

@@ -1,0 +1,130 @@
+//! `dump` and `verify` of native proto-stream streams.
+//!
+//! The CLI interprets no feature bit: it reads any native stream's framing,
+//! whatever features it requires.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use proto_stream::header::ReadOptions;
+use proto_stream::native::{self, Reader};
+use proto_stream::tlv::Command;
+
+use crate::input::Opened;
+use crate::{flush_out, Failure};
+
+/// Feature bits the CLI accepts: all (it only reads the framing).
+pub const CLI_OPTIONS: ReadOptions = ReadOptions {
+    known_features: u64::MAX,
+};
+
+/// One dump line: `index=I offset=O cmd=0xCCCC len=N attrs=0xTTTT:LEN,...`
+/// (`attrs=-` without attributes).
+fn dump_line(c: &Command<'_>, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
+        "index={} offset={} cmd={:#06x} len={} attrs=",
+        c.index(),
+        c.offset(),
+        c.cmd(),
+        c.payload().len()
+    );
+    let mut any = false;
+    for a in c.attrs() {
+        if any {
+            out.push(b',');
+        }
+        any = true;
+        let _ = write!(out, "{:#06x}:{}", a.ty(), a.value().len());
+    }
+    if !any {
+        out.push(b'-');
+    }
+    out.push(b'\n');
+}
+
+/// Prints one line per command, END included.
+pub fn dump((input, _): Opened) -> Result<(), Failure> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let r = (|| {
+        let mut r = Reader::new(input, CLI_OPTIONS)?;
+        while let Some(c) = r.next_command()? {
+            dump_line(&c, &mut buf);
+            if buf.len() >= 64 * 1024 {
+                flush_out(&mut out, &mut buf)?;
+            }
+        }
+        Ok(())
+    })();
+    flush_out(&mut out, &mut buf)?;
+    r
+}
+
+#[derive(Default)]
+struct Summary {
+    version: Option<(u32, u32, u32)>,
+    commands: u64,
+    bytes: u64,
+    by_type: BTreeMap<String, u64>,
+}
+
+fn verify_into((input, _): Opened, s: &mut Summary) -> Result<(), Failure> {
+    let mut r = Reader::new(input, CLI_OPTIONS)?;
+    s.version = Some((r.version(), r.fixed().version, r.fixed().compat_version));
+    while let Some(c) = r.next_command()? {
+        // Attributes were checked when the command was decoded.
+        s.commands += 1;
+        *s.by_type.entry(format!("{:#06x}", c.cmd())).or_default() += 1;
+    }
+    s.bytes = r.offset();
+    Ok(())
+}
+
+/// Checks the headers, every CRC and the END; prints a summary.
+pub fn verify(input: Opened, json: bool) -> Result<(), Failure> {
+    let mut s = Summary::default();
+    let r = verify_into(input, &mut s);
+    let (chosen, version, compat) = s.version.unwrap_or_default();
+    if json {
+        let mut v = serde_json::json!({
+            "ok": r.is_ok(),
+            "format": "native",
+            "version": chosen,
+            "stream_version": version,
+            "compat_version": compat,
+            "commands": s.commands,
+            "bytes": s.bytes,
+            "commands_by_type": s.by_type,
+        });
+        match &r {
+            Err(Failure::Native(e)) => {
+                v["error"] = e.to_string().into();
+                if let Some(i) = e.command_index() {
+                    v["command_index"] = i.into();
+                }
+                if let Some(o) = e.offset() {
+                    v["byte_offset"] = o.into();
+                }
+            }
+            Err(e) => v["error"] = e.to_string().into(),
+            Ok(()) => {}
+        }
+        let _ = writeln!(io::stdout(), "{v}");
+    } else if r.is_ok() {
+        let _ = writeln!(
+            io::stdout(),
+            "ok: native stream v{chosen} (version {version}, compat_version {compat}), {} commands, {} bytes",
+            s.commands,
+            s.bytes
+        );
+    }
+    r
+}
+
+impl From<native::Error> for Failure {
+    fn from(e: native::Error) -> Self {
+        Failure::Native(e)
+    }
+}
