@@ -323,3 +323,46 @@ fn committed_sample_matches_the_example() {
     let types: Vec<u16> = cmds.iter().map(|c| c.cmd).collect();
     assert_eq!(types, [1, 2, 3, 0x0100, NATIVE_END]);
 }
+
+/// Hands out one byte per `read` call.
+struct OneByte<'a>(&'a [u8]);
+
+impl std::io::Read for OneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((b, rest)), Some(dst)) => {
+                *dst = *b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+#[test]
+fn short_reads_give_the_same_stream() {
+    let bytes = sample_v1();
+    let mut r = Reader::new(OneByte(&bytes), KNOWN).unwrap();
+    assert_eq!(r.header(), &sample_header());
+    let mut got = Vec::new();
+    while let Some(c) = r.next_command().unwrap() {
+        got.push(OwnedCommand::from(&c));
+    }
+    assert_eq!(got, read_all(&bytes, KNOWN).unwrap().2);
+    // Truncated, read one byte at a time: still an error at every cut.
+    for n in 0..bytes.len() {
+        let r = Reader::new(OneByte(&bytes[..n]), KNOWN);
+        let e = match r {
+            Err(e) => e,
+            Ok(mut r) => loop {
+                match r.next_command() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("cut at {n} read as complete"),
+                    Err(e) => break e,
+                }
+            },
+        };
+        assert!(e.offset().is_some(), "cut at {n}: {e}");
+    }
+}
