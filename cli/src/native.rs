@@ -4,14 +4,14 @@
 //! whatever features it requires.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Read, Write};
 
 use proto_stream::header::ReadOptions;
 use proto_stream::native::{self, Reader};
 use proto_stream::tlv::Command;
 
 use crate::input::Opened;
-use crate::{flush_out, Failure};
+use crate::{flush_out, progress, Failure};
 
 /// Feature bits the CLI accepts: all (it only reads the framing).
 pub const CLI_OPTIONS: ReadOptions = ReadOptions {
@@ -43,8 +43,20 @@ fn dump_line(c: &Command<'_>, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// The input with a progress bar on stderr (drawn only when stderr is a
+/// terminal and stdout is not).
+fn with_progress((input, len): Opened) -> (impl Read, indicatif::ProgressBar) {
+    let pb = if io::stdout().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        progress(len)
+    };
+    (pb.wrap_read(input), pb)
+}
+
 /// Prints one line per command, END included.
-pub fn dump((input, _): Opened) -> Result<(), Failure> {
+pub fn dump(input: Opened) -> Result<(), Failure> {
+    let (input, pb) = with_progress(input);
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(1 << 16);
@@ -58,6 +70,7 @@ pub fn dump((input, _): Opened) -> Result<(), Failure> {
         }
         Ok(())
     })();
+    pb.finish_and_clear();
     flush_out(&mut out, &mut buf)?;
     r
 }
@@ -70,7 +83,14 @@ struct Summary {
     by_type: BTreeMap<String, u64>,
 }
 
-fn verify_into((input, _): Opened, s: &mut Summary) -> Result<(), Failure> {
+fn verify_into(input: Opened, s: &mut Summary) -> Result<(), Failure> {
+    let (input, pb) = with_progress(input);
+    let r = verify_reader(input, s);
+    pb.finish_and_clear();
+    r
+}
+
+fn verify_reader(input: impl Read, s: &mut Summary) -> Result<(), Failure> {
     let mut r = Reader::new(input, CLI_OPTIONS)?;
     s.version = Some((r.version(), r.fixed().version, r.fixed().compat_version));
     while let Some(c) = r.next_command()? {

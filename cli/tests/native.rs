@@ -100,6 +100,24 @@ fn dump_and_verify_the_native_sample() {
          index=3 offset=188 cmd=0x0100 len=20 attrs=0x0005:16\n\
          index=4 offset=218 cmd=0xffff len=0 attrs=-\n"
     );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proto-stream"))
+        .args(["dump", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        &std::fs::read(sample()).unwrap(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        dump,
+        "dump of stdin"
+    );
     let text = ok_stdout(&["verify", &sample()]);
     assert_eq!(
         text,
