@@ -27,7 +27,8 @@ tlv_decode | btrfs_dump) max_len=1048576 ;;
 tlv_roundtrip) max_len=65536 ;;
 # Headers, negotiation inputs and selections are small.
 header_fixed | header_version | header_negotiate | header_contexts) max_len=4096 ;;
-*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump, header_fixed, header_version, header_negotiate, header_contexts)" >&2; exit 2 ;;
+native_reader) max_len=65536 ;;
+*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump, header_fixed, header_version, header_negotiate, header_contexts, native_reader)" >&2; exit 2 ;;
 esac
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -16,6 +16,7 @@
 #   concatenated streams.
 # - tlv_roundtrip, header_fixed, header_version, header_negotiate,
 #   header_contexts: no file seeds (the directory is made).
+# - native_reader: testdata/native/sample-v1.stream without its magic.
 #
 # Seeds are named after their source, so running the script again rewrites
 # the same files.
@@ -40,6 +41,11 @@ for t in "${targets[@]}"; do
     tlv_decode | tlv_roundtrip | btrfs_dump) mkdir -p "$CORPUS/$t" ;;
     # Small structured inputs: no file seeds (the directory is made).
     header_fixed | header_version | header_negotiate | header_contexts) mkdir -p "$CORPUS/$t" ;;
+    # The shipped native sample, without its 8-byte magic (the target adds it).
+    native_reader)
+        mkdir -p "$CORPUS/$t"
+        tail -c +9 "$ROOT/testdata/native/sample-v1.stream" > "$CORPUS/$t/sample-v1"
+        ;;
     *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
     esac
 done
