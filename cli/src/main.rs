@@ -84,6 +84,30 @@ pub(crate) enum Failure {
     Io(String),
 }
 
+impl Failure {
+    /// (command index, byte offset) of the fault, where known.
+    fn position(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Failure::Stream(e) => (e.command_index(), e.offset()),
+            Failure::Native(e) => (e.command_index(), e.offset()),
+            Failure::Header(_) | Failure::Io(_) => (None, None),
+        }
+    }
+}
+
+/// Adds `error`, `command_index` and `byte_offset` to a `--json` summary.
+pub(crate) fn add_error(v: &mut serde_json::Value, r: &Result<(), Failure>) {
+    let Err(e) = r else { return };
+    v["error"] = e.to_string().into();
+    let (index, offset) = e.position();
+    if let Some(i) = index {
+        v["command_index"] = i.into();
+    }
+    if let Some(o) = offset {
+        v["byte_offset"] = o.into();
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -206,19 +230,7 @@ fn verify(file: &Path, json: bool) -> Result<(), Failure> {
             "data_bytes": s.data_bytes,
             "commands_by_type": s.by_type,
         });
-        match &r {
-            Err(Failure::Stream(e)) => {
-                v["error"] = e.to_string().into();
-                if let Some(i) = e.command_index() {
-                    v["command_index"] = i.into();
-                }
-                if let Some(o) = e.offset() {
-                    v["byte_offset"] = o.into();
-                }
-            }
-            Err(e) => v["error"] = e.to_string().into(),
-            Ok(()) => {}
-        }
+        add_error(&mut v, &r);
         // A closed stdout is not worth a panic; the exit status still tells.
         let _ = writeln!(io::stdout(), "{v}");
     } else if r.is_ok() {

@@ -11,7 +11,7 @@ use proto_stream::native::{self, Reader};
 use proto_stream::tlv::Command;
 
 use crate::input::Opened;
-use crate::{flush_out, progress, Failure};
+use crate::{add_error, flush_out, progress, Failure};
 
 /// Feature bits the CLI accepts: all (it only reads the framing).
 pub const CLI_OPTIONS: ReadOptions = ReadOptions {
@@ -118,19 +118,7 @@ pub fn verify(input: Opened, json: bool) -> Result<(), Failure> {
             "bytes": s.bytes,
             "commands_by_type": s.by_type,
         });
-        match &r {
-            Err(Failure::Native(e)) => {
-                v["error"] = e.to_string().into();
-                if let Some(i) = e.command_index() {
-                    v["command_index"] = i.into();
-                }
-                if let Some(o) = e.offset() {
-                    v["byte_offset"] = o.into();
-                }
-            }
-            Err(e) => v["error"] = e.to_string().into(),
-            Ok(()) => {}
-        }
+        add_error(&mut v, &r);
         let _ = writeln!(io::stdout(), "{v}");
     } else if r.is_ok() {
         let _ = writeln!(
