@@ -42,6 +42,12 @@ pub enum Error {
         /// Stream offset of the command.
         offset: u64,
     },
+    /// A checkpoint token's producer state does not fit this stream.
+    #[error("checkpoint state refused: {why}")]
+    State {
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The dump cannot print this command as btrfs-progs would.
     #[error("cannot dump command {index} at byte offset {offset}: {reason}")]
     Dump {
@@ -68,6 +74,7 @@ impl Clone for Error {
                 offset: *offset,
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
+            Error::State { why } => Error::State { why },
             Error::UnspecCommand { index, offset } => Error::UnspecCommand {
                 index: *index,
                 offset: *offset,
@@ -107,7 +114,7 @@ impl Error {
             | Error::UnspecCommand { offset, .. }
             | Error::Dump { offset, .. } => Some(*offset),
             Error::Tlv(t) => Some(t.offset),
-            Error::Header(_) => None,
+            Error::Header(_) | Error::State { .. } => None,
         }
     }
 
@@ -116,7 +123,9 @@ impl Error {
         match self {
             Error::Tlv(t) => Some(t.index),
             Error::UnspecCommand { index, .. } | Error::Dump { index, .. } => Some(*index),
-            Error::BadMagic { .. } | Error::Io { .. } | Error::Header(_) => None,
+            Error::BadMagic { .. } | Error::Io { .. } | Error::Header(_) | Error::State { .. } => {
+                None
+            }
         }
     }
 

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod catalogue;
+pub mod checkpoint;
 mod dump;
 mod error;
 pub mod header;

@@ -115,16 +115,14 @@ pub(crate) enum Parse<'a> {
     Incomplete { total: usize },
 }
 
-/// Reads the header of a command at the start of `input` (which must hold at
-/// least [`CMD_HEADER_LEN`] bytes) and checks its length against the profile.
-/// Returns the full encoded size.
+/// Reads the header of the command at the start of `input` and checks its
+/// declared length against the profile: the full encoded size (header
+/// included) of a command that may be read, before anything is allocated
+/// for it. `input` needs only the [`CMD_HEADER_LEN`] header bytes; fewer is
+/// a `Truncated` error. `index` and `offset` position errors. Neither the
+/// CRC nor the attributes are checked ([`decode_command`] does that).
 #[inline]
-pub(crate) fn checked_total(
-    input: &[u8],
-    profile: &Profile,
-    index: u64,
-    offset: u64,
-) -> Result<usize, Error> {
+pub fn frame_len(input: &[u8], profile: &Profile, index: u64, offset: u64) -> Result<usize, Error> {
     let (hdr, _) = CmdHeader::ref_from_prefix(input).map_err(|_| {
         ErrorKind::Truncated {
             what: "command header",
@@ -159,7 +157,7 @@ pub(crate) fn parse<'a>(
             total: CMD_HEADER_LEN,
         });
     }
-    let total = checked_total(input, profile, index, offset)?;
+    let total = frame_len(input, profile, index, offset)?;
     let Some(bytes) = input.get(..total) else {
         return Ok(Parse::Incomplete { total });
     };
@@ -398,7 +396,7 @@ impl Decoder {
         let total = if have < crate::CMD_HEADER_LEN {
             crate::CMD_HEADER_LEN
         } else {
-            checked_total(&self.buf, &self.profile, self.index, self.offset)
+            frame_len(&self.buf, &self.profile, self.index, self.offset)
                 .unwrap_or(crate::CMD_HEADER_LEN)
         };
         total.saturating_sub(have)
@@ -469,7 +467,7 @@ impl Decoder {
                 });
             }
         }
-        let total = match checked_total(&self.buf, &self.profile, self.index, self.offset) {
+        let total = match frame_len(&self.buf, &self.profile, self.index, self.offset) {
             Ok(t) => t,
             Err(e) => return Err(self.fail(e)),
         };
@@ -515,7 +513,7 @@ impl Decoder {
             let total = if pending < crate::CMD_HEADER_LEN {
                 crate::CMD_HEADER_LEN
             } else {
-                checked_total(&self.buf, &self.profile, self.index, self.offset)?
+                frame_len(&self.buf, &self.profile, self.index, self.offset)?
             };
             return Err(truncated(total, pending, self.index, self.offset));
         }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 
-use crate::decode::{checked_total, decode_command};
+use crate::decode::{decode_command, frame_len};
 use crate::{Command, Error, ErrorKind, Profile, CMD_HEADER_LEN};
 
 /// An error from [`ReadDecoder`]: I/O, or the stream itself.
@@ -193,7 +193,7 @@ impl<R: Read> ReadDecoder<R> {
             };
             return Err(self.fail(kind.at(self.index, self.offset)));
         }
-        let total = match checked_total(
+        let total = match frame_len(
             &self.buf[self.start..self.end],
             &self.profile,
             self.index,

@@ -59,8 +59,10 @@ mod io;
 mod profile;
 
 pub use attr::{Attr, AttrHeader, AttrValue, Attrs, Timespec, Value, ATTR_HEADER_LEN};
-pub use crc::CrcVariant;
-pub use decode::{decode_command, CmdHeader, Command, Commands, Decoder, Step, CMD_HEADER_LEN};
+pub use crc::{crc32c_shift, CrcVariant};
+pub use decode::{
+    decode_command, frame_len, CmdHeader, Command, Commands, Decoder, Step, CMD_HEADER_LEN,
+};
 pub use encode::{
     encode_command, encode_command_into, encode_raw, encoded_len, payload_len, OwnedCommand,
 };

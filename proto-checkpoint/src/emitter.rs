@@ -1,0 +1,621 @@
+//! Bounded-buffer emission with checkpoint tokens, and re-arming from one.
+
+use proto_tlv::{crc32c_shift, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
+
+use crate::split::{DataLayout, Split};
+use crate::token::{Token, TokenError};
+use crate::{Producer, Unit, UnitKind};
+
+/// What one [`Emitter::fill`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// Bytes written at the start of the buffer.
+    pub written: usize,
+    /// Where the emission stands after these bytes: give it to
+    /// [`Emitter::resume`] to continue from here.
+    pub token: Token,
+    /// Whether the stream has been emitted to its end (no later fill
+    /// writes anything).
+    pub ended: bool,
+    /// Units completed by this fill.
+    pub units: u64,
+    /// Pieces of split data commands written by this fill.
+    pub pieces: u64,
+}
+
+/// Why a token does not fit the stream it was given for. Nothing is
+/// emitted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RearmError {
+    /// The producer's position after restoring its state is not the one
+    /// the token counts.
+    #[error("token's safe point is unit {expected}, the restored producer is at unit {found}")]
+    Position {
+        /// `seq - since_safe_point` from the token.
+        expected: u64,
+        /// Where the producer says it is.
+        found: u64,
+    },
+    /// The restored state is not a safe point of this stream.
+    #[error("token's producer state is not a safe point of this stream")]
+    NotASafePoint,
+    /// The start of the stream is not a safe point (a producer bug).
+    #[error("the producer is not at a safe point at the start of the stream")]
+    NoSafePointAtStart,
+    /// The stream ends before the units the token says were emitted.
+    #[error("token skips {wanted} units after its safe point, the stream has only {found}")]
+    SkipPastEnd {
+        /// Units to skip.
+        wanted: u64,
+        /// Units there were.
+        found: u64,
+    },
+    /// A safe point lies among the units to skip, so the emitter that made
+    /// the token would have recorded it: the token is not from this stream.
+    #[error("a safe point lies {after} units after the token's, inside the units it skips")]
+    SafePointSkipped {
+        /// Units after the token's safe point.
+        after: u64,
+    },
+    /// The token says the stream ended, but it goes on.
+    #[error("token says the stream has ended, but unit {seq} follows")]
+    NotEnded {
+        /// The next unit.
+        seq: u64,
+    },
+    /// `split_done` names data of a unit that is not a splittable data
+    /// command, or more data than it has.
+    #[error("token has {split_done} data bytes of unit {seq} emitted, but {why}")]
+    Split {
+        /// The unit.
+        seq: u64,
+        /// The token's `split_done`.
+        split_done: u64,
+        /// What the unit is.
+        why: String,
+    },
+}
+
+/// What can go wrong while emitting or re-arming. `E` is the producer's
+/// error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError<E: std::error::Error + 'static> {
+    /// The producer failed (I/O, malformed input).
+    #[error(transparent)]
+    Producer(E),
+    /// A command is damaged (its CRC does not match), with its index and
+    /// byte offset in the producer's input.
+    #[error(transparent)]
+    Corrupt(proto_tlv::Error),
+    /// The buffer cannot hold the next unit, which may not be split (or
+    /// not even one byte of data with its command's prefix).
+    #[error("unit {seq} (command {index} at input byte offset {offset}) needs a buffer of at least {needed} bytes; the buffer has {available}")]
+    DoesNotFit {
+        /// The unit's sequence number in the output.
+        seq: u64,
+        /// Its command index in its stream.
+        index: u64,
+        /// Its byte offset in the producer's input.
+        offset: u64,
+        /// The smallest buffer that would take it (or a piece of it).
+        needed: usize,
+        /// The buffer's size.
+        available: usize,
+    },
+    /// The token is malformed or for another stream.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The producer refused the token's state.
+    #[error("token's producer state refused: {0}")]
+    BadState(E),
+    /// The token does not fit this stream.
+    #[error(transparent)]
+    Rearm(#[from] RearmError),
+    /// An earlier fill failed; the emitter stays failed. Re-arm from the
+    /// last token.
+    #[error("the emitter failed earlier (at unit {seq}); re-arm from the last token")]
+    Failed {
+        /// The unit being emitted when it failed.
+        seq: u64,
+    },
+}
+
+/// CRC progress through the data command being split, kept between fills
+/// so that each data byte is checksummed once.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    /// The unit it belongs to.
+    seq: u64,
+    /// `state_at` is the input command's running CRC state after its
+    /// prefix and `data[..at]`.
+    at: u64,
+    state_at: u32,
+    /// The running state after the whole input command (checked).
+    state_end: u32,
+}
+
+/// Bytes copied and checksummed at a time: the CRC reads each block right
+/// after the copy, while it is still in the L1 cache.
+const BLOCK: usize = 16 * 1024;
+
+/// Copies `src` to `dst` (same length) and returns the running CRC state
+/// after `src`, from `state`: one pass over the bytes.
+#[inline]
+fn copy_crc(crc: CrcVariant, mut state: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+    for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
+        d.copy_from_slice(s);
+        state = crc.update(state, s);
+    }
+    state
+}
+
+fn stored_crc(cmd: &[u8]) -> u32 {
+    u32::from_le_bytes([cmd[6], cmd[7], cmd[8], cmd[9]])
+}
+
+fn crc_error<E: std::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) -> EmitError<E> {
+    EmitError::Corrupt(
+        ErrorKind::CrcMismatch {
+            cmd: u16::from_le_bytes([u.bytes[4], u.bytes[5]]),
+            stored,
+            computed,
+        }
+        .at(u.index, u.offset),
+    )
+}
+
+/// Checks the CRC of a whole command.
+fn verify<E: std::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), EmitError<E>> {
+    let crc = profile.crc;
+    let computed = crc.finish(crc.update(crc.header_state(u.bytes), &u.bytes[CMD_HEADER_LEN..]));
+    let stored = stored_crc(u.bytes);
+    if computed != stored {
+        return Err(crc_error(u, stored, computed));
+    }
+    Ok(())
+}
+
+/// Copies a whole command to the start of `out`, checking its CRC in the
+/// same pass; returns its length.
+fn copy_command<E: std::error::Error>(
+    profile: &Profile,
+    u: &Unit<'_>,
+    out: &mut [u8],
+) -> Result<usize, EmitError<E>> {
+    let (cmd, crc) = (u.bytes, profile.crc);
+    let out = &mut out[..cmd.len()];
+    out[..CMD_HEADER_LEN].copy_from_slice(&cmd[..CMD_HEADER_LEN]);
+    let state = copy_crc(
+        crc,
+        crc.header_state(cmd),
+        &cmd[CMD_HEADER_LEN..],
+        &mut out[CMD_HEADER_LEN..],
+    );
+    let (stored, computed) = (stored_crc(cmd), crc.finish(state));
+    if stored != computed {
+        return Err(crc_error(u, stored, computed));
+    }
+    Ok(cmd.len())
+}
+
+/// What one step of a fill did with the unit at the cursor.
+enum Step {
+    /// Wrote the whole unit (this many bytes).
+    Whole(usize),
+    /// Wrote a piece of a data command (this many bytes); `done`: it was
+    /// the last piece.
+    Piece { written: usize, done: bool },
+    /// No room for the unit in what is left of the buffer: the fill ends.
+    Full,
+}
+
+/// The part of the emitter that frames units into a buffer: the split
+/// rule and what it remembers about the unit at the cursor.
+#[derive(Debug)]
+struct Framer<S> {
+    split: S,
+    /// The layout of unit `.0`, once asked for.
+    layout: Option<(u64, Option<DataLayout>)>,
+    progress: Option<Progress>,
+}
+
+impl<S: Split> Framer<S> {
+    /// Writes the unit at the cursor (unit `seq`, of which `split_done`
+    /// data bytes went out before) at the start of `out`, or the largest
+    /// piece of it that fits. `first`: nothing precedes it in the buffer
+    /// (whose whole size is `buf_len`), so a unit that does not fit is an
+    /// error rather than the end of the fill.
+    fn step<E: std::error::Error>(
+        &mut self,
+        u: &Unit<'_>,
+        seq: u64,
+        split_done: u64,
+        out: &mut [u8],
+        first: bool,
+        buf_len: usize,
+    ) -> Result<Step, EmitError<E>> {
+        let avail = out.len();
+        let no_room = |needed: usize| {
+            if first {
+                Err(EmitError::DoesNotFit {
+                    seq,
+                    index: u.index,
+                    offset: u.offset,
+                    needed,
+                    available: buf_len,
+                })
+            } else {
+                Ok(Step::Full)
+            }
+        };
+        let profile = match u.kind {
+            UnitKind::Raw if u.bytes.len() <= avail => {
+                out[..u.bytes.len()].copy_from_slice(u.bytes);
+                return Ok(Step::Whole(u.bytes.len()));
+            }
+            UnitKind::Raw => return no_room(u.bytes.len()),
+            UnitKind::Command(p) => p,
+        };
+        if split_done == 0 && u.bytes.len() <= avail {
+            return copy_command(&profile, u, out).map(Step::Whole);
+        }
+        // It does not go whole (or went partly already): split it.
+        let layout = match self.layout {
+            Some((s, l)) if s == seq => l,
+            _ => {
+                let l = self.split.layout(&profile, u.bytes);
+                self.layout = Some((seq, l));
+                l
+            }
+        };
+        let Some(layout) = layout else {
+            if first {
+                // A damaged command is reported as such, not as too big.
+                verify(&profile, u)?;
+            }
+            return no_room(u.bytes.len());
+        };
+        let room = avail.saturating_sub(layout.data_start);
+        if room == 0 {
+            return no_room(layout.data_start + 1);
+        }
+        let remaining = layout.data_len - split_done;
+        let len = usize::try_from(remaining).map_or(room, |r| r.min(room));
+        let written = self.piece(&profile, u, &layout, seq, split_done, len, out)?;
+        Ok(Step::Piece {
+            written,
+            done: split_done + len as u64 == layout.data_len,
+        })
+    }
+
+    /// Writes the piece of `u` that carries data bytes `from..from + len`
+    /// at the start of `out`; returns its length.
+    ///
+    /// The first time this emitter touches the command, the whole original
+    /// is checked: its prefix and the data before `from` are checksummed,
+    /// the piece is copied and checksummed in one pass, then the rest is
+    /// checksummed. The running states before and after the piece give the
+    /// piece's own CRC through [`crc32c_shift`], and the state after the
+    /// piece is kept, so later pieces only copy and checksum themselves, and
+    /// the last one only copies.
+    #[allow(clippy::too_many_arguments)]
+    fn piece<E: std::error::Error>(
+        &mut self,
+        profile: &Profile,
+        u: &Unit<'_>,
+        layout: &DataLayout,
+        seq: u64,
+        from: u64,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<usize, EmitError<E>> {
+        let (cmd, crc) = (u.bytes, profile.crc);
+        let ds = layout.data_start;
+        let data = &cmd[ds..];
+        let (a, b) = (from as usize, from as usize + len);
+        let out = &mut out[..ds + len];
+        let (state_from, state_to, state_end) = match self.progress {
+            Some(p) if p.seq == seq && p.at == from => {
+                let to = if b == data.len() {
+                    out[ds..].copy_from_slice(&data[a..]);
+                    p.state_end
+                } else {
+                    copy_crc(crc, p.state_at, &data[a..b], &mut out[ds..])
+                };
+                (p.state_at, to, p.state_end)
+            }
+            _ => {
+                let mut s = crc.update(crc.header_state(cmd), &cmd[CMD_HEADER_LEN..ds]);
+                s = crc.update(s, &data[..a]);
+                let to = copy_crc(crc, s, &data[a..b], &mut out[ds..]);
+                let end = crc.update(to, &data[b..]);
+                let (stored, computed) = (stored_crc(cmd), crc.finish(end));
+                if stored != computed {
+                    return Err(crc_error(u, stored, computed));
+                }
+                (s, to, end)
+            }
+        };
+        self.progress = Some(Progress {
+            seq,
+            at: b as u64,
+            state_at: state_to,
+            state_end,
+        });
+        self.split
+            .write_prefix(profile, cmd, layout, from, len, &mut out[..ds]);
+        let prefix_state = crc.update(crc.header_state(out), &out[CMD_HEADER_LEN..ds]);
+        let piece_state = state_to ^ crc32c_shift(state_from ^ prefix_state, len as u64);
+        out[6..10].copy_from_slice(&crc.finish(piece_state).to_le_bytes());
+        Ok(out.len())
+    }
+}
+
+/// Fills caller buffers with whole units, splitting data commands (as the
+/// [`Split`] rule allows) to fill each buffer; after every fill, a token to
+/// continue from.
+///
+/// Every command's CRC is checked as it is copied: a damaged command is an
+/// error, never passed on, and a split piece gets a CRC of its own only
+/// after the whole original was checked. Data is read once: the pieces'
+/// CRCs are derived from the one pass that checks the original (see
+/// [`proto_tlv::crc32c_shift`]).
+#[derive(Debug)]
+pub struct Emitter<P, S> {
+    producer: P,
+    framer: Framer<S>,
+    stream_id: [u8; 16],
+    seq: u64,
+    offset: u64,
+    since_safe_point: u64,
+    split_done: u64,
+    ended: bool,
+    safe_state: Vec<u8>,
+    scratch: Vec<u8>,
+    units_per_fill: u64,
+    failed: bool,
+}
+
+impl<P: Producer, S: Split> Emitter<P, S> {
+    /// An emitter at the start of `producer`'s stream, splitting data
+    /// commands by `split`.
+    pub fn new(mut producer: P, split: S) -> Result<Self, EmitError<P::Error>> {
+        let mut state = Vec::new();
+        if !producer
+            .safe_point(&mut state)
+            .map_err(EmitError::Producer)?
+        {
+            return Err(RearmError::NoSafePointAtStart.into());
+        }
+        let stream_id = producer.stream_id();
+        Ok(Self::with(producer, split, Token::start(stream_id, state)))
+    }
+
+    fn with(producer: P, split: S, t: Token) -> Self {
+        Emitter {
+            producer,
+            framer: Framer {
+                split,
+                layout: None,
+                progress: None,
+            },
+            stream_id: t.stream_id,
+            seq: t.seq,
+            offset: t.offset,
+            since_safe_point: t.since_safe_point,
+            split_done: t.split_done,
+            ended: t.ended,
+            safe_state: t.state,
+            scratch: Vec::new(),
+            units_per_fill: u64::MAX,
+            failed: false,
+        }
+    }
+
+    /// Re-arms from `token`: restores the producer at the token's safe
+    /// point, skips the units emitted since (without looking at their
+    /// bytes when the producer can) and the data bytes of a split command
+    /// already emitted. The work is proportional to what is skipped.
+    ///
+    /// A token for another stream, or one that does not fit this stream, is
+    /// refused with a typed error; nothing is emitted.
+    pub fn resume(mut producer: P, split: S, token: &Token) -> Result<Self, EmitError<P::Error>> {
+        token.check()?;
+        token.check_stream(&producer.stream_id())?;
+        producer
+            .restore(&token.state)
+            .map_err(EmitError::BadState)?;
+        let base = token.seq - token.since_safe_point;
+        if producer.position() != base {
+            return Err(RearmError::Position {
+                expected: base,
+                found: producer.position(),
+            }
+            .into());
+        }
+        let mut state = Vec::new();
+        let safe = producer
+            .safe_point(&mut state)
+            .map_err(EmitError::BadState)?;
+        if !safe || state != token.state {
+            return Err(RearmError::NotASafePoint.into());
+        }
+        for i in 0..token.since_safe_point {
+            if producer.current().map_err(EmitError::Producer)?.is_none() {
+                return Err(RearmError::SkipPastEnd {
+                    wanted: token.since_safe_point,
+                    found: i,
+                }
+                .into());
+            }
+            producer.advance().map_err(EmitError::Producer)?;
+            state.clear();
+            if producer
+                .safe_point(&mut state)
+                .map_err(EmitError::Producer)?
+            {
+                return Err(RearmError::SafePointSkipped { after: i + 1 }.into());
+            }
+        }
+        let split_problem = match producer.current().map_err(EmitError::Producer)? {
+            Some(_) if token.ended => return Err(RearmError::NotEnded { seq: token.seq }.into()),
+            _ if token.split_done == 0 => None,
+            None => Some("the stream has ended".to_string()),
+            Some(u) => match u.kind {
+                UnitKind::Command(p) => match split.layout(&p, u.bytes) {
+                    None => Some("it is not a data command that may be split".into()),
+                    Some(l) if token.split_done >= l.data_len => {
+                        Some(format!("it carries only {} data bytes", l.data_len))
+                    }
+                    Some(_) => None,
+                },
+                UnitKind::Raw => Some("it is a stream header".into()),
+            },
+        };
+        if let Some(why) = split_problem {
+            return Err(RearmError::Split {
+                seq: token.seq,
+                split_done: token.split_done,
+                why,
+            }
+            .into());
+        }
+        Ok(Self::with(producer, split, token.clone()))
+    }
+
+    /// Emits at most `n` units (whole, or one piece of a split data
+    /// command) per fill, whatever the buffer's size: `1` is the seed's
+    /// test mode that gives a token at every possible point. Default:
+    /// unlimited.
+    pub fn set_units_per_fill(&mut self, n: u64) {
+        self.units_per_fill = n.max(1);
+    }
+
+    /// The token for where the emission stands now.
+    pub fn token(&self) -> Token {
+        Token {
+            stream_id: self.stream_id,
+            seq: self.seq,
+            offset: self.offset,
+            since_safe_point: self.since_safe_point,
+            split_done: self.split_done,
+            ended: self.ended,
+            state: self.safe_state.clone(),
+        }
+    }
+
+    /// Whether the stream has been emitted to its end.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Output bytes emitted so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &P {
+        &self.producer
+    }
+
+    /// Fills the start of `buf` with whole units, and with a piece of a data
+    /// command when the next one does not fit whole; returns how many bytes
+    /// it wrote and the token for what follows them.
+    ///
+    /// A buffer too small for the next unit that may not be split (or for
+    /// a piece with one data byte) is a [`EmitError::DoesNotFit`] error,
+    /// which changes nothing: a larger buffer may follow. After any other
+    /// error the buffer's content is unspecified and the emitter stays
+    /// failed: re-arm from the last token.
+    pub fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
+        if self.failed {
+            return Err(EmitError::Failed { seq: self.seq });
+        }
+        self.failed = true;
+        match self.fill_inner(buf) {
+            Ok(fill) => {
+                self.failed = false;
+                Ok(fill)
+            }
+            // Nothing was written and nothing moved: the caller may try
+            // again with a larger buffer.
+            Err(e @ EmitError::DoesNotFit { .. }) => {
+                self.failed = false;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn fill_inner(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
+        let mut w = 0usize;
+        let (mut units, mut pieces) = (0u64, 0u64);
+        let buf_len = buf.len();
+        while !self.ended {
+            let step = match self.producer.current().map_err(EmitError::Producer)? {
+                None => None,
+                Some(_) if units + pieces >= self.units_per_fill => break,
+                Some(u) => Some(self.framer.step(
+                    &u,
+                    self.seq,
+                    self.split_done,
+                    &mut buf[w..],
+                    w == 0,
+                    buf_len,
+                )?),
+            };
+            match step {
+                None => self.ended = true,
+                Some(Step::Full) => break,
+                Some(Step::Whole(n)) => {
+                    w += n;
+                    units += 1;
+                    self.complete()?;
+                }
+                Some(Step::Piece { written, done }) => {
+                    w += written;
+                    pieces += 1;
+                    if done {
+                        units += 1;
+                        self.complete()?;
+                    } else {
+                        // Split because the buffer is full: the fill ends.
+                        self.split_done = self.framer.progress.map_or(0, |p| p.at);
+                        break;
+                    }
+                }
+            }
+        }
+        self.offset += w as u64;
+        Ok(Fill {
+            written: w,
+            token: self.token(),
+            ended: self.ended,
+            units,
+            pieces,
+        })
+    }
+
+    /// The unit at the cursor was emitted entirely: move past it and note a
+    /// safe point if the producer is at one.
+    fn complete(&mut self) -> Result<(), EmitError<P::Error>> {
+        self.producer.advance().map_err(EmitError::Producer)?;
+        self.seq += 1;
+        self.split_done = 0;
+        self.scratch.clear();
+        if self
+            .producer
+            .safe_point(&mut self.scratch)
+            .map_err(EmitError::Producer)?
+        {
+            std::mem::swap(&mut self.safe_state, &mut self.scratch);
+            self.since_safe_point = 0;
+        } else {
+            self.since_safe_point += 1;
+        }
+        Ok(())
+    }
+}
