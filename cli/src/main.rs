@@ -1,6 +1,7 @@
 //! `proto-stream`: dump, verify and inspect btrfs send streams and native
-//! proto-stream streams (more commands follow with the checkpoint and
-//! session issues).
+//! proto-stream streams; re-emit btrfs streams through bounded buffers with
+//! checkpoint tokens, resume from one, and compare streams however their
+//! writes were split.
 #![forbid(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error};
 
+mod checkpoint;
 mod input;
 mod inspect;
 mod native;
@@ -58,6 +60,90 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-emit a btrfs send stream through buffers of at most N bytes:
+    /// D/chunk-000001.bin, ... each followed by D/token-000001.txt, the
+    /// checkpoint token to resume after it. Commands go whole; a write that
+    /// does not fit is split into valid writes.
+    Chunk {
+        /// The btrfs send stream file.
+        file: PathBuf,
+        #[command(flatten)]
+        opts: ChunkOpts,
+    },
+    /// Continue an interrupted `chunk` from a token: the chunks up to that
+    /// token followed by these concatenate to a valid stream that compares
+    /// equal to FILE.
+    Resume {
+        /// The btrfs send stream file (the same one).
+        file: PathBuf,
+        /// The token: its text (`pstoken:...`) or a token file. With a
+        /// `token-NNNNNN.txt` file, chunks are numbered from NNNNNN + 1.
+        #[arg(long)]
+        token: String,
+        /// Number of the first chunk written (default: after the token
+        /// file's, else 1).
+        #[arg(long)]
+        start_index: Option<u64>,
+        #[command(flatten)]
+        opts: ChunkOpts,
+    },
+    /// Compare two btrfs send streams: exit 0 when they carry the same
+    /// commands however their writes were split, 1 and the first divergence
+    /// (command, path, file offset, byte offset) when not, 2 on an error.
+    Compare {
+        /// The first stream file.
+        a: PathBuf,
+        /// The second stream file.
+        b: PathBuf,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options shared by `chunk` and `resume`.
+#[derive(clap::Args)]
+struct ChunkOpts {
+    /// Largest chunk, in bytes.
+    #[arg(long, value_name = "N")]
+    buffer_size: usize,
+    /// Directory for the chunks and tokens (made if missing).
+    #[arg(long, value_name = "D")]
+    out_dir: PathBuf,
+    /// Stop after M chunks, as a crash would.
+    #[arg(long, value_name = "M")]
+    stop_after: Option<u64>,
+    /// A safe point every K units (stream headers and commands), as a
+    /// producer that cannot checkpoint anywhere would have: re-arming skips
+    /// the units since. Must be the same for `chunk` and `resume`.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    safe_every: u64,
+    /// At most this many units (or pieces) per chunk, whatever the buffer
+    /// size: 1 gives a token at every possible point (for tests).
+    #[arg(long, value_name = "N")]
+    units_per_chunk: Option<u64>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ChunkOpts {
+    fn args<'a>(&'a self, file: &'a Path) -> checkpoint::ChunkArgs<'a> {
+        checkpoint::ChunkArgs {
+            file,
+            buffer_size: self.buffer_size,
+            out_dir: &self.out_dir,
+            stop_after: self.stop_after,
+            safe_every: self.safe_every,
+            units_per_fill: self.units_per_chunk,
+            json: self.json,
+        }
+    }
+}
+
+/// Length of `file` for a progress bar (0 when unknown).
+pub(crate) fn file_len(file: &Path) -> u64 {
+    std::fs::metadata(file).map_or(0, |m| m.len())
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
@@ -82,6 +168,10 @@ pub(crate) enum Failure {
     Native(proto_stream::native::Error),
     Header(proto_stream::header::Error),
     Io(String),
+    /// A checkpoint or emission error, with its (command index, byte offset).
+    Emit(String, (Option<u64>, Option<u64>)),
+    /// A failure in one of two streams (`compare`).
+    Side(&'static str, Box<Failure>),
 }
 
 impl Failure {
@@ -90,6 +180,8 @@ impl Failure {
         match self {
             Failure::Stream(e) => (e.command_index(), e.offset()),
             Failure::Native(e) => (e.command_index(), e.offset()),
+            Failure::Emit(_, p) => *p,
+            Failure::Side(_, f) => f.position(),
             Failure::Header(_) | Failure::Io(_) => (None, None),
         }
     }
@@ -114,7 +206,8 @@ impl std::fmt::Display for Failure {
             Failure::Stream(e) => e.fmt(f),
             Failure::Native(e) => e.fmt(f),
             Failure::Header(e) => write!(f, "stream header: {e}"),
-            Failure::Io(e) => f.write_str(e),
+            Failure::Io(e) | Failure::Emit(e, _) => f.write_str(e),
+            Failure::Side(side, e) => write!(f, "stream {side}: {e}"),
         }
     }
 }
@@ -131,6 +224,24 @@ fn main() -> ExitCode {
         Cmd::Dump { file } => dump(file),
         Cmd::Verify { file, json } => verify(file, *json),
         Cmd::Inspect { file, json } => inspect::inspect(file, *json),
+        Cmd::Chunk { file, opts } => checkpoint::chunk(&opts.args(file)),
+        Cmd::Resume {
+            file,
+            token,
+            start_index,
+            opts,
+        } => checkpoint::resume(&opts.args(file), token, *start_index),
+        Cmd::Compare { a, b, json } => {
+            // Like cmp(1): 0 equal, 1 different, 2 trouble.
+            return match checkpoint::compare(a, b, *json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("proto-stream: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

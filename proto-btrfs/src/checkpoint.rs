@@ -145,7 +145,7 @@ const ID_SPAN: u64 = 64 * 1024;
 /// Bytes at a safe point whose CRC the state records.
 const FINGERPRINT_SPAN: u64 = 64;
 const STATE_VERSION: u8 = 1;
-const STATE_LEN: usize = 34;
+const STATE_LEN: usize = 42;
 const FLAG_HEADER_NEXT: u8 = 1;
 
 /// A [`Producer`] over a btrfs send stream file (one stream, or several
@@ -163,10 +163,11 @@ const FLAG_HEADER_NEXT: u8 = 1;
 /// A btrfs stream has no id of its own. Tokens are bound to the file by
 /// an id made of its length and the CRC-32C of its first and last 64 KiB;
 /// each safe-point state also records the CRC-32C of the 64 bytes at the
-/// safe point, which [`restore`](Producer::restore) checks. The state (34
+/// safe point, which [`restore`](Producer::restore) checks. The state (42
 /// bytes, little-endian): version 1, flags (bit 0: a stream header comes
 /// next), byte offset, unit number, command index in its stream, the
-/// stream's protocol version, fingerprint.
+/// stream's protocol version, fingerprint, and the safe-point interval
+/// (a producer with another interval refuses the state).
 #[derive(Debug)]
 pub struct StreamProducer<S> {
     src: S,
@@ -350,12 +351,13 @@ impl<S: Source> Producer for StreamProducer<S> {
         state.extend_from_slice(&self.cmd_index.to_le_bytes());
         state.extend_from_slice(&self.version.unwrap_or(0).to_le_bytes());
         state.extend_from_slice(&fingerprint.to_le_bytes());
+        state.extend_from_slice(&self.safe_every.to_le_bytes());
         Ok(true)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), Error> {
         let Ok::<&[u8; STATE_LEN], _>(s) = state.try_into() else {
-            return Err(bad_state("not 34 bytes long"));
+            return Err(bad_state("not 42 bytes long"));
         };
         if s[0] != STATE_VERSION {
             return Err(bad_state("unknown state version"));
@@ -373,6 +375,11 @@ impl<S: Source> Producer for StreamProducer<S> {
         let (pos, unit, cmd_index) = (u64_at(2), u64_at(10), u64_at(18));
         let version = u32::from_le_bytes([s[26], s[27], s[28], s[29]]);
         let fingerprint = u32::from_le_bytes([s[30], s[31], s[32], s[33]]);
+        if u64_at(34) != self.safe_every {
+            return Err(bad_state(
+                "it was made with another safe-point interval (--safe-every)",
+            ));
+        }
         if pos > self.src.len() {
             return Err(bad_state("byte offset beyond the end of the stream"));
         }

@@ -1,0 +1,307 @@
+//! `chunk`, `resume` and `compare`: checkpointed re-emission of btrfs send
+//! streams through bounded buffers, and segment-independent comparison.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use proto_stream::btrfs::checkpoint::{FileSource, StreamProducer, WRITE_SPLIT};
+use proto_stream::btrfs::Error;
+use proto_stream::checkpoint::{
+    compare as compare_streams, CompareError, DataSplit, EmitError, Emitter, Outcome, Token,
+};
+
+use crate::{progress, Failure};
+
+type Producer = StreamProducer<FileSource<File>>;
+
+/// What `chunk` and `resume` were asked to do.
+pub struct ChunkArgs<'a> {
+    pub file: &'a Path,
+    pub buffer_size: usize,
+    pub out_dir: &'a Path,
+    pub stop_after: Option<u64>,
+    pub safe_every: u64,
+    pub units_per_fill: Option<u64>,
+    pub json: bool,
+}
+
+fn open(file: &Path, safe_every: u64) -> Result<Producer, Failure> {
+    if file == Path::new("-") {
+        return Err(Failure::Io(
+            "this command needs a stream file it can seek in, not standard input".into(),
+        ));
+    }
+    let f = File::open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
+    let src = FileSource::new(f).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
+    Ok(StreamProducer::new(src, safe_every)?)
+}
+
+impl From<EmitError<Error>> for Failure {
+    fn from(e: EmitError<Error>) -> Self {
+        match e {
+            EmitError::Producer(e) => Failure::Stream(e),
+            EmitError::Corrupt(t) => Failure::Stream(Error::Tlv(t)),
+            other => Failure::Emit(other.to_string(), other.position()),
+        }
+    }
+}
+
+/// (command index, byte offset) of an emission error, where known.
+trait Position {
+    fn position(&self) -> (Option<u64>, Option<u64>);
+}
+
+impl Position for EmitError<Error> {
+    fn position(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            EmitError::DoesNotFit { index, offset, .. } => (Some(*index), Some(*offset)),
+            _ => (None, None),
+        }
+    }
+}
+
+fn chunk_name(i: u64) -> String {
+    format!("chunk-{i:06}.bin")
+}
+
+fn token_name(i: u64) -> String {
+    format!("token-{i:06}.txt")
+}
+
+/// The chunk numbers of `chunk-NNNNNN.bin` files in `dir`.
+fn existing_chunks(dir: &Path) -> Result<Vec<u64>, Failure> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Failure::Io(format!("{}: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Failure::Io(format!("{}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("chunk-")
+            .and_then(|n| n.strip_suffix(".bin"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file and a rename, so a
+/// crash never leaves a partial chunk or token under its final name.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Failure> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let fin = dir.join(name);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &fin))
+        .map_err(|e| Failure::Io(format!("writing {}: {e}", fin.display())))
+}
+
+pub fn chunk(a: &ChunkArgs<'_>) -> Result<(), Failure> {
+    let existing = existing_chunks(a.out_dir)?;
+    if let Some(n) = existing.first() {
+        return Err(Failure::Io(format!(
+            "{} already holds chunks ({} first): use an empty directory, or `resume` to continue a run",
+            a.out_dir.display(),
+            chunk_name(*n)
+        )));
+    }
+    let emitter = Emitter::new(open(a.file, a.safe_every)?, WRITE_SPLIT)?;
+    run(a, emitter, 1)
+}
+
+/// A token given on the command line: its text, or a file holding it. For
+/// a `token-NNNNNN.txt` file, the chunk number it follows.
+fn read_token(t: &str) -> Result<(Token, Option<u64>), Failure> {
+    let (text, after) = if t
+        .trim_start()
+        .starts_with(proto_stream::checkpoint::token::TEXT_PREFIX)
+    {
+        (t.to_string(), None)
+    } else {
+        let p = PathBuf::from(t);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| Failure::Io(format!("token file {}: {e}", p.display())))?;
+        let after = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("token-"))
+            .and_then(|n| n.strip_suffix(".txt"))
+            .and_then(|n| n.parse().ok());
+        (text, after)
+    };
+    let token = Token::from_text(&text).map_err(|e| Failure::Io(format!("token: {e}")))?;
+    Ok((token, after))
+}
+
+pub fn resume(a: &ChunkArgs<'_>, token: &str, start_index: Option<u64>) -> Result<(), Failure> {
+    let (token, after) = read_token(token)?;
+    let first = start_index.or(after.map(|n| n + 1)).unwrap_or(1);
+    if let Some(n) = existing_chunks(a.out_dir)?
+        .into_iter()
+        .find(|n| *n >= first)
+    {
+        return Err(Failure::Io(format!(
+            "{} already holds {}: it would mix with the resumed chunks (numbered from {first}); remove the chunks after the token's, or use another --out-dir",
+            a.out_dir.display(),
+            chunk_name(n)
+        )));
+    }
+    let emitter = Emitter::resume(open(a.file, a.safe_every)?, WRITE_SPLIT, &token)?;
+    run(a, emitter, first)
+}
+
+/// Fills buffers until the end (or `--stop-after`), writing each chunk and
+/// then its token.
+fn run(a: &ChunkArgs<'_>, mut e: Emitter<Producer, DataSplit>, first: u64) -> Result<(), Failure> {
+    if a.buffer_size == 0 {
+        return Err(Failure::Io("--buffer-size must be at least 1".into()));
+    }
+    std::fs::create_dir_all(a.out_dir)
+        .map_err(|err| Failure::Io(format!("{}: {err}", a.out_dir.display())))?;
+    if let Some(n) = a.units_per_fill {
+        e.set_units_per_fill(n);
+    }
+    let start_offset = e.offset();
+    let pb = progress(Some(crate::file_len(a.file)));
+    let mut buf = vec![0u8; a.buffer_size];
+    let (mut chunks, mut units, mut pieces) = (0u64, 0u64, 0u64);
+    let mut last_token = None;
+    let mut ended = e.ended();
+    let mut stopped = false;
+    while !ended {
+        if a.stop_after.is_some_and(|m| chunks >= m) {
+            stopped = true;
+            break;
+        }
+        let f = e.fill(&mut buf)?;
+        ended = f.ended;
+        units += f.units;
+        pieces += f.pieces;
+        if f.written == 0 {
+            break;
+        }
+        let i = first + chunks;
+        write_atomic(a.out_dir, &chunk_name(i), &buf[..f.written])?;
+        let mut text = f
+            .token
+            .to_text()
+            .map_err(|err| Failure::Io(format!("token: {err}")))?;
+        text.push('\n');
+        write_atomic(a.out_dir, &token_name(i), text.as_bytes())?;
+        last_token = Some(a.out_dir.join(token_name(i)));
+        chunks += 1;
+        pb.set_position(e.producer().offset());
+    }
+    pb.finish_and_clear();
+    let bytes = e.offset() - start_offset;
+    let last = last_token.as_ref().map(|p| p.display().to_string());
+    if a.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "chunks": chunks,
+            "first_chunk": first,
+            "bytes": bytes,
+            "stream_offset": e.offset(),
+            "units": units,
+            "pieces": pieces,
+            "ended": ended,
+            "stopped": stopped,
+            "last_token": last,
+        });
+        let _ = writeln!(io::stdout(), "{v}");
+    } else {
+        let _ = writeln!(
+            io::stdout(),
+            "{} {chunks} chunks ({} to {}) of at most {} bytes into {}: {bytes} bytes, {units} units, {pieces} pieces of split writes",
+            if ended { "done:" } else { "stopped:" },
+            chunk_name(first),
+            chunk_name(first + chunks.saturating_sub(1)),
+            a.buffer_size,
+            a.out_dir.display()
+        );
+        if !ended {
+            if let Some(t) = &last {
+                let _ = writeln!(
+                    io::stdout(),
+                    "resume with: proto-stream resume {} --token {t} --buffer-size {} --out-dir {}",
+                    a.file.display(),
+                    a.buffer_size,
+                    a.out_dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `compare A B`: exit 0 when equal, 1 when they differ; errors are
+/// failures (exit 2).
+pub fn compare(a: &Path, b: &Path, json: bool) -> Result<bool, Failure> {
+    let mut pa = open(a, 1)?;
+    let mut pb = open(b, 1)?;
+    let outcome = compare_streams(&mut pa, &mut pb, &WRITE_SPLIT).map_err(|e| match e {
+        CompareError::A(e) => Failure::Side("A", Box::new(Failure::Stream(e))),
+        CompareError::B(e) => Failure::Side("B", Box::new(Failure::Stream(e))),
+        CompareError::Corrupt { side, error } => Failure::Side(
+            if side == proto_stream::checkpoint::Side::A {
+                "A"
+            } else {
+                "B"
+            },
+            Box::new(Failure::Stream(Error::Tlv(error))),
+        ),
+        other => Failure::Io(other.to_string()),
+    })?;
+    let mut out = io::stdout();
+    match outcome {
+        Outcome::Equal {
+            units_a,
+            units_b,
+            data_bytes,
+        } => {
+            if json {
+                let v = serde_json::json!({
+                    "equal": true, "units_a": units_a, "units_b": units_b, "data_bytes": data_bytes,
+                });
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "equal: the same commands ({units_a} units in A, {units_b} in B; {data_bytes} data bytes aligned by path and file offset)"
+                );
+            }
+            Ok(true)
+        }
+        Outcome::Differ(d) => {
+            if json {
+                let at = |x: &Option<proto_stream::checkpoint::At>| {
+                    x.map(|at| {
+                        serde_json::json!({
+                            "command_index": at.index, "unit": at.seq,
+                            "command_offset": at.offset, "byte_offset": at.byte,
+                        })
+                    })
+                };
+                let v = serde_json::json!({
+                    "equal": false,
+                    "what": d.to_string(),
+                    "a": at(&d.a),
+                    "b": at(&d.b),
+                    "path": d.path.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()),
+                    "file_offset": d.file_offset,
+                });
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(out, "differ: {d}");
+            }
+            Ok(false)
+        }
+    }
+}
