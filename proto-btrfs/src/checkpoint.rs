@@ -185,6 +185,19 @@ pub struct StreamProducer<S> {
     profile: Option<Profile>,
     /// Length and kind of the unit at `pos`, once framed.
     framed: Option<(usize, UnitKind)>,
+    /// The last safe point: the cursor fields there.
+    last_safe: SafeAt,
+}
+
+/// Where a safe point is: what its state records (but the fingerprint,
+/// computed when the state is written out).
+#[derive(Clone, Copy, Debug, Default)]
+struct SafeAt {
+    pos: u64,
+    unit: u64,
+    cmd_index: u64,
+    version: u32,
+    header_next: bool,
 }
 
 fn io_error(offset: u64) -> impl FnOnce(io::Error) -> Error {
@@ -219,6 +232,10 @@ impl<S: Source> StreamProducer<S> {
             version: None,
             profile: None,
             framed: None,
+            last_safe: SafeAt {
+                header_next: true,
+                ..SafeAt::default()
+            },
         })
     }
 
@@ -335,24 +352,32 @@ impl<S: Source> Producer for StreamProducer<S> {
         Ok(())
     }
 
-    fn safe_point(&mut self, state: &mut Vec<u8>) -> Result<bool, Error> {
+    fn safe_point(&mut self) -> Result<bool, Error> {
         if self.unit % self.safe_every != 0 {
             return Ok(false);
         }
-        let fingerprint = self.fingerprint_at(self.pos)?;
+        self.last_safe = SafeAt {
+            pos: self.pos,
+            unit: self.unit,
+            cmd_index: self.cmd_index,
+            version: self.version.unwrap_or(0),
+            header_next: self.profile.is_none(),
+        };
+        Ok(true)
+    }
+
+    fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), Error> {
+        let at = self.last_safe;
+        let fingerprint = self.fingerprint_at(at.pos)?;
         state.push(STATE_VERSION);
-        state.push(if self.profile.is_none() {
-            FLAG_HEADER_NEXT
-        } else {
-            0
-        });
-        state.extend_from_slice(&self.pos.to_le_bytes());
-        state.extend_from_slice(&self.unit.to_le_bytes());
-        state.extend_from_slice(&self.cmd_index.to_le_bytes());
-        state.extend_from_slice(&self.version.unwrap_or(0).to_le_bytes());
+        state.push(if at.header_next { FLAG_HEADER_NEXT } else { 0 });
+        state.extend_from_slice(&at.pos.to_le_bytes());
+        state.extend_from_slice(&at.unit.to_le_bytes());
+        state.extend_from_slice(&at.cmd_index.to_le_bytes());
+        state.extend_from_slice(&at.version.to_le_bytes());
         state.extend_from_slice(&fingerprint.to_le_bytes());
         state.extend_from_slice(&self.safe_every.to_le_bytes());
-        Ok(true)
+        Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), Error> {
@@ -409,6 +434,13 @@ impl<S: Source> Producer for StreamProducer<S> {
         self.version = (version != 0).then_some(version);
         self.profile = profile;
         self.framed = None;
+        self.last_safe = SafeAt {
+            pos,
+            unit,
+            cmd_index,
+            version,
+            header_next,
+        };
         Ok(())
     }
 

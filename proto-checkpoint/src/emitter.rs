@@ -134,11 +134,20 @@ struct Progress {
     state_at: u32,
     /// The running state after the whole input command (checked).
     state_end: u32,
+    /// `Framer::marks[i]` is the running state after `data[..marks_base +
+    /// (i + 1) * MARK]`, recorded while the rest of the command was checked.
+    marks_base: u64,
 }
 
 /// Bytes copied and checksummed at a time: the CRC reads each block right
 /// after the copy, while it is still in the L1 cache.
 const BLOCK: usize = 16 * 1024;
+
+/// Interval of the running states recorded while the data after the first
+/// piece of a split command is checked: a later piece that ends inside the
+/// command starts its CRC from the last mark before its end, so no data byte
+/// is checksummed twice but for at most this many per piece.
+const MARK: usize = 4096;
 
 /// Copies `src` to `dst` (same length) and returns the running CRC state
 /// after `src`, from `state`: one pass over the bytes.
@@ -219,6 +228,8 @@ struct Framer<S> {
     /// The layout of unit `.0`, once asked for.
     layout: Option<(u64, Option<DataLayout>)>,
     progress: Option<Progress>,
+    /// Running states every [`MARK`] bytes (see [`Progress::marks_base`]).
+    marks: Vec<u32>,
 }
 
 impl<S: Split> Framer<S> {
@@ -296,10 +307,11 @@ impl<S: Split> Framer<S> {
     /// The first time this emitter touches the command, the whole original
     /// is checked: its prefix and the data before `from` are checksummed,
     /// the piece is copied and checksummed in one pass, then the rest is
-    /// checksummed. The running states before and after the piece give the
-    /// piece's own CRC through [`crc32c_shift`], and the state after the
-    /// piece is kept, so later pieces only copy and checksum themselves, and
-    /// the last one only copies.
+    /// checksummed, recording the running state every [`MARK`] bytes. The
+    /// running states before and after a piece give the piece's own CRC
+    /// through [`crc32c_shift`]. Later pieces copy themselves and checksum
+    /// at most [`MARK`] bytes (from the last mark before their end); the
+    /// last piece only copies.
     #[allow(clippy::too_many_arguments)]
     fn piece<E: std::error::Error>(
         &mut self,
@@ -316,26 +328,43 @@ impl<S: Split> Framer<S> {
         let data = &cmd[ds..];
         let (a, b) = (from as usize, from as usize + len);
         let out = &mut out[..ds + len];
-        let (state_from, state_to, state_end) = match self.progress {
+        let (state_from, state_to, state_end, marks_base) = match self.progress {
             Some(p) if p.seq == seq && p.at == from => {
+                out[ds..].copy_from_slice(&data[a..b]);
                 let to = if b == data.len() {
-                    out[ds..].copy_from_slice(&data[a..]);
                     p.state_end
                 } else {
-                    copy_crc(crc, p.state_at, &data[a..b], &mut out[ds..])
+                    // The best known state at or before `b`: the piece's
+                    // start, or the last mark before its end.
+                    let k = (b as u64).saturating_sub(p.marks_base) / MARK as u64;
+                    let mark_at = p.marks_base + k * MARK as u64;
+                    let (mut at, mut st) = (a, p.state_at);
+                    if k > 0 && mark_at > from {
+                        if let Some(m) = self.marks.get(k as usize - 1) {
+                            (at, st) = (mark_at as usize, *m);
+                        }
+                    }
+                    crc.update(st, &data[at..b])
                 };
-                (p.state_at, to, p.state_end)
+                (p.state_at, to, p.state_end, p.marks_base)
             }
             _ => {
                 let mut s = crc.update(crc.header_state(cmd), &cmd[CMD_HEADER_LEN..ds]);
                 s = crc.update(s, &data[..a]);
                 let to = copy_crc(crc, s, &data[a..b], &mut out[ds..]);
-                let end = crc.update(to, &data[b..]);
+                // Check the rest, recording the running state every MARK
+                // bytes for the pieces to come.
+                self.marks.clear();
+                let mut end = to;
+                for block in data[b..].chunks(MARK) {
+                    end = crc.update(end, block);
+                    self.marks.push(end);
+                }
                 let (stored, computed) = (stored_crc(cmd), crc.finish(end));
                 if stored != computed {
                     return Err(crc_error(u, stored, computed));
                 }
-                (s, to, end)
+                (s, to, end, b as u64)
             }
         };
         self.progress = Some(Progress {
@@ -343,6 +372,7 @@ impl<S: Split> Framer<S> {
             at: b as u64,
             state_at: state_to,
             state_end,
+            marks_base,
         });
         self.split
             .write_prefix(profile, cmd, layout, from, len, &mut out[..ds]);
@@ -372,8 +402,10 @@ pub struct Emitter<P, S> {
     since_safe_point: u64,
     split_done: u64,
     ended: bool,
+    /// The state of the producer's last safe point, as the token carries
+    /// it; written out only when a token is made after the safe point moved.
     safe_state: Vec<u8>,
-    scratch: Vec<u8>,
+    safe_state_stale: bool,
     units_per_fill: u64,
     failed: bool,
 }
@@ -382,13 +414,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// An emitter at the start of `producer`'s stream, splitting data
     /// commands by `split`.
     pub fn new(mut producer: P, split: S) -> Result<Self, EmitError<P::Error>> {
-        let mut state = Vec::new();
-        if !producer
-            .safe_point(&mut state)
-            .map_err(EmitError::Producer)?
-        {
+        if !producer.safe_point().map_err(EmitError::Producer)? {
             return Err(RearmError::NoSafePointAtStart.into());
         }
+        let mut state = Vec::new();
+        producer
+            .save_state(&mut state)
+            .map_err(EmitError::Producer)?;
         let stream_id = producer.stream_id();
         Ok(Self::with(producer, split, Token::start(stream_id, state)))
     }
@@ -400,6 +432,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 split,
                 layout: None,
                 progress: None,
+                marks: Vec::new(),
             },
             stream_id: t.stream_id,
             seq: t.seq,
@@ -408,7 +441,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             split_done: t.split_done,
             ended: t.ended,
             safe_state: t.state,
-            scratch: Vec::new(),
+            safe_state_stale: false,
             units_per_fill: u64::MAX,
             failed: false,
         }
@@ -435,11 +468,14 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             }
             .into());
         }
+        if !producer.safe_point().map_err(EmitError::BadState)? {
+            return Err(RearmError::NotASafePoint.into());
+        }
         let mut state = Vec::new();
-        let safe = producer
-            .safe_point(&mut state)
+        producer
+            .save_state(&mut state)
             .map_err(EmitError::BadState)?;
-        if !safe || state != token.state {
+        if state != token.state {
             return Err(RearmError::NotASafePoint.into());
         }
         for i in 0..token.since_safe_point {
@@ -451,11 +487,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 .into());
             }
             producer.advance().map_err(EmitError::Producer)?;
-            state.clear();
-            if producer
-                .safe_point(&mut state)
-                .map_err(EmitError::Producer)?
-            {
+            if producer.safe_point().map_err(EmitError::Producer)? {
                 return Err(RearmError::SafePointSkipped { after: i + 1 }.into());
             }
         }
@@ -590,6 +622,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             }
         }
         self.offset += w as u64;
+        if self.safe_state_stale {
+            self.safe_state.clear();
+            self.producer
+                .save_state(&mut self.safe_state)
+                .map_err(EmitError::Producer)?;
+            self.safe_state_stale = false;
+        }
         Ok(Fill {
             written: w,
             token: self.token(),
@@ -605,13 +644,8 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         self.producer.advance().map_err(EmitError::Producer)?;
         self.seq += 1;
         self.split_done = 0;
-        self.scratch.clear();
-        if self
-            .producer
-            .safe_point(&mut self.scratch)
-            .map_err(EmitError::Producer)?
-        {
-            std::mem::swap(&mut self.safe_state, &mut self.scratch);
+        if self.producer.safe_point().map_err(EmitError::Producer)? {
+            self.safe_state_stale = true;
             self.since_safe_point = 0;
         } else {
             self.since_safe_point += 1;

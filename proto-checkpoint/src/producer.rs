@@ -49,11 +49,16 @@ pub trait Producer {
     /// units skipped, not to their size).
     fn advance(&mut self) -> Result<(), Self::Error>;
 
-    /// Whether the cursor is at a safe point; if it is, the producer
-    /// appends its state there to `state` (at most
-    /// [`MAX_STATE_LEN`](crate::token::MAX_STATE_LEN) bytes). The start of
-    /// the stream must be a safe point.
-    fn safe_point(&mut self, state: &mut Vec<u8>) -> Result<bool, Self::Error>;
+    /// Whether the cursor is at a safe point. When it is, the producer
+    /// remembers this point as its last safe point (cheaply: the emitter
+    /// asks at every unit boundary, and needs the state written out only
+    /// when it makes a token). The start of the stream must be a safe point.
+    fn safe_point(&mut self) -> Result<bool, Self::Error>;
+
+    /// Appends to `state` the state of the last safe point (at most
+    /// [`MAX_STATE_LEN`](crate::token::MAX_STATE_LEN) bytes): what
+    /// [`restore`](Producer::restore) takes back.
+    fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), Self::Error>;
 
     /// Puts the cursor back at the safe point whose state is `state`.
     /// A state that is not one of this stream's is an error.
@@ -84,8 +89,9 @@ pub enum CommandsError {
 
 /// A producer over TLV commands held in memory: one profile, commands up
 /// to and including END, and a safe point every `safe_every` commands (the
-/// start included). Its state is the byte offset and index of the command
-/// at the safe point, and whether the stream has ended there (18 bytes).
+/// start included; not right after END when bytes follow it, which are
+/// ignored). Its state is the byte offset and index of the command at the
+/// safe point, and whether the stream has ended there (18 bytes).
 ///
 /// It frames commands (length within the profile's maximum, END present)
 /// but leaves their CRCs to the emitter, which checks each as it copies.
@@ -100,6 +106,8 @@ pub struct CommandsProducer<'a> {
     /// Length of the command at `pos`, once framed.
     current: Option<usize>,
     ended: bool,
+    /// (pos, index, ended) at the last safe point.
+    last_safe: (usize, u64, bool),
 }
 
 const COMMANDS_STATE_VERSION: u8 = 1;
@@ -118,6 +126,7 @@ impl<'a> CommandsProducer<'a> {
             index: 0,
             current: None,
             ended: false,
+            last_safe: (0, 0, false),
         }
     }
 }
@@ -177,15 +186,24 @@ impl Producer for CommandsProducer<'_> {
         Ok(())
     }
 
-    fn safe_point(&mut self, state: &mut Vec<u8>) -> Result<bool, CommandsError> {
-        if self.index % self.safe_every != 0 {
+    fn safe_point(&mut self) -> Result<bool, CommandsError> {
+        // No safe point after an END that bytes follow: `restore` takes an
+        // ended state only at the end of the input, so such an end is
+        // reached by skipping from the safe point before it.
+        if self.index % self.safe_every != 0 || (self.ended && self.pos != self.input.len()) {
             return Ok(false);
         }
-        state.push(COMMANDS_STATE_VERSION);
-        state.push(u8::from(self.ended));
-        state.extend_from_slice(&(self.pos as u64).to_le_bytes());
-        state.extend_from_slice(&self.index.to_le_bytes());
+        self.last_safe = (self.pos, self.index, self.ended);
         Ok(true)
+    }
+
+    fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), CommandsError> {
+        let (pos, index, ended) = self.last_safe;
+        state.push(COMMANDS_STATE_VERSION);
+        state.push(u8::from(ended));
+        state.extend_from_slice(&(pos as u64).to_le_bytes());
+        state.extend_from_slice(&index.to_le_bytes());
+        Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), CommandsError> {
@@ -225,6 +243,7 @@ impl Producer for CommandsProducer<'_> {
             index,
             current: None,
             ended,
+            last_safe: (pos, index, ended),
             ..*self
         };
         Ok(())

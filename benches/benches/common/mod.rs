@@ -91,12 +91,31 @@ pub fn btrfs_stream(bytes: &[u8]) -> u64 {
     n
 }
 
+/// Not a decoder: the checkpointing emitter (`proto-checkpoint` with the
+/// btrfs producer) through 64 KiB buffers, as the `checkpoint` bench runs it.
+/// Returns the units emitted.
+pub fn emit_64k(bytes: &[u8]) -> u64 {
+    use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
+    let p = StreamProducer::new(bytes, 1).expect("producer");
+    let mut e = proto_checkpoint::Emitter::new(p, WRITE_SPLIT).expect("emitter");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut units = 0;
+    loop {
+        let f = e.fill(&mut buf).expect("fill");
+        black_box(&buf[..f.written]);
+        units += f.units;
+        if f.ended {
+            return units;
+        }
+    }
+}
+
 /// A decoder: stream bytes in, number of commands out.
 pub type Decoder = fn(&[u8]) -> u64;
 
 /// Every decoder by its bench name. `crc32c` is not a decoder but the
 /// ceiling: one CRC over the whole input.
-pub const ALL: [(&str, Decoder); 7] = [
+pub const ALL: [(&str, Decoder); 8] = [
     ("crc32c", crc32c_only),
     ("proto-btrfs-commands", proto_commands),
     ("proto-btrfs-typed", proto_typed),
@@ -104,6 +123,7 @@ pub const ALL: [(&str, Decoder); 7] = [
     ("proto-btrfs-reader-typed", proto_reader_typed),
     ("proto-btrfs-decoder-256k", proto_decoder),
     ("btrfs-stream", btrfs_stream),
+    ("emit-64k", emit_64k),
 ];
 
 /// The ceiling: `crc32c` alone over the same bytes (returns the CRC).
