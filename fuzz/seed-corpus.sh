@@ -17,6 +17,11 @@
 # - tlv_roundtrip, header_fixed, header_version, header_negotiate,
 #   header_contexts: no file seeds (the directory is made).
 # - native_reader: testdata/native/sample-v1.stream without its magic.
+# - checkpoint_token: four valid checkpoint tokens (at the start, inside a
+#   split write, at the end, with no producer state), each as its text form
+#   and as its bytes (the target reads every input as both, raw).
+# - checkpoint_resume, checkpoint_compare: no file seeds (structured
+#   inputs; the directory is made).
 #
 # Seeds are named after their source, so running the script again rewrites
 # the same files.
@@ -36,6 +41,7 @@ want() {
     for t in "${targets[@]}"; do [ "$t" = "$1" ] && return 0; done
     return 1
 }
+n=0
 for t in "${targets[@]}"; do
     case $t in
     tlv_decode | tlv_roundtrip | btrfs_dump) mkdir -p "$CORPUS/$t" ;;
@@ -46,6 +52,25 @@ for t in "${targets[@]}"; do
         mkdir -p "$CORPUS/$t"
         tail -c +9 "$ROOT/testdata/native/sample-v1.stream" > "$CORPUS/$t/sample-v1"
         ;;
+    checkpoint_token)
+        mkdir -p "$CORPUS/$t"
+        # name, text form (version 1; CRC-32C over every byte before it).
+        while read -r name text; do
+            printf '%s\n' "$text" >"$CORPUS/$t/$name.txt"
+            # Unpadded base64url -> bytes.
+            b64=$(printf '%s' "${text#pstoken:}" | tr -- '-_' '+/')
+            while [ $((${#b64} % 4)) -ne 0 ]; do b64="$b64="; done
+            printf '%s' "$b64" | base64 -d >"$CORPUS/$t/$name.bin"
+            n=$((n + 2))
+        done <<'TOKENS'
+start pstoken:UgAAAAEAAABjaGVja3BvaW50LWZ1enohAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAASAAAAAQAAAAAAAAAAAAAAAAAAAAAAd1i1Hg
+mid-split pstoken:UgAAAAEAAABjaGVja3BvaW50LWZ1enohBQAAAAAAAADSBAAAAAAAAAIAAAAAAAAAZAAAAAAAAAASAAAAAQCEAwAAAAAAAAMAAAAAAAAAreWZ7A
+ended pstoken:UgAAAAEAAQBjaGVja3BvaW50LWZ1enohCQAAAAAAAACIEwAAAAAAAAAAAAAAAAAAAAAAAAAAAAASAAAAAQGIEwAAAAAAAAkAAAAAAAAAHxz6Ig
+no-state pstoken:QAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAAsAQAAAAAAAAMAAAAAAAAAAAAAAAAAAAAAAAAA9BpGEA
+TOKENS
+        ;;
+    # Structured inputs: no file seeds (the directory is made).
+    checkpoint_resume | checkpoint_compare) mkdir -p "$CORPUS/$t" ;;
     *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
     esac
 done
@@ -68,7 +93,6 @@ if [ ${#streams[@]} -eq 0 ]; then
     exit 1
 fi
 
-n=0
 for f in "${streams[@]}"; do
     name=$(basename "$f" .stream)
     size=$(stat -c %s "$f")

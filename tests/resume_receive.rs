@@ -30,7 +30,7 @@ fn fixtures_dir(test: &str) -> Option<PathBuf> {
     if std::env::var(receive::REQUIRE_ENV).is_ok_and(|v| v == "1") {
         panic!("{msg} ({}=1)", receive::REQUIRE_ENV);
     }
-    eprintln!("SKIPPED: {msg}");
+    receive::skipped(&msg);
     None
 }
 

@@ -417,7 +417,7 @@ fn resumed_chunks_through_the_real_btrfs_receive() {
         if std::env::var(receive::REQUIRE_ENV).is_ok_and(|v| v == "1") {
             panic!("{msg}");
         }
-        eprintln!("SKIPPED: {msg}");
+        receive::skipped(&msg);
         return;
     };
     let full_out = chunk_stop_resume(&full, 65536, 17, 4096, 1);

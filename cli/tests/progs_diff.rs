@@ -5,6 +5,7 @@
 //! Needs the `btrfs` binary. Without it the test prints SKIPPED and passes,
 //! unless `PROTO_STREAM_REQUIRE_BTRFS=1` (set by CI), where it fails.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -651,7 +652,7 @@ fn dump_agrees_with_btrfs_receive_dump() {
             std::env::var_os("PROTO_STREAM_REQUIRE_BTRFS").is_none(),
             "PROTO_STREAM_REQUIRE_BTRFS is set but no btrfs binary was found"
         );
-        eprintln!("SKIPPED: dump_agrees_with_btrfs_receive_dump: no `btrfs` binary (apt-get install btrfs-progs)");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: dump_agrees_with_btrfs_receive_dump: no `btrfs` binary (apt-get install btrfs-progs)");
         return;
     };
     let dir = std::env::temp_dir().join(format!("proto-stream-progs-diff-{}", std::process::id()));

@@ -6,6 +6,7 @@
 //! and is byte-identical when no command had to be split. Every piece is a
 //! valid command.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use proto_btrfs::checkpoint::{FileSource, StreamProducer, WRITE_SPLIT};
@@ -31,7 +32,8 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
     if shared.is_dir() {
         dirs.push(shared.clone());
     } else {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED (partly): {} not found: only the streams shipped in testdata/btrfs are tested",
             shared.display()
         );
@@ -437,8 +439,19 @@ fn damaged_commands_are_refused_not_laundered() {
             EmitError::Corrupt(t) => assert_eq!((t.index, t.offset), (index, offset), "{t}"),
             other => panic!("size {size}: {other}"),
         }
-        // It stays failed.
+        // It stays failed, and its token is still the last good fill's:
+        // re-armed from it, the same error comes at the same place.
         assert!(matches!(e.fill(&mut buf), Err(EmitError::Failed { .. })));
+        let last_good = e.token();
+        last_good.check().unwrap();
+        let mut again = Emitter::resume(producer(&bad, 1), WRITE_SPLIT, &last_good).unwrap();
+        let err = loop {
+            match again.fill(&mut buf) {
+                Ok(f) => assert!(!f.ended),
+                Err(err) => break err,
+            }
+        };
+        assert!(matches!(err, EmitError::Corrupt(t) if (t.index, t.offset) == (index, offset)));
     }
     // compare says where.
     let got = compare(

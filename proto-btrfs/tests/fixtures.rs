@@ -2,6 +2,7 @@
 //! `../shared/scripts/mkfixtures.sh`) and the small ones shipped in
 //! `testdata/btrfs/`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use proto_btrfs::{
@@ -24,7 +25,8 @@ fn fixtures() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     if shared.is_dir() {
         dirs.push(shared);
     } else {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: {} not found: only the streams shipped in testdata/btrfs are tested",
             shared.display()
         );

@@ -10,7 +10,7 @@
 
 use core::fmt;
 
-use proto_tlv::decode_command;
+use proto_tlv::{decode_command, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
 use crate::{Producer, Unit, UnitKind};
@@ -441,11 +441,15 @@ fn step<S: Split>(
             whole,
         )),
         _ if ba != bb => {
-            let i = ba
+            // The first differing payload byte (the CRC field differs
+            // whenever the payload does); when one payload is the start of
+            // the other, the length field.
+            let (pa, pb) = (&ba[CMD_HEADER_LEN..], &bb[CMD_HEADER_LEN..]);
+            let i = pa
                 .iter()
-                .zip(bb)
+                .zip(pb)
                 .position(|(x, y)| x != y)
-                .unwrap_or(ba.len().min(bb.len())) as u64;
+                .map_or(0, |i| (CMD_HEADER_LEN + i) as u64);
             Next::Differ(differ(
                 DivergenceKind::Attributes { cmd: ta },
                 &sa,

@@ -407,7 +407,8 @@ pub struct Emitter<P, S> {
     safe_state: Vec<u8>,
     safe_state_stale: bool,
     units_per_fill: u64,
-    failed: bool,
+    /// The unit at which a fill failed.
+    failed: Option<u64>,
 }
 
 impl<P: Producer, S: Split> Emitter<P, S> {
@@ -443,7 +444,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             safe_state: t.state,
             safe_state_stale: false,
             units_per_fill: u64::MAX,
-            failed: false,
+            failed: None,
         }
     }
 
@@ -525,7 +526,8 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         self.units_per_fill = n.max(1);
     }
 
-    /// The token for where the emission stands now.
+    /// The token for where the emission stands now: after a failed fill,
+    /// where the last good fill left it.
     pub fn token(&self) -> Token {
         Token {
             stream_id: self.stream_id,
@@ -561,35 +563,50 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// a piece with one data byte) is a [`EmitError::DoesNotFit`] error,
     /// which changes nothing: a larger buffer may follow. After any other
     /// error the buffer's content is unspecified and the emitter stays
-    /// failed: re-arm from the last token.
+    /// failed ([`EmitError::Failed`]); [`Emitter::token`] still gives the
+    /// token of the last good fill, to re-arm from.
     pub fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
-        if self.failed {
-            return Err(EmitError::Failed { seq: self.seq });
+        if let Some(seq) = self.failed {
+            return Err(EmitError::Failed { seq });
         }
-        self.failed = true;
+        // Where the last good fill left the emission: what `token` says
+        // after a failure (the producer has moved on, so the emitter stays
+        // failed, but the caller's last token stays right).
+        let before = (
+            self.seq,
+            self.since_safe_point,
+            self.split_done,
+            self.ended,
+            self.safe_state_stale,
+        );
         match self.fill_inner(buf) {
-            Ok(fill) => {
-                self.failed = false;
-                Ok(fill)
-            }
+            Ok(fill) => Ok(fill),
             // Nothing was written and nothing moved: the caller may try
             // again with a larger buffer.
-            Err(e @ EmitError::DoesNotFit { .. }) => {
-                self.failed = false;
+            Err(e @ EmitError::DoesNotFit { .. }) => Err(e),
+            Err(e) => {
+                let failed_at = self.seq;
+                (
+                    self.seq,
+                    self.since_safe_point,
+                    self.split_done,
+                    self.ended,
+                    self.safe_state_stale,
+                ) = before;
+                self.failed = Some(failed_at);
                 Err(e)
             }
-            Err(e) => Err(e),
         }
     }
 
     fn fill_inner(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
         let mut w = 0usize;
-        let (mut units, mut pieces) = (0u64, 0u64);
+        let (mut units, mut pieces, mut steps) = (0u64, 0u64, 0u64);
         let buf_len = buf.len();
         while !self.ended {
             let step = match self.producer.current().map_err(EmitError::Producer)? {
                 None => None,
-                Some(_) if units + pieces >= self.units_per_fill => break,
+                Some(_) if steps >= self.units_per_fill => break,
                 Some(u) => Some(self.framer.step(
                     &u,
                     self.seq,
@@ -605,11 +622,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 Some(Step::Whole(n)) => {
                     w += n;
                     units += 1;
+                    steps += 1;
                     self.complete()?;
                 }
                 Some(Step::Piece { written, done }) => {
                     w += written;
                     pieces += 1;
+                    steps += 1;
                     if done {
                         units += 1;
                         self.complete()?;

@@ -93,8 +93,11 @@ pub enum CommandsError {
 /// ignored). Its state is the byte offset and index of the command at the
 /// safe point, and whether the stream has ended there (18 bytes).
 ///
-/// It frames commands (length within the profile's maximum, END present)
-/// but leaves their CRCs to the emitter, which checks each as it copies.
+/// It frames commands (length within the profile's maximum, END present,
+/// nothing after it) but leaves their CRCs to the emitter, which checks each
+/// as it copies. Its state is not tied to the bytes: a token forged for
+/// another command boundary of the same input would be taken (the btrfs
+/// producer records a fingerprint of the bytes at its safe point).
 #[derive(Clone, Debug)]
 pub struct CommandsProducer<'a> {
     input: &'a [u8],
@@ -136,6 +139,13 @@ impl Producer for CommandsProducer<'_> {
 
     fn current(&mut self) -> Result<Option<Unit<'_>>, CommandsError> {
         if self.ended {
+            // Bytes after END are an error, as in every decoder of the kit.
+            let left = self.input.len() - self.pos;
+            if left > 0 {
+                return Err(proto_tlv::ErrorKind::TrailingData { len: left as u64 }
+                    .at(self.index, self.pos as u64)
+                    .into());
+            }
             return Ok(None);
         }
         let len = match self.current {
@@ -187,10 +197,7 @@ impl Producer for CommandsProducer<'_> {
     }
 
     fn safe_point(&mut self) -> Result<bool, CommandsError> {
-        // No safe point after an END that bytes follow: `restore` takes an
-        // ended state only at the end of the input, so such an end is
-        // reached by skipping from the safe point before it.
-        if self.index % self.safe_every != 0 || (self.ended && self.pos != self.input.len()) {
+        if self.index % self.safe_every != 0 {
             return Ok(false);
         }
         self.last_safe = (self.pos, self.index, self.ended);

@@ -361,7 +361,8 @@ impl Token {
     /// a file) is ignored; anything else that is not base64url is refused
     /// with its position.
     pub fn from_text(text: &str) -> Result<Token, TokenError> {
-        let lead = text.len() - text.trim_start().len();
+        // Positions count characters (leading whitespace may not be ASCII).
+        let lead = text[..text.len() - text.trim_start().len()].chars().count();
         let t = text.trim();
         let Some(b64) = t.strip_prefix(TEXT_PREFIX) else {
             return Err(TokenError::BadText {
@@ -370,12 +371,28 @@ impl Token {
             });
         };
         let base = lead + TEXT_PREFIX.len();
-        // Bound the work before decoding: no token is longer than this.
+        // Bound the work before decoding: no token is longer than this. The
+        // position is a character's: more bytes than that but no more
+        // characters means a character that is not ASCII, found below.
         let max_chars = MAX_TOKEN_LEN.div_ceil(3) * 4;
-        if b64.len() > max_chars {
+        if b64.len() > max_chars && b64.chars().nth(max_chars).is_some() {
             return Err(TokenError::BadText {
                 position: base + max_chars,
                 why: "longer than any token",
+            });
+        }
+        // The first character outside the alphabet, by its character
+        // position: the decoder gives byte offsets, and with 4k + 1 bytes
+        // it reports a bad last byte before any other.
+        let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if let Some((i, c)) = b64.chars().enumerate().find(|&(_, c)| !alphabet(c)) {
+            return Err(TokenError::BadText {
+                position: base + i,
+                why: if c == '=' {
+                    "padding is not used"
+                } else {
+                    "not a base64url character"
+                },
             });
         }
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
