@@ -17,7 +17,7 @@ mean() {
     [ -r "$f" ] && jq -r '.mean.point_estimate' "$f" || true
 }
 
-for group in large-data small-files; do
+for group in large-data small-files emit-64k emit-64k-small; do
     [ -d "$CRIT/$group" ] || continue
     echo "== $group"
     for dir in "$CRIT/$group"/*/; do
@@ -50,3 +50,31 @@ ratio "small-files: proto-btrfs-typed / btrfs-stream" small-files proto-btrfs-ty
 ratio "small-files: proto-btrfs-reader / btrfs-stream" small-files proto-btrfs-reader btrfs-stream
 ratio "small-files: proto-btrfs-reader-typed / btrfs-stream" small-files proto-btrfs-reader-typed btrfs-stream
 ratio "small-files: proto-btrfs-decoder-256k / btrfs-stream" small-files proto-btrfs-decoder-256k btrfs-stream
+
+# Time ratios (the first's mean time / the second's; lower is faster).
+tratio() { # label, group, bench, peer bench
+    local a b
+    a=$(mean "$2" "$3"); b=$(mean "$2" "$4")
+    if [ -n "$a" ] && [ -n "$b" ]; then
+        awk -v l="$1" -v a="$a" -v b="$b" 'BEGIN { printf "%-58s %6.2f\n", l, a / b }'
+    fi
+}
+if [ -d "$CRIT/rearm" ]; then
+    echo "== rearm (mean times)"
+    # criterion stores "safe-every-1/10%" as the directory safe-every-1_10%.
+    for dir in "$CRIT/rearm"/*/; do
+        [ -r "$dir/new/estimates.json" ] || continue
+        printf '%s\t%s µs\n' "$(basename "$dir")" "$(jq -r '.mean.point_estimate / 1000 * 100 | round / 100' "$dir/new/estimates.json")"
+    done | column -t -s $'\t'
+fi
+echo "== time ratios (mean time of the first / mean time of the second)"
+tratio "emit-64k: emitter / plain-copy (target <= 1.3)" emit-64k emitter plain-copy
+tratio "emit-64k: emitter / copy+crc32c" emit-64k emitter copy+crc32c
+tratio "emit-64k: copy+crc32c / plain-copy (the floor with crc32c)" emit-64k copy+crc32c plain-copy
+tratio "emit-64k-small: emitter / plain-copy" emit-64k-small emitter plain-copy
+tratio "emit-64k-small: emitter / copy+crc32c" emit-64k-small emitter copy+crc32c
+tratio "rearm: 90% / 10%, safe every 1 (target <= 1.2)" rearm safe-every-1_90% safe-every-1_10%
+tratio "rearm: 90% / 10%, safe every 64 (target <= 1.2)" rearm safe-every-64_90% safe-every-64_10%
+tratio "rearm+first fill: 90% / 10%, safe every 1" rearm safe-every-1+fill_90% safe-every-1+fill_10%
+tratio "rearm+first fill: 90% / 10%, safe every 64" rearm safe-every-64+fill_90% safe-every-64+fill_10%
+tratio "replay to 10% / rearm at 10% (what re-arming saves)" rearm replay-to-10% safe-every-1_10%
