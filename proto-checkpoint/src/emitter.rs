@@ -1,6 +1,6 @@
 //! Bounded-buffer emission with checkpoint tokens, and re-arming from one.
 
-use proto_tlv::{crc32c_shift, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
+use proto_tlv::{crc32c_shift, frame_len, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
 use crate::token::{Token, TokenError};
@@ -85,8 +85,9 @@ pub enum EmitError<E: std::error::Error + 'static> {
     /// The producer failed (I/O, malformed input).
     #[error(transparent)]
     Producer(E),
-    /// A command is damaged (its CRC does not match), with its index and
-    /// byte offset in the producer's input.
+    /// A command is damaged (its CRC does not match, or the producer gave
+    /// a unit whose framing is broken), with its index and byte offset in
+    /// the producer's input.
     #[error(transparent)]
     Corrupt(proto_tlv::Error),
     /// The buffer cannot hold the next unit, which may not be split (or
@@ -262,6 +263,17 @@ impl<S: Split> Framer<S> {
             }
         };
         let profile = match u.kind {
+            // A producer's unit is never empty (every unit moves the offset).
+            UnitKind::Raw if u.bytes.is_empty() => {
+                return Err(EmitError::Corrupt(
+                    ErrorKind::Truncated {
+                        what: "unit",
+                        needed: 1,
+                        available: 0,
+                    }
+                    .at(u.index, u.offset),
+                ))
+            }
             UnitKind::Raw if u.bytes.len() <= avail => {
                 out[..u.bytes.len()].copy_from_slice(u.bytes);
                 return Ok(Step::Whole(u.bytes.len()));
@@ -269,6 +281,19 @@ impl<S: Split> Framer<S> {
             UnitKind::Raw => return no_room(u.bytes.len()),
             UnitKind::Command(p) => p,
         };
+        // Whatever the producer, a command is its header and exactly the
+        // payload it declares, within the profile's maximum.
+        let framed = frame_len(u.bytes, &profile, u.index, u.offset).map_err(EmitError::Corrupt)?;
+        if framed != u.bytes.len() {
+            return Err(EmitError::Corrupt(
+                ErrorKind::Truncated {
+                    what: "command payload",
+                    needed: framed as u64,
+                    available: u.bytes.len() as u64,
+                }
+                .at(u.index, u.offset),
+            ));
+        }
         if split_done == 0 && u.bytes.len() <= avail {
             return copy_command(&profile, u, out).map(Step::Whole);
         }

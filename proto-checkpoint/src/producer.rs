@@ -8,8 +8,9 @@ use proto_tlv::{frame_len, Profile};
 pub struct Unit<'a> {
     /// What the unit is.
     pub kind: UnitKind,
-    /// Its bytes: never empty; for a command, the 10-byte header and the
-    /// whole payload (whose CRC the emitter checks as it copies).
+    /// Its bytes: never empty; for a command, the 10-byte header and
+    /// exactly the payload it declares (the emitter checks that, and the
+    /// CRC as it copies; a unit that breaks this is a `Corrupt` error).
     pub bytes: &'a [u8],
     /// Index of the command in its stream (for a header: the index the
     /// stream's first command will have, 0), for messages.

@@ -752,3 +752,97 @@ fn one_unit_or_piece_per_fill() {
     assert_eq!(recs.len(), 4 + 1000usize.div_ceil(100 - 31));
     check_emission(&m, 2, Some(1), &recs, "100-byte buffers");
 }
+
+/// A producer that breaks the unit contract (an empty unit, a command whose
+/// bytes are not what its header declares) gets a typed error at that unit,
+/// not a panic and not a token that cannot be written.
+#[test]
+fn units_that_break_the_contract_are_errors() {
+    use proto_checkpoint::{Producer, Unit, UnitKind};
+
+    struct Bad {
+        units: Vec<(UnitKind, Vec<u8>)>,
+        at: usize,
+    }
+    impl Producer for Bad {
+        type Error = CommandsError;
+        fn current(&mut self) -> Result<Option<Unit<'_>>, CommandsError> {
+            Ok(self.units.get(self.at).map(|(kind, bytes)| Unit {
+                kind: *kind,
+                bytes,
+                index: self.at as u64,
+                offset: 100 + self.at as u64,
+            }))
+        }
+        fn advance(&mut self) -> Result<(), CommandsError> {
+            self.at += 1;
+            Ok(())
+        }
+        fn safe_point(&mut self) -> Result<bool, CommandsError> {
+            Ok(true)
+        }
+        fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), CommandsError> {
+            state.push(self.at as u8);
+            Ok(())
+        }
+        fn restore(&mut self, _: &[u8]) -> Result<(), CommandsError> {
+            Ok(())
+        }
+        fn position(&self) -> u64 {
+            self.at as u64
+        }
+        fn stream_id(&self) -> [u8; 16] {
+            [0; 16]
+        }
+    }
+    let profile = Profile {
+        crc: CrcVariant::BtrfsRaw,
+        max_payload_len: 1 << 16,
+        unbounded_data_attr: Some(19),
+        end_cmd: 21,
+    };
+    let mut end = Vec::new();
+    proto_tlv::encode_command(&profile, 21, &[], &mut end).unwrap();
+    let mut long = end.clone();
+    long.push(0); // one byte more than the header declares
+    let cases: [(UnitKind, Vec<u8>, &str); 4] = [
+        (UnitKind::Raw, Vec::new(), "unit"),
+        (
+            UnitKind::Command(profile),
+            end[..6].to_vec(),
+            "command header",
+        ),
+        (UnitKind::Command(profile), long, "command payload"),
+        (
+            UnitKind::Command(profile),
+            {
+                let mut big = end.clone();
+                big[0..4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+                big
+            },
+            "",
+        ),
+    ];
+    for (kind, bytes, what) in cases {
+        let p = Bad {
+            units: vec![(UnitKind::Raw, b"hdr".to_vec()), (kind, bytes)],
+            at: 0,
+        };
+        let mut e = Emitter::new(p, WRITE).unwrap();
+        let mut buf = [0u8; 256];
+        match e.fill(&mut buf) {
+            Err(EmitError::Corrupt(t)) => {
+                assert_eq!((t.index, t.offset), (1, 101), "{what}: {t}");
+                match t.kind {
+                    ErrorKind::Truncated { what: w, .. } => assert_eq!(w, what),
+                    ErrorKind::Oversized { .. } => assert_eq!(what, ""),
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        // The last good token is the start's, and it can be written.
+        assert_eq!(e.token().seq, 0);
+        e.token().to_bytes().unwrap();
+    }
+}
