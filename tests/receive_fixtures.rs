@@ -11,31 +11,9 @@
 mod receive;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use receive::{tree, Scratch, Tree};
-
-/// `../shared/fixtures/btrfs`, if present (the full streams are only there).
-fn fixtures_dir(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/btrfs");
-    if dir.join("full-v2.stream").is_file() {
-        return Some(dir);
-    }
-    let msg = format!("{test}: fixtures not found in {}", dir.display());
-    if std::env::var(receive::REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{msg} ({}=1)", receive::REQUIRE_ENV);
-    }
-    receive::skipped(&msg);
-    None
-}
-
-/// Fixtures dir when this test can run at all.
-fn setup(test: &str) -> Option<PathBuf> {
-    if !receive::require_or_skip(test) {
-        return None;
-    }
-    fixtures_dir(test)
-}
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -69,7 +47,7 @@ fn assert_same(a: &Tree, b: &Tree, what: &str) {
 
 #[test]
 fn listing_is_deterministic_and_matches_the_source() {
-    let Some(dir) = setup("listing_is_deterministic_and_matches_the_source") else {
+    let Some(dir) = receive::fixtures_for("listing_is_deterministic_and_matches_the_source") else {
         return;
     };
     let (a, b) = (
@@ -104,7 +82,7 @@ fn listing_is_deterministic_and_matches_the_source() {
 
 #[test]
 fn protocol_versions_and_incrementals_agree() {
-    let Some(dir) = setup("protocol_versions_and_incrementals_agree") else {
+    let Some(dir) = receive::fixtures_for("protocol_versions_and_incrementals_agree") else {
         return;
     };
     let v1 = received(&dir, &["full-v1.stream", "incr-v1.stream"]);
@@ -138,7 +116,7 @@ fn protocol_versions_and_incrementals_agree() {
 /// Negative control: the comparison does fail, and names the path and the field.
 #[test]
 fn diff_notices_changes() {
-    let Some(dir) = setup("diff_notices_changes") else {
+    let Some(dir) = receive::fixtures_for("diff_notices_changes") else {
         return;
     };
     let (a, b) = (
@@ -235,7 +213,7 @@ fn diff_notices_changes() {
 /// `--no-data` and `--compressed-data` streams through the real tool.
 #[test]
 fn nodata_and_compressed_streams() {
-    let Some(dir) = setup("nodata_and_compressed_streams") else {
+    let Some(dir) = receive::fixtures_for("nodata_and_compressed_streams") else {
         return;
     };
     let full = listing(&received(&dir, &["full-v2.stream"]), "snap1");

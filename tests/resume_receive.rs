@@ -12,27 +12,11 @@
 #[path = "support/receive.rs"]
 mod receive;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proto_stream::btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_stream::checkpoint::{Emitter, Token};
 use receive::{tree, Scratch, Tree};
-
-fn fixtures_dir(test: &str) -> Option<PathBuf> {
-    if !receive::require_or_skip(test) {
-        return None;
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/btrfs");
-    if dir.join("full-v2.stream").is_file() {
-        return Some(dir);
-    }
-    let msg = format!("{test}: fixtures not found in {}", dir.display());
-    if std::env::var(receive::REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{msg} ({}=1)", receive::REQUIRE_ENV);
-    }
-    receive::skipped(&msg);
-    None
-}
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -103,7 +87,7 @@ fn assert_same(a: &Tree, b: &Tree, what: &str) {
 /// Full sends, protocol 1 and 2, plain, `--no-data` and `--compressed-data`.
 #[test]
 fn resumed_full_sends_receive_to_the_same_tree() {
-    let Some(dir) = fixtures_dir("resumed_full_sends_receive_to_the_same_tree") else {
+    let Some(dir) = receive::fixtures_for("resumed_full_sends_receive_to_the_same_tree") else {
         return;
     };
     for (name, safe_every, first, then) in [
@@ -142,7 +126,8 @@ fn resumed_full_sends_receive_to_the_same_tree() {
 /// as one concatenated input, resumed across the boundary between the streams.
 #[test]
 fn resumed_incremental_sends_receive_to_the_same_tree() {
-    let Some(dir) = fixtures_dir("resumed_incremental_sends_receive_to_the_same_tree") else {
+    let Some(dir) = receive::fixtures_for("resumed_incremental_sends_receive_to_the_same_tree")
+    else {
         return;
     };
     for v in ["v1", "v2"] {
@@ -183,7 +168,7 @@ fn resumed_incremental_sends_receive_to_the_same_tree() {
 /// the comparison rejects, naming the file.
 #[test]
 fn a_changed_byte_after_resume_is_noticed() {
-    let Some(dir) = fixtures_dir("a_changed_byte_after_resume_is_noticed") else {
+    let Some(dir) = receive::fixtures_for("a_changed_byte_after_resume_is_noticed") else {
         return;
     };
     let original = read(&dir, "full-v2.stream");

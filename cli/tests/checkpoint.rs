@@ -24,13 +24,6 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn shared(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/btrfs")
-        .join(name);
-    p.is_file().then_some(p)
-}
-
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -408,18 +401,10 @@ fn bad_tokens_and_buffers_are_refused_with_one_line() {
 /// received, give the same trees as the originals.
 #[test]
 fn resumed_chunks_through_the_real_btrfs_receive() {
-    let test = "resumed_chunks_through_the_real_btrfs_receive";
-    if !receive::require_or_skip(test) {
-        return;
-    }
-    let (Some(full), Some(incr)) = (shared("full-v2.stream"), shared("incr-v2.stream")) else {
-        let msg = format!("{test}: ../shared/fixtures/btrfs not found");
-        if std::env::var(receive::REQUIRE_ENV).is_ok_and(|v| v == "1") {
-            panic!("{msg}");
-        }
-        receive::skipped(&msg);
+    let Some(dir) = receive::fixtures_for("resumed_chunks_through_the_real_btrfs_receive") else {
         return;
     };
+    let (full, incr) = (dir.join("full-v2.stream"), dir.join("incr-v2.stream"));
     let full_out = chunk_stop_resume(&full, 65536, 17, 4096, 1);
     let incr_out = chunk_stop_resume(&incr, 2048, 9, 65536, 4);
     let originals = [std::fs::read(&full).unwrap(), std::fs::read(&incr).unwrap()];

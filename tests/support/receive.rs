@@ -30,6 +30,10 @@
 //! - `availability() -> Result<(), String>`: Ok when we are root, `btrfs`,
 //!   `mkfs.btrfs`, `mount`, `umount` and `timeout` run, and a loop mount of a fresh
 //!   btrfs image works (probed once per process, cached).
+//! - `fixtures_for(test: &str) -> Option<PathBuf>`: `require_or_skip`, then
+//!   the directory of the shared kernel fixtures (or a loud skip).
+//! - `skipped(what: &str)`: prints `SKIPPED: <what>` past the test
+//!   harness's output capture.
 //! - `require_or_skip(test: &str) -> bool`: true = go ahead.  Otherwise prints
 //!   `SKIPPED: <test>: <reason>` to stderr and returns false, or panics when
 //!   `PROTO_STREAM_REQUIRE_BTRFS=1` and the reason is anything but missing loop
@@ -194,6 +198,32 @@ pub fn require_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// The real kernel streams in `../shared/fixtures/btrfs/` (next to the
+/// workspace) when a test that needs the real `btrfs receive` and those
+/// streams can run: `None` after a loud `SKIPPED:` line otherwise (a panic
+/// instead when [`REQUIRE_ENV`]`=1`, unless only loop devices are missing).
+pub fn fixtures_for(test: &str) -> Option<PathBuf> {
+    if !require_or_skip(test) {
+        return None;
+    }
+    // This file is tests/support/receive.rs of the workspace, whichever
+    // member's test includes it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("tests/support/receive.rs").is_file())
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let dir = root.join("../shared/fixtures/btrfs");
+    if dir.join("full-v2.stream").is_file() {
+        return Some(dir);
+    }
+    let msg = format!("{test}: fixtures not found in {}", dir.display());
+    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+        panic!("{msg} ({REQUIRE_ENV}=1)");
+    }
+    skipped(&msg);
+    None
 }
 
 /// Prints `SKIPPED: <what>` on stderr past the test harness's output capture
