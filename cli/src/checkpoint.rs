@@ -42,21 +42,10 @@ impl From<EmitError<Error>> for Failure {
         match e {
             EmitError::Producer(e) => Failure::Stream(e),
             EmitError::Corrupt(t) => Failure::Stream(Error::Tlv(t)),
-            other => Failure::Emit(other.to_string(), other.position()),
-        }
-    }
-}
-
-/// (command index, byte offset) of an emission error, where known.
-trait Position {
-    fn position(&self) -> (Option<u64>, Option<u64>);
-}
-
-impl Position for EmitError<Error> {
-    fn position(&self) -> (Option<u64>, Option<u64>) {
-        match self {
-            EmitError::DoesNotFit { index, offset, .. } => (Some(*index), Some(*offset)),
-            _ => (None, None),
+            EmitError::DoesNotFit { index, offset, .. } => {
+                Failure::Emit(e.to_string(), (Some(index), Some(offset)))
+            }
+            other => Failure::Emit(other.to_string(), (None, None)),
         }
     }
 }
