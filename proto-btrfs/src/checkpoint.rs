@@ -69,6 +69,183 @@ impl Source for &[u8] {
     }
 }
 
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        (**self).read_at(offset, len)
+    }
+}
+
+/// One stream of a file of concatenated streams (see [`list_streams`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpan {
+    /// Byte offset of its header in the file.
+    pub offset: u64,
+    /// Its length, header to END included.
+    pub len: u64,
+    /// Its protocol version.
+    pub version: u32,
+    /// Its first command (`SUBVOL` or `SNAPSHOT` in a kernel stream) and
+    /// that command's `PATH`, if it has one.
+    pub first: Option<(CommandType, Vec<u8>)>,
+}
+
+impl StreamSpan {
+    /// A short name: `subvol:PATH`, `snapshot:PATH`, or `stream:N` (N from
+    /// 1) when the first command has no path.
+    pub fn name(&self, n: usize) -> String {
+        match &self.first {
+            Some((c, path)) if *c == CommandType::SUBVOL || *c == CommandType::SNAPSHOT => {
+                let kind = if *c == CommandType::SUBVOL {
+                    "subvol"
+                } else {
+                    "snapshot"
+                };
+                format!("{kind}:{}", String::from_utf8_lossy(path))
+            }
+            _ => format!("stream:{n}"),
+        }
+    }
+}
+
+/// The streams of `src` (one, or several concatenated), found by walking
+/// command headers alone: each header is framed (magic, version, lengths
+/// within the version's maximum, END present) but no CRC is checked.
+///
+/// Errors: as [`StreamProducer`] frames them (byte offset and command
+/// index), and [`Error::Io`].
+pub fn list_streams<S: Source + ?Sized>(src: &mut S) -> Result<Vec<StreamSpan>, Error> {
+    let len = src.len();
+    let mut pos = 0u64;
+    let mut out = Vec::new();
+    while pos < len || out.is_empty() {
+        let start = pos;
+        let h = src
+            .read_at(pos, (len - pos).min(HEADER_LEN as u64) as usize)
+            .map_err(io_error(pos))?;
+        let version = parse_header(h).map_err(|e| e.header_at(pos))?;
+        let p = profile(version)?;
+        pos += HEADER_LEN as u64;
+        let mut first = None;
+        let mut index = 0u64;
+        loop {
+            let left = len - pos;
+            if left == 0 {
+                return Err(ErrorKind::MissingEnd.at(index, pos).into());
+            }
+            let h = src
+                .read_at(pos, left.min(CMD_HEADER_LEN as u64) as usize)
+                .map_err(io_error(pos))?;
+            let total = frame_len(h, &p, index, pos)?;
+            if total as u64 > left {
+                return Err(ErrorKind::Truncated {
+                    what: "command payload",
+                    needed: total as u64,
+                    available: left,
+                }
+                .at(index, pos)
+                .into());
+            }
+            let cmd = u16::from_le_bytes([h[4], h[5]]);
+            if index == 0 {
+                let bytes = src.read_at(pos, total).map_err(io_error(pos))?;
+                let (c, _) = proto_tlv::decode_command(bytes, &p, index, pos)?;
+                let path = c.attr(AttrType::PATH.0).map(|a| a.value().to_vec());
+                first = path.map(|path| (CommandType(cmd), path));
+            }
+            pos += total as u64;
+            index += 1;
+            if cmd == p.end_cmd {
+                break;
+            }
+        }
+        out.push(StreamSpan {
+            offset: start,
+            len: pos - start,
+            version,
+            first,
+        });
+    }
+    Ok(out)
+}
+
+/// A [`Source`] made of byte ranges of another, in order, read as one
+/// stream: the streams of a file that a receiver selected (ranges as
+/// [`list_streams`] gives them).
+#[derive(Debug)]
+pub struct Spans<S> {
+    inner: S,
+    /// (offset in `inner`, length, offset in this source).
+    ranges: Vec<(u64, u64, u64)>,
+    len: u64,
+    scratch: Vec<u8>,
+}
+
+impl<S: Source> Spans<S> {
+    /// The ranges `(offset, len)` of `inner`, in this order.
+    ///
+    /// Errors: a range that does not lie within `inner`.
+    pub fn new(inner: S, ranges: &[(u64, u64)]) -> io::Result<Self> {
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut at = 0u64;
+        for &(off, len) in ranges {
+            if off.checked_add(len).is_none_or(|e| e > inner.len()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("range {off}+{len} past the end ({})", inner.len()),
+                ));
+            }
+            out.push((off, len, at));
+            at += len;
+        }
+        Ok(Spans {
+            inner,
+            ranges: out,
+            len: at,
+            scratch: Vec::new(),
+        })
+    }
+}
+
+impl<S: Source> Source for Spans<S> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|e| *e <= self.len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+        // The range holding `offset` (the last one whose start is at or before it).
+        let i = self
+            .ranges
+            .partition_point(|r| r.2 <= offset)
+            .saturating_sub(1);
+        let Some(&(base, rlen, at)) = self.ranges.get(i) else {
+            return Ok(&[]);
+        };
+        if end <= at + rlen {
+            return self.inner.read_at(base + (offset - at), len);
+        }
+        // Across ranges: gather into the scratch buffer.
+        self.scratch.clear();
+        let mut pos = offset;
+        for &(base, rlen, at) in &self.ranges[i..] {
+            if pos >= end {
+                break;
+            }
+            let take = (end.min(at + rlen) - pos) as usize;
+            let piece = self.inner.read_at(base + (pos - at), take)?;
+            self.scratch.extend_from_slice(piece);
+            pos += take as u64;
+        }
+        Ok(&self.scratch)
+    }
+}
+
 /// A [`Source`] over a file (any `Read + Seek`), read ahead through one
 /// reused, page-aligned window: sequential access reads each byte once,
 /// in large reads; a seek costs one read.

@@ -16,6 +16,9 @@
 //!   the stream ended; [`Emitter::resume`] re-arms from a token.
 //! - [`Token`]: versioned, size-prefixed, little-endian, CRC-checked over
 //!   every byte, bound to its stream, with a one-line text form.
+//! - [`replay`]: seq/ack replay after a reconnect (ceph's `RECONNECT_SEQ`):
+//!   a bounded window of unacknowledged messages on the sending side,
+//!   duplicates discarded and gaps refused on the receiving side.
 //! - [`compare`]: two streams are equal when they carry the same commands,
 //!   however their data commands were split; the first divergence names
 //!   the command index, path, file offset and byte offset.
@@ -73,6 +76,7 @@
 mod compare;
 mod emitter;
 mod producer;
+pub mod replay;
 mod split;
 pub mod token;
 

@@ -1,0 +1,510 @@
+//! Seq/ack replay across reconnects, after ceph's `RECONNECT_SEQ`: sans-IO.
+//!
+//! Every message carries a sequence number (the first is `start + 1`). The
+//! [`Sender`] keeps what it has sent and the peer has not acknowledged in a
+//! bounded window: it takes a new message only while the window has room
+//! ([`Sender::has_room`]: back-pressure), and drops messages when the peer
+//! acknowledges them ([`Sender::ack`]: the peer has made them durable).
+//! After a reconnect each side states the last seq it received; the sender
+//! drops what the peer has and sends the rest again
+//! ([`Sender::reconnect`]), so nothing already delivered crosses the wire
+//! twice. The [`Receiver`] delivers each seq once, in order: it discards
+//! duplicates and refuses gaps ([`Receiver::accept`]).
+//!
+//! Nothing here does I/O or keeps time: the caller moves the bytes.
+//!
+//! ```
+//! use proto_checkpoint::replay::{Accept, Limits, Receiver, Sender};
+//!
+//! let mut tx = Sender::new(Limits { max_bytes: 1024, max_messages: 4 }, 0);
+//! let mut rx = Receiver::new(0);
+//! for msg in [&b"one"[..], b"two", b"three"] {
+//!     tx.push(msg).unwrap();
+//! }
+//! // Seqs 1 and 2 cross; the connection drops while 3 is in flight.
+//! for _ in 0..2 {
+//!     let (seq, _bytes) = tx.next_to_send().unwrap();
+//!     assert_eq!(rx.accept(seq).unwrap(), Accept::Deliver);
+//! }
+//! let _lost = tx.next_to_send().unwrap();
+//! rx.mark_durable(1).unwrap();
+//! tx.ack(rx.take_ack().unwrap()).unwrap(); // seq 1 dropped from the window
+//!
+//! // Reconnect: the receiver says it has seq 2; only seq 3 is sent again.
+//! let resend = tx.reconnect(rx.last_received()).unwrap();
+//! assert_eq!((resend.messages, resend.bytes), (1, 5));
+//! assert_eq!(tx.next_to_send().unwrap(), (3, &b"three"[..]));
+//! assert_eq!(rx.accept(3).unwrap(), Accept::Deliver);
+//! assert_eq!(rx.accept(3).unwrap(), Accept::Duplicate);
+//! assert!(rx.accept(5).is_err()); // a gap: seq 4 is missing
+//! ```
+
+use std::collections::VecDeque;
+
+/// Bounds of a [`Sender`]'s window of unacknowledged messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A new message is taken only while fewer bytes than this are held
+    /// (at least 1), so the window holds at most `max_bytes` plus one
+    /// message.
+    pub max_bytes: usize,
+    /// At most this many messages are held (at least 1).
+    pub max_messages: usize,
+}
+
+/// Why a replay operation was refused. Nothing changes when one is returned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A message was pushed while the window was full: wait for acks.
+    #[error("window full: {messages} messages, {bytes} bytes unacknowledged")]
+    WindowFull {
+        /// Messages held.
+        messages: usize,
+        /// Bytes held.
+        bytes: usize,
+    },
+    /// The peer acknowledged or claims to have received a seq this sender
+    /// has never sent.
+    #[error("seq from the future: the peer has {peer}, but only up to {sent} was sent")]
+    FromTheFuture {
+        /// What the peer claims.
+        peer: u64,
+        /// The last seq sent.
+        sent: u64,
+    },
+    /// The peer now claims less than it had acknowledged: it lost messages
+    /// it had declared durable, which the sender has already dropped.
+    #[error("the peer has {peer}, below its own acknowledgement of {acked}: messages {first}..={acked} were dropped and cannot be sent again", first = peer + 1)]
+    PeerRegressed {
+        /// What the peer claims.
+        peer: u64,
+        /// What it had acknowledged.
+        acked: u64,
+    },
+    /// The receiver got a seq past the next one it expected.
+    #[error("gap: expected seq {expected}, got {got}")]
+    Gap {
+        /// The next seq in order.
+        expected: u64,
+        /// The seq that came.
+        got: u64,
+    },
+    /// The receiver was told a seq is durable that it has not received.
+    #[error("durable seq {durable} is past the last received {received}")]
+    DurableAhead {
+        /// The seq declared durable.
+        durable: u64,
+        /// The last seq received.
+        received: u64,
+    },
+}
+
+/// What a reconnect will send again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resend {
+    /// Messages sent before that will be sent again.
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Messages the peer had but had not acknowledged (dropped now).
+    pub dropped: u64,
+}
+
+/// The sending side: numbers messages, keeps the unacknowledged ones in a
+/// bounded window, sends them again after a reconnect.
+///
+/// The window's bytes live in one buffer, compacted when its tail runs
+/// out; it grows to twice what it must hold when less than half of it
+/// would be free (so each byte is moved at most about twice more on
+/// average), which is at most about twice `max_bytes` plus two messages:
+/// it follows the window, and is never sized from `max_bytes` up front.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    limits: Limits,
+    buf: Vec<u8>,
+    /// Bytes of the held messages are `buf[head..tail]`.
+    head: usize,
+    tail: usize,
+    /// Lengths of the held messages: seqs `acked + 1 ..= acked + lens.len()`.
+    lens: VecDeque<usize>,
+    acked: u64,
+    /// The next message to transmit, and where its bytes start in `buf`.
+    send_seq: u64,
+    send_off: usize,
+    /// The highest seq ever transmitted (sending one at or below it again
+    /// counts as a resend).
+    sent_high: u64,
+    resent_messages: u64,
+    resent_bytes: u64,
+}
+
+impl Sender {
+    /// A sender whose first message will be `start + 1` (`start`: messages
+    /// delivered before, e.g. the seq of a checkpoint token re-armed from).
+    pub fn new(limits: Limits, start: u64) -> Self {
+        Sender {
+            limits: Limits {
+                max_bytes: limits.max_bytes.max(1),
+                max_messages: limits.max_messages.max(1),
+            },
+            buf: Vec::new(),
+            head: 0,
+            tail: 0,
+            lens: VecDeque::new(),
+            acked: start,
+            send_seq: start + 1,
+            send_off: 0,
+            sent_high: start,
+            resent_messages: 0,
+            resent_bytes: 0,
+        }
+    }
+
+    /// The window's bounds.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether a new message can be taken (back-pressure: when not, read
+    /// acks before pushing more).
+    pub fn has_room(&self) -> bool {
+        self.lens.len() < self.limits.max_messages && self.tail - self.head < self.limits.max_bytes
+    }
+
+    /// Takes a copy of `msg` as the next message; returns its seq.
+    ///
+    /// Errors: [`ReplayError::WindowFull`] (nothing is taken).
+    pub fn push(&mut self, msg: &[u8]) -> Result<u64, ReplayError> {
+        self.push_with(msg.len(), |buf| {
+            buf.copy_from_slice(msg);
+            Ok::<_, ReplayError>(msg.len())
+        })?
+    }
+
+    /// Takes the next message written in place: `write` gets `max_len`
+    /// bytes of the window and returns how many it wrote (at most
+    /// `max_len`). Returns the new seq, or `write`'s error (then nothing is
+    /// taken).
+    ///
+    /// Errors: [`ReplayError::WindowFull`] before `write` is called.
+    pub fn push_with<E>(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Result<u64, E>, ReplayError> {
+        if !self.has_room() {
+            return Err(self.full());
+        }
+        self.reserve(max_len);
+        let n = match write(&mut self.buf[self.tail..self.tail + max_len]) {
+            Ok(n) => n.min(max_len),
+            Err(e) => return Ok(Err(e)),
+        };
+        self.tail += n;
+        self.lens.push_back(n);
+        Ok(Ok(self.acked + self.lens.len() as u64))
+    }
+
+    fn full(&self) -> ReplayError {
+        ReplayError::WindowFull {
+            messages: self.lens.len(),
+            bytes: self.tail - self.head,
+        }
+    }
+
+    /// Makes `buf[tail..tail + n]` available: moves the held bytes to the
+    /// front when the tail is short, grows the buffer when that leaves less
+    /// than half of it free.
+    fn reserve(&mut self, n: usize) {
+        if self.buf.len() - self.tail >= n {
+            return;
+        }
+        if self.head > 0 {
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.send_off -= self.head;
+            self.tail -= self.head;
+            self.head = 0;
+        }
+        let want = self.tail + n;
+        if self.buf.len() / 2 < want {
+            let target = want.saturating_mul(2).max(64 * 1024);
+            self.buf.resize(target, 0);
+        }
+    }
+
+    /// The next message to transmit (its seq and bytes), in seq order:
+    /// after a reconnect, the ones to send again first. `None` when every
+    /// held message has been transmitted.
+    pub fn next_to_send(&mut self) -> Option<(u64, &[u8])> {
+        let i = usize::try_from(self.send_seq - self.acked - 1).ok()?;
+        let len = *self.lens.get(i)?;
+        let seq = self.send_seq;
+        let off = self.send_off;
+        self.send_seq += 1;
+        self.send_off += len;
+        if seq <= self.sent_high {
+            self.resent_messages += 1;
+            self.resent_bytes += len as u64;
+        } else {
+            self.sent_high = seq;
+        }
+        Some((seq, &self.buf[off..off + len]))
+    }
+
+    /// The peer acknowledges every seq up to `seq`: those messages are
+    /// dropped from the window. An ack at or below an earlier one changes
+    /// nothing.
+    ///
+    /// Errors: [`ReplayError::FromTheFuture`] when `seq` was never sent.
+    pub fn ack(&mut self, seq: u64) -> Result<(), ReplayError> {
+        if seq > self.sent_high {
+            return Err(ReplayError::FromTheFuture {
+                peer: seq,
+                sent: self.sent_high,
+            });
+        }
+        while self.acked < seq {
+            let len = self.lens.pop_front().unwrap_or(0);
+            self.head += len;
+            self.acked += 1;
+        }
+        if self.send_seq <= self.acked {
+            // Acked before it was transmitted again after a reconnect.
+            self.send_seq = self.acked + 1;
+            self.send_off = self.head;
+        }
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+            self.send_off = 0;
+        }
+        Ok(())
+    }
+
+    /// After a reconnect the peer says it has received every seq up to
+    /// `peer_received`: those are dropped, and the rest is transmitted again
+    /// from the first the peer lacks.
+    ///
+    /// Errors: [`ReplayError::FromTheFuture`] (more than was ever sent),
+    /// [`ReplayError::PeerRegressed`] (less than it acknowledged).
+    pub fn reconnect(&mut self, peer_received: u64) -> Result<Resend, ReplayError> {
+        if peer_received < self.acked {
+            return Err(ReplayError::PeerRegressed {
+                peer: peer_received,
+                acked: self.acked,
+            });
+        }
+        let before = self.acked;
+        self.ack(peer_received)?;
+        self.send_seq = self.acked + 1;
+        self.send_off = self.head;
+        let pending = (self.sent_high - self.acked) as usize;
+        let bytes: usize = self.lens.iter().take(pending).sum();
+        Ok(Resend {
+            messages: pending as u64,
+            bytes: bytes as u64,
+            dropped: peer_received - before,
+        })
+    }
+
+    /// Every seq up to this one has been acknowledged (or was delivered
+    /// before `start`).
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The seq the next pushed message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.acked + self.lens.len() as u64 + 1
+    }
+
+    /// The highest seq transmitted so far.
+    pub fn sent(&self) -> u64 {
+        self.sent_high
+    }
+
+    /// Messages and bytes held, unacknowledged.
+    pub fn unacked(&self) -> (usize, usize) {
+        (self.lens.len(), self.tail - self.head)
+    }
+
+    /// Messages and bytes transmitted more than once so far.
+    pub fn resent(&self) -> (u64, u64) {
+        (self.resent_messages, self.resent_bytes)
+    }
+}
+
+/// What [`Receiver::accept`] says about a seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// The next seq in order: deliver the message.
+    Deliver,
+    /// Already received: discard it.
+    Duplicate,
+}
+
+/// The receiving side: accepts seqs once and in order, and acknowledges
+/// what the application has made durable.
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    received: u64,
+    durable: u64,
+    acked: u64,
+}
+
+impl Receiver {
+    /// A receiver that has every seq up to `start` (durable: 0 for a new
+    /// transfer, or what a restarted receiver had made durable).
+    pub fn new(start: u64) -> Self {
+        Receiver {
+            received: start,
+            durable: start,
+            acked: start,
+        }
+    }
+
+    /// Whether to deliver the message with this seq.
+    ///
+    /// Errors: [`ReplayError::Gap`] when `seq` is past the next one expected
+    /// (the state does not change).
+    pub fn accept(&mut self, seq: u64) -> Result<Accept, ReplayError> {
+        if seq <= self.received {
+            Ok(Accept::Duplicate)
+        } else if seq == self.received + 1 {
+            self.received = seq;
+            Ok(Accept::Deliver)
+        } else {
+            Err(ReplayError::Gap {
+                expected: self.received + 1,
+                got: seq,
+            })
+        }
+    }
+
+    /// The application has made every seq up to `seq` durable.
+    ///
+    /// Errors: [`ReplayError::DurableAhead`] when `seq` was not received.
+    pub fn mark_durable(&mut self, seq: u64) -> Result<(), ReplayError> {
+        if seq > self.received {
+            return Err(ReplayError::DurableAhead {
+                durable: seq,
+                received: self.received,
+            });
+        }
+        self.durable = self.durable.max(seq);
+        Ok(())
+    }
+
+    /// The ack to send, if anything durable has not been acknowledged yet;
+    /// it is then counted as sent.
+    pub fn take_ack(&mut self) -> Option<u64> {
+        (self.durable > self.acked).then(|| {
+            self.acked = self.durable;
+            self.durable
+        })
+    }
+
+    /// The last seq received: what to state on a reconnect.
+    pub fn last_received(&self) -> u64 {
+        self.received
+    }
+
+    /// The last seq made durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// After a reconnect: the last ack sent may not have arrived, so the
+    /// next [`take_ack`](Receiver::take_ack) repeats it.
+    pub fn reconnected(&mut self) {
+        self.acked = self.acked.min(self.durable.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(bytes: usize, messages: usize) -> Limits {
+        Limits {
+            max_bytes: bytes,
+            max_messages: messages,
+        }
+    }
+
+    #[test]
+    fn back_pressure_by_messages_and_bytes() {
+        let mut tx = Sender::new(limits(10, 2), 0);
+        tx.push(b"abc").unwrap();
+        tx.push(b"def").unwrap();
+        assert_eq!(
+            tx.push(b"g"),
+            Err(ReplayError::WindowFull {
+                messages: 2,
+                bytes: 6
+            })
+        );
+        tx.next_to_send().unwrap();
+        tx.ack(1).unwrap();
+        assert_eq!(tx.push(b"0123456789").unwrap(), 3);
+        // Over the byte bound by one message: nothing more until acks.
+        assert!(!tx.has_room());
+        assert_eq!(tx.unacked(), (2, 13));
+    }
+
+    #[test]
+    fn acks_from_the_future_and_reconnect_claims_are_refused() {
+        let mut tx = Sender::new(limits(100, 10), 5);
+        tx.push(b"six").unwrap();
+        tx.push(b"seven").unwrap();
+        assert_eq!(
+            tx.ack(6),
+            Err(ReplayError::FromTheFuture { peer: 6, sent: 5 })
+        );
+        tx.next_to_send().unwrap();
+        tx.ack(6).unwrap();
+        assert_eq!(
+            tx.reconnect(7),
+            Err(ReplayError::FromTheFuture { peer: 7, sent: 6 })
+        );
+        assert_eq!(
+            tx.reconnect(5),
+            Err(ReplayError::PeerRegressed { peer: 5, acked: 6 })
+        );
+        let r = tx.reconnect(6).unwrap();
+        assert_eq!(r, Resend::default());
+        assert_eq!(tx.next_to_send().unwrap(), (7, &b"seven"[..]));
+        assert_eq!(tx.resent(), (0, 0));
+    }
+
+    #[test]
+    fn compaction_keeps_the_bytes_of_every_held_message() {
+        let mut tx = Sender::new(limits(64 * 1024, 1000), 0);
+        let mut rx = Receiver::new(0);
+        let msg = |seq: u64| vec![seq as u8; (seq as usize * 7919) % 40_000 + 1];
+        let mut pushed = 0;
+        while rx.last_received() < 500 {
+            while tx.has_room() && pushed < 500 {
+                pushed += 1;
+                assert_eq!(tx.push(&msg(pushed)).unwrap(), pushed);
+            }
+            // Send three, lose the third, reconnect.
+            for i in 0..3 {
+                let Some((seq, bytes)) = tx.next_to_send() else {
+                    break;
+                };
+                assert_eq!(bytes, &msg(seq)[..]);
+                if i < 2 && rx.accept(seq).unwrap() == Accept::Deliver {
+                    rx.mark_durable(seq).unwrap();
+                }
+            }
+            if let Some(a) = rx.take_ack() {
+                tx.ack(a).unwrap();
+            }
+            tx.reconnect(rx.last_received()).unwrap();
+        }
+        assert_eq!(tx.acked(), 500);
+        assert!(tx.buf.len() <= 4 * 64 * 1024 + 40_000);
+    }
+}
