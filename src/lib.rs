@@ -20,3 +20,4 @@ pub use proto_header as header;
 pub use proto_tlv as tlv;
 
 pub mod native;
+pub mod session;

@@ -16,6 +16,7 @@ mod checkpoint;
 mod input;
 mod inspect;
 mod native;
+mod session;
 use input::Visit;
 use proto_stream::native::NATIVE_MAGIC;
 
@@ -99,6 +100,92 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a btrfs send-stream file over TCP to one `fetch`, across as
+    /// many connections as it takes: after a reconnect only what the
+    /// receiver lacks is sent again (seq exchange), and a sender that lost
+    /// its window resumes from the receiver's checkpoint token. Each stream
+    /// of the file is a context. Exits 0 once the transfer is acknowledged.
+    Serve {
+        /// The btrfs send stream file.
+        file: PathBuf,
+        #[command(flatten)]
+        opts: ServeOpts,
+    },
+    /// Fetch a stream from `serve` into a file, reconnecting after
+    /// failures. Every unit is checked before it is written. Prints the
+    /// bytes received, the bytes resent and the reconnects.
+    Fetch {
+        /// Address of the server (HOST:PORT).
+        addr: String,
+        #[command(flatten)]
+        opts: FetchOpts,
+    },
+}
+
+/// Options of `serve`.
+#[derive(clap::Args)]
+struct ServeOpts {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address
+    /// is printed first on stdout).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Fault injection: drop each connection after it carried this many
+    /// bytes (written by the sender).
+    #[arg(long, value_name = "BYTES")]
+    drop_every: Option<u64>,
+    /// Fault injection: after sending this many payload bytes, drop the
+    /// connection and forget the transfer (window and position), as a
+    /// restarted sender would; the receiver resumes from its checkpoint
+    /// token. Once.
+    #[arg(long, value_name = "BYTES")]
+    kill_sender_after: Option<u64>,
+    /// Window of unacknowledged bytes kept for resending.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    window: usize,
+    /// Window of unacknowledged units kept for resending.
+    #[arg(long, value_name = "N", default_value_t = 16 * 1024)]
+    window_units: usize,
+    /// A checkpoint token goes to the receiver every this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    token_every: u64,
+    /// A safe point every K units (see `chunk`).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    safe_every: u64,
+    /// Give up (exit 1) when no transfer completed within this many
+    /// seconds; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    timeout: f64,
+    /// A connection that stays silent this long is dropped; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    io_timeout: f64,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `fetch`.
+#[derive(clap::Args)]
+struct FetchOpts {
+    /// The file to write (created or truncated).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The contexts to fetch, by name or id, comma-separated (default:
+    /// all; `serve` prints them). Streams come in the file's order.
+    #[arg(long, value_name = "A,B")]
+    contexts: Option<String>,
+    /// Fault injection: drop each connection after it carried this many
+    /// bytes (read by the receiver).
+    #[arg(long, value_name = "BYTES")]
+    drop_every: Option<u64>,
+    /// Keep trying to connect for this many seconds without progress.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    retry_for: f64,
+    /// A connection that stays silent this long is dropped; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    io_timeout: f64,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options shared by `chunk` and `resume`.
@@ -231,6 +318,28 @@ fn main() -> ExitCode {
             start_index,
             opts,
         } => checkpoint::resume(&opts.args(file), token, *start_index),
+        Cmd::Serve { file, opts: o } => session::serve(&session::ServeArgs {
+            file,
+            listen: &o.listen,
+            drop_every: o.drop_every,
+            kill_sender_after: o.kill_sender_after,
+            window_bytes: o.window,
+            window_messages: o.window_units,
+            token_every: o.token_every,
+            safe_every: o.safe_every,
+            timeout: o.timeout,
+            io_timeout: o.io_timeout,
+            json: o.json,
+        }),
+        Cmd::Fetch { addr, opts: o } => session::fetch(&session::FetchArgs {
+            addr,
+            out: &o.out,
+            contexts: o.contexts.as_deref(),
+            drop_every: o.drop_every,
+            retry_for: o.retry_for,
+            io_timeout: o.io_timeout,
+            json: o.json,
+        }),
         Cmd::Compare { a, b, json } => {
             // Like cmp(1): 0 equal, 1 different, 2 trouble.
             return match checkpoint::compare(a, b, *json) {

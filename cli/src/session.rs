@@ -1,0 +1,273 @@
+//! `serve` and `fetch`: a transfer over TCP that survives disconnects.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proto_stream::checkpoint::replay::Limits;
+use proto_stream::session::{DropEvery, FetchConfig, Fetcher, Server, ServerConfig, SessionError};
+
+use crate::Failure;
+
+/// What `serve` was asked.
+pub struct ServeArgs<'a> {
+    pub file: &'a Path,
+    pub listen: &'a str,
+    pub drop_every: Option<u64>,
+    pub kill_sender_after: Option<u64>,
+    pub window_bytes: usize,
+    pub window_messages: usize,
+    pub token_every: u64,
+    pub safe_every: u64,
+    pub timeout: f64,
+    pub io_timeout: f64,
+    pub json: bool,
+}
+
+/// What `fetch` was asked.
+pub struct FetchArgs<'a> {
+    pub addr: &'a str,
+    pub out: &'a Path,
+    pub contexts: Option<&'a str>,
+    pub drop_every: Option<u64>,
+    pub retry_for: f64,
+    pub io_timeout: f64,
+    pub json: bool,
+}
+
+/// Connections in a row that deliver nothing before `fetch` gives up.
+const MAX_STALLS: u32 = 50;
+
+fn secs(s: f64) -> Option<Duration> {
+    (s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(secs(io_timeout))?;
+    conn.set_write_timeout(secs(io_timeout))
+}
+
+/// Runs one connection, through the fault injector when asked.
+fn with_faults<T>(
+    conn: &TcpStream,
+    drop_every: Option<u64>,
+    run: impl FnOnce(&mut dyn ReadWrite) -> T,
+) -> T {
+    match drop_every {
+        Some(n) => run(&mut DropEvery::new(conn, n)),
+        None => run(&mut &*conn),
+    }
+}
+
+/// `Read + Write` as one object type.
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Io(format!("{what}: {e}"))
+}
+
+pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
+    let config = ServerConfig {
+        window: Limits {
+            max_bytes: a.window_bytes,
+            max_messages: a.window_messages,
+        },
+        token_every: a.token_every,
+        safe_every: a.safe_every,
+        kill_after: a.kill_sender_after,
+        ..ServerConfig::default()
+    };
+    let mut server =
+        Server::open(a.file, config).map_err(|e| failure(&a.file.display().to_string(), e))?;
+    let listener = TcpListener::bind(a.listen).map_err(|e| failure(a.listen, e))?;
+    let local = listener.local_addr().map_err(|e| failure(a.listen, e))?;
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "listening on {local}");
+        let _ = out.flush();
+    }
+    for c in server.contexts() {
+        eprintln!("proto-stream: serve: context {} {}", c.id, c.name);
+    }
+    if let Some(t) = secs(a.timeout) {
+        std::thread::spawn(move || {
+            std::thread::sleep(t);
+            eprintln!(
+                "proto-stream: error: serve: no complete transfer within {} s (--timeout)",
+                t.as_secs_f64()
+            );
+            std::process::exit(1);
+        });
+    }
+    loop {
+        let (conn, peer) = listener.accept().map_err(|e| failure("accept", e))?;
+        if let Err(e) = setup(&conn, a.io_timeout) {
+            eprintln!("proto-stream: serve: connection from {peer}: {e}");
+            continue;
+        }
+        let r = with_faults(&conn, a.drop_every, |io| server.serve(io));
+        drop(conn);
+        match r {
+            Ok(served) => {
+                let s = server.stats();
+                if a.json {
+                    let v = serde_json::json!({
+                        "ok": true,
+                        "units": served.units,
+                        "connections": s.connections,
+                        "refused": s.refused,
+                        "resumed_by_seq": s.resumed_by_seq,
+                        "resumed_by_token": s.resumed_by_token,
+                        "units_sent": s.units_sent,
+                        "bytes_sent": s.bytes_sent,
+                        "units_resent": s.units_resent,
+                        "bytes_resent": s.bytes_resent,
+                        "units_skipped": s.units_skipped,
+                        "tokens_sent": s.tokens_sent,
+                        "restarts": s.restarts,
+                    });
+                    let _ = writeln!(io::stdout(), "{v}");
+                } else {
+                    let _ = writeln!(
+                        io::stdout(),
+                        "served {} units over {} connections: {} bytes sent, {} resent ({} units), {} resumed by seq, {} from a token, {} refused",
+                        served.units,
+                        s.connections,
+                        s.bytes_sent,
+                        s.bytes_resent,
+                        s.units_resent,
+                        s.resumed_by_seq,
+                        s.resumed_by_token,
+                        s.refused
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => eprintln!("proto-stream: serve: connection from {peer}: {e}"),
+        }
+    }
+}
+
+pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
+    let out_name = a.out.display().to_string();
+    let file = File::create(a.out).map_err(|e| failure(&out_name, e))?;
+    let contexts = a
+        .contexts
+        .map(|s| s.split(',').map(|c| c.trim().to_owned()).collect())
+        .unwrap_or_default();
+    let config = FetchConfig {
+        contexts,
+        ..FetchConfig::default()
+    };
+    let mut f = Fetcher::new(BufWriter::with_capacity(1 << 20, file), config);
+    let retry_for = Duration::from_secs_f64(a.retry_for.max(0.0));
+    let mut since = Instant::now();
+    let mut stalls = 0;
+    let mut last_err: Option<SessionError> = None;
+    let bye = loop {
+        let conn = match TcpStream::connect(a.addr) {
+            Ok(c) => c,
+            Err(e) => {
+                if f.finished() {
+                    // Everything is here and acknowledged; only the
+                    // sender's goodbye went missing with the connection.
+                    break false;
+                }
+                if since.elapsed() >= retry_for {
+                    let last = last_err.map(|e| format!("; last error: {e}"));
+                    return Err(Failure::Io(format!(
+                        "connecting to {}: {e} (gave up after {} s{}; {} holds the {} units received)",
+                        a.addr,
+                        retry_for.as_secs_f64(),
+                        last.unwrap_or_default(),
+                        out_name,
+                        f.stats().units
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if let Err(e) = setup(&conn, a.io_timeout) {
+            return Err(failure(a.addr, e));
+        }
+        let before = f.received();
+        let r = with_faults(&conn, a.drop_every, |io| f.fetch(io));
+        drop(conn);
+        match r {
+            Ok(()) => break true,
+            Err(e) if e.retryable() => {
+                if f.received() > before || f.finished() {
+                    stalls = 0;
+                    since = Instant::now();
+                } else {
+                    stalls += 1;
+                    if stalls >= MAX_STALLS {
+                        return Err(Failure::Io(format!(
+                            "fetch from {}: no unit arrived over {MAX_STALLS} connections in a row (is --drop-every smaller than a unit?); last error: {e}",
+                            a.addr
+                        )));
+                    }
+                }
+                last_err = Some(e);
+            }
+            Err(e) => {
+                return Err(Failure::Io(format!(
+                    "fetch from {}: {e} ({} holds the {} valid units received before)",
+                    a.addr,
+                    out_name,
+                    f.stats().units
+                )))
+            }
+        }
+    };
+    let stats = f.stats();
+    let names: Vec<String> = f
+        .selection()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|id| f.offered().iter().find(|c| c.id == *id))
+        .map(|c| c.name.clone())
+        .collect();
+    let w = f.into_inner();
+    let file = w
+        .into_inner()
+        .map_err(|e| failure(&out_name, e.into_error()))?;
+    file.sync_all().map_err(|e| failure(&out_name, e))?;
+    if a.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "out": out_name,
+            "contexts": names,
+            "units": stats.units,
+            "bytes": stats.bytes_written,
+            "bytes_received": stats.bytes_received,
+            "bytes_resent": stats.bytes_resent,
+            "duplicates": stats.duplicates,
+            "reconnects": stats.reconnects,
+            "resumed_by_token": stats.resumed_by_token,
+            "wire_bytes": stats.wire_bytes,
+            "goodbye": bye,
+        });
+        let _ = writeln!(io::stdout(), "{v}");
+    } else {
+        let _ = writeln!(
+            io::stdout(),
+            "fetched {} bytes ({} units; contexts {}) into {}: {} bytes received, {} bytes resent, {} reconnects ({} resumed from a checkpoint token){}",
+            stats.bytes_written,
+            stats.units,
+            names.join(","),
+            out_name,
+            stats.bytes_received,
+            stats.bytes_resent,
+            stats.reconnects,
+            stats.resumed_by_token,
+            if bye { "" } else { "; the sender's goodbye was lost, every unit had been acknowledged" }
+        );
+    }
+    Ok(())
+}

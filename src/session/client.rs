@@ -1,0 +1,367 @@
+//! The receiving side of a session.
+
+use std::io::{Read, Write};
+
+use proto_btrfs::{Event, StreamDecoder};
+use proto_checkpoint::replay::{Accept, Limits, Receiver, ReplayError};
+use proto_header::{
+    advertised, check_required, encode_selection, negotiate_two_way, Context, Endian, ReadOptions,
+    V1Header, VersionRange, KIT_VERSIONS,
+};
+use proto_tlv::{AttrValue, Value};
+
+use super::conn::{expect, u64_attr, Conn};
+use super::{
+    attr, frame, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
+    SESSION_FORMAT, SESSION_VERSIONS,
+};
+
+/// How a [`Fetcher`] behaves.
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    /// Session versions offered.
+    pub versions: VersionRange,
+    /// Features supported.
+    pub features: u64,
+    /// Features the sender must support.
+    pub required: u64,
+    /// The contexts wanted, by name or by id; empty: all of them.
+    pub contexts: Vec<String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            versions: SESSION_VERSIONS,
+            features: KNOWN_FEATURES,
+            required: FEATURE_REPLAY,
+            contexts: Vec::new(),
+        }
+    }
+}
+
+/// What a [`Fetcher`] did, over all its connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Connections handed to [`Fetcher::fetch`].
+    pub connections: u64,
+    /// Connections after the first.
+    pub reconnects: u64,
+    /// Reconnects where the sender had lost its window and re-armed from
+    /// this receiver's checkpoint token (or from the start, when none had
+    /// come yet), skipping what the receiver had.
+    pub resumed_by_token: u64,
+    /// Units delivered to the output.
+    pub units: u64,
+    /// Bytes written to the output.
+    pub bytes_written: u64,
+    /// Payload bytes of every DATA frame that arrived (duplicates included).
+    pub bytes_received: u64,
+    /// Payload bytes the sender announced it would send again after a
+    /// reconnect, plus duplicates that arrived.
+    pub bytes_resent: u64,
+    /// Units that arrived twice (discarded).
+    pub duplicates: u64,
+    /// Bytes read from all connections (frames and headers).
+    pub wire_bytes: u64,
+}
+
+/// The receiving side: fetches a stream into `out` over as many
+/// connections as it takes, checking every unit (stream header or command,
+/// CRC included) before it is written, so that the output only ever holds
+/// a prefix of a valid stream.
+pub struct Fetcher<W: Write> {
+    config: FetchConfig,
+    out: W,
+    rx: Receiver,
+    validator: StreamDecoder,
+    instance: [u8; 16],
+    offered: Vec<Context>,
+    selection: Option<Vec<u32>>,
+    token: Option<(u64, Vec<u8>)>,
+    window: Limits,
+    unacked: (usize, usize),
+    last: Option<u64>,
+    done: bool,
+    stats: FetchStats,
+}
+
+impl<W: Write> Fetcher<W> {
+    /// A fetcher writing into `out` (a new transfer).
+    pub fn new(out: W, config: FetchConfig) -> Self {
+        Fetcher {
+            config,
+            out,
+            rx: Receiver::new(0),
+            validator: StreamDecoder::new(),
+            instance: [0; 16],
+            offered: Vec::new(),
+            selection: None,
+            token: None,
+            window: Limits {
+                max_bytes: 1,
+                max_messages: 1,
+            },
+            unacked: (0, 0),
+            last: None,
+            done: false,
+            stats: FetchStats::default(),
+        }
+    }
+
+    /// Whether the transfer is complete (the sender said goodbye).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether every unit is here and durable (the sender's goodbye may
+    /// still be missing).
+    pub fn finished(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// What the fetcher did so far.
+    pub fn stats(&self) -> FetchStats {
+        self.stats
+    }
+
+    /// The contexts the sender offered (after a handshake).
+    pub fn offered(&self) -> &[Context] {
+        &self.offered
+    }
+
+    /// The context ids selected (after a handshake).
+    pub fn selection(&self) -> Option<&[u32]> {
+        self.selection.as_deref()
+    }
+
+    /// The last seq received.
+    pub fn received(&self) -> u64 {
+        self.rx.last_received()
+    }
+
+    /// The output.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Runs one connection: the handshake (resuming where the last
+    /// connection stopped), then the transfer until the sender's goodbye
+    /// (`Ok`) or a failure. After a [retryable](SessionError::retryable)
+    /// failure, connect again and call this again. A refusal is told to the
+    /// peer before the error is returned.
+    pub fn fetch<S: Read + Write>(&mut self, io: S) -> Result<(), SessionError> {
+        if self.stats.connections > 0 {
+            self.stats.reconnects += 1;
+            self.rx.reconnected();
+        }
+        self.stats.connections += 1;
+        let mut conn = Conn::new(io);
+        let r = self
+            .handshake(&mut conn)
+            .and_then(|()| self.receive(&mut conn));
+        self.stats.wire_bytes += conn.in_bytes();
+        r.map_err(|e| conn.refuse(e))
+    }
+
+    fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+        conn.write_fixed(&SESSION_FORMAT, self.config.versions);
+        conn.flush()?;
+        let theirs = conn.read_fixed(&SESSION_FORMAT)?;
+        let v = negotiate_two_way(self.config.versions, theirs.range())?;
+        let entry = KIT_VERSIONS.entry(v)?;
+        let hello = V1Header {
+            byte_order: Endian::Little,
+            features_supported: advertised(self.config.features, FEATURE_DEPS),
+            features_required: self.config.required,
+            stream_id: [0; 16],
+            contexts: Vec::new(),
+        };
+        let mut body = Vec::new();
+        entry.write(&hello, &mut body)?;
+        conn.write_frame(
+            frame::HELLO,
+            &[AttrValue::new(attr::BODY, Value::Bytes(&body))],
+        )?;
+        conn.flush()?;
+
+        let c = conn.read_frame("in the handshake (HELLO)")?;
+        expect(&c, frame::HELLO)?;
+        let b = c.require(attr::BODY)?;
+        let opts = ReadOptions {
+            known_features: hello.features_supported,
+        };
+        let (peer, _) = entry.read(b.value(), b.offset(), &opts)?;
+        check_required(self.config.required, peer.features_supported, b.offset())?;
+        self.offered = peer.contexts;
+
+        let ids = match &self.selection {
+            Some(ids) => ids.clone(),
+            None => self.resolve()?,
+        };
+        let mut selection = Vec::new();
+        encode_selection(&ids, &mut selection)?;
+        let mut attrs = vec![
+            AttrValue::new(attr::SELECTION, Value::Bytes(&selection)),
+            AttrValue::new(attr::RECEIVED, Value::U64(self.rx.last_received())),
+            AttrValue::new(attr::INSTANCE, Value::Uuid(self.instance)),
+        ];
+        if let Some((_, t)) = &self.token {
+            attrs.push(AttrValue::new(attr::TOKEN, Value::Bytes(t)));
+        }
+        conn.write_frame(frame::SELECT, &attrs)?;
+        conn.flush()?;
+
+        let c = conn.read_frame("in the handshake (ACCEPT)")?;
+        expect(&c, frame::ACCEPT)?;
+        let next = u64_attr(&c, attr::SEQ)?;
+        let expected = self.rx.last_received() + 1;
+        if next > expected {
+            return Err(ReplayError::Gap {
+                expected,
+                got: next,
+            }
+            .into());
+        }
+        self.instance = c.require(attr::INSTANCE)?.as_uuid()?;
+        let how = c.require(attr::RESUMED)?.as_u8()?;
+        self.window = Limits {
+            max_bytes: usize::try_from(u64_attr(&c, attr::WINDOW_BYTES)?).unwrap_or(usize::MAX),
+            max_messages: usize::try_from(u64_attr(&c, attr::WINDOW_MESSAGES)?)
+                .unwrap_or(usize::MAX),
+        };
+        self.stats.bytes_resent += u64_attr(&c, attr::RESEND_BYTES)?;
+        if how == Resumed::Token as u8 || how == Resumed::Start as u8 {
+            self.stats.resumed_by_token += 1;
+        }
+        self.selection = Some(ids);
+        conn.handshake_done();
+        Ok(())
+    }
+
+    /// The ids of the contexts asked for (all when none were named).
+    fn resolve(&self) -> Result<Vec<u32>, SessionError> {
+        if self.config.contexts.is_empty() {
+            return Ok(self.offered.iter().map(|c| c.id).collect());
+        }
+        self.config
+            .contexts
+            .iter()
+            .map(|name| {
+                if let Some(c) = self.offered.iter().find(|c| &c.name == name) {
+                    return Ok(c.id);
+                }
+                name.parse::<u32>()
+                    .map_err(|_| SessionError::UnknownContext {
+                        name: name.clone(),
+                        offered: self
+                            .offered
+                            .iter()
+                            .map(|c| format!("{} ({})", c.name, c.id))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect()
+    }
+
+    fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+        loop {
+            let c = conn.read_frame("in the transfer")?;
+            match c.cmd() {
+                frame::DATA => {
+                    let seq = u64_attr(&c, attr::SEQ)?;
+                    let payload = c.require(attr::PAYLOAD)?.value();
+                    self.stats.bytes_received += payload.len() as u64;
+                    match self.rx.accept(seq)? {
+                        Accept::Deliver => {
+                            self.deliver(seq, payload)?;
+                            if self.unacked.0 * 4 >= self.window.max_messages
+                                || self.unacked.1 * 4 >= self.window.max_bytes
+                            {
+                                self.ack(conn)?;
+                            }
+                        }
+                        Accept::Duplicate => {
+                            self.stats.duplicates += 1;
+                            self.stats.bytes_resent += payload.len() as u64;
+                        }
+                    }
+                }
+                frame::TOKEN => {
+                    let seq = u64_attr(&c, attr::SEQ)?;
+                    if seq > self.rx.last_received() {
+                        return Err(ReplayError::FromTheFuture {
+                            peer: seq,
+                            sent: self.rx.last_received(),
+                        }
+                        .into());
+                    }
+                    let t = c.require(attr::TOKEN)?.value().to_vec();
+                    self.token = Some((seq, t));
+                }
+                frame::FINISH => {
+                    let last = u64_attr(&c, attr::SEQ)?;
+                    let received = self.rx.last_received();
+                    if last != received {
+                        return Err(SessionError::Finish { last, received });
+                    }
+                    self.validator
+                        .finish()
+                        .map_err(|source| SessionError::Unit { seq: last, source })?;
+                    self.last = Some(last);
+                    self.ack(conn)?;
+                }
+                frame::BYE if self.last.is_some() => {
+                    self.done = true;
+                    return Ok(());
+                }
+                got => {
+                    return Err(SessionError::Unexpected {
+                        expected: "DATA, TOKEN or FINISH",
+                        got,
+                        offset: c.offset(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Checks one unit and writes it.
+    fn deliver(&mut self, seq: u64, payload: &[u8]) -> Result<(), SessionError> {
+        let whole = match self.validator.decode(payload) {
+            Ok(Event::Stream { consumed, .. }) | Ok(Event::Command { consumed, .. }) => {
+                consumed == payload.len()
+            }
+            Ok(Event::NeedMore { .. }) => false,
+            Err(source) => return Err(SessionError::Unit { seq, source }),
+        };
+        if !whole {
+            return Err(SessionError::Unit {
+                seq,
+                source: proto_btrfs::Error::State {
+                    why: "a unit must be exactly one stream header or one whole command",
+                },
+            });
+        }
+        self.out.write_all(payload).map_err(SessionError::Output)?;
+        self.stats.units += 1;
+        self.stats.bytes_written += payload.len() as u64;
+        self.unacked.0 += 1;
+        self.unacked.1 += payload.len();
+        Ok(())
+    }
+
+    /// Makes what was received durable (flushes the output) and
+    /// acknowledges it.
+    fn ack<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+        self.out.flush().map_err(SessionError::Output)?;
+        self.rx.mark_durable(self.rx.last_received())?;
+        self.unacked = (0, 0);
+        if let Some(a) = self.rx.take_ack() {
+            conn.write_seq(frame::ACK, a)?;
+            conn.flush()?;
+        }
+        Ok(())
+    }
+}
