@@ -154,6 +154,10 @@ impl<W: Write> Fetcher<W> {
         if self.stats.connections > 0 {
             self.stats.reconnects += 1;
             self.rx.reconnected();
+            // The seq stated in the handshake lets the sender drop what it
+            // covers: make it durable first.
+            self.out.flush().map_err(SessionError::Output)?;
+            self.rx.mark_durable(self.rx.last_received())?;
         }
         self.stats.connections += 1;
         let mut conn = Conn::new(io);
