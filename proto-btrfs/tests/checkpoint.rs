@@ -560,3 +560,63 @@ fn file_source_agrees_with_memory() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `list_streams` finds each stream of a concatenation with its name, and
+/// `Spans` over any selection reads exactly the selected bytes, across
+/// range boundaries too.
+#[test]
+fn streams_of_a_concatenation_and_spans_over_a_selection() {
+    use proto_btrfs::checkpoint::{list_streams, Source, Spans};
+    let all = fixtures();
+    let get = |n: &str| match all
+        .iter()
+        .find(|(name, _)| name.ends_with(&format!("/{n}.stream")))
+    {
+        Some((_, b)) => b.clone(),
+        None => std::fs::read(workspace().join("testdata/btrfs/incr-v2.stream")).unwrap(),
+    };
+    let (full, incr) = (get("full-v2"), get("incr-v2"));
+    let file = [full.as_slice(), &incr, &full].concat();
+    let streams = list_streams(&mut &file[..]).unwrap();
+    let spans: Vec<(u64, u64)> = streams.iter().map(|s| (s.offset, s.len)).collect();
+    let (f, i) = (full.len() as u64, incr.len() as u64);
+    assert_eq!(spans, vec![(0, f), (f, i), (f + i, f)]);
+    assert_eq!(streams[1].name(2), "snapshot:snap2");
+    assert!(streams.iter().all(|s| s.version == 2));
+
+    // A truncated concatenation is refused at the right offset.
+    let cut = &file[..file.len() - 5];
+    let err = list_streams(&mut &cut[..]).unwrap_err();
+    let at = err.offset().unwrap();
+    assert!((f + i..f + i + f).contains(&at), "{err} at {at}");
+
+    for sel in [vec![0usize], vec![1], vec![0, 2], vec![1, 2], vec![0, 1, 2]] {
+        let ranges: Vec<(u64, u64)> = sel.iter().map(|&k| spans[k]).collect();
+        let want: Vec<u8> = sel
+            .iter()
+            .flat_map(|&k| file[spans[k].0 as usize..][..spans[k].1 as usize].to_vec())
+            .collect();
+        let mut src = Spans::new(&file[..], &ranges).unwrap();
+        assert_eq!(src.len(), want.len() as u64);
+        // Reads of every length at offsets around each boundary.
+        let mut at = 0u64;
+        let mut bounds = vec![0u64];
+        for &(_, len) in &ranges {
+            at += len;
+            bounds.push(at);
+        }
+        for &b in &bounds {
+            for off in b.saturating_sub(40)..(b + 40).min(want.len() as u64) {
+                for len in [1usize, 7, 64, 300] {
+                    let end = (off as usize + len).min(want.len());
+                    let got = src.read_at(off, end - off as usize).unwrap();
+                    assert_eq!(got, &want[off as usize..end], "{sel:?} at {off}+{len}");
+                }
+            }
+        }
+        assert!(src.read_at(want.len() as u64, 1).is_err());
+        // The selection is a valid stream of its own.
+        assert_valid_stream(&want, "selection");
+    }
+    assert!(Spans::new(&file[..], &[(0, file.len() as u64 + 1)]).is_err());
+}
