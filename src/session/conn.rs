@@ -1,10 +1,11 @@
 //! One connection: buffered frame reading and writing over a `Read + Write`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use proto_header::{FixedHeaderFormat, ParsedFixed, VersionRange};
 use proto_tlv::{
-    decode_command, encode_command, frame_len, AttrValue, Command, Profile, Value, CMD_HEADER_LEN,
+    crc32c_shift, decode_command, encode_command, frame_len, AttrValue, Command, CrcVariant,
+    Profile, Value, CMD_HEADER_LEN,
 };
 
 use super::{attr, frame, Code, SessionError, HANDSHAKE_PROFILE, SESSION_PROFILE};
@@ -12,7 +13,11 @@ use super::{attr, frame, Code, SessionError, HANDSHAKE_PROFILE, SESSION_PROFILE}
 /// Writes are gathered up to this many bytes; larger payloads go straight
 /// to the connection.
 const WBUF: usize = 256 * 1024;
-const RBUF: usize = 256 * 1024;
+/// The read buffer: small during the handshake, then large enough that a
+/// 128 KiB DATA frame cut by the end of the buffer (and moved to its front)
+/// is rare, and reads take up to this much.
+const RBUF_HANDSHAKE: usize = 16 * 1024;
+const RBUF: usize = 1024 * 1024;
 /// Header, SEQ attribute and PAYLOAD type of a DATA frame.
 const DATA_PREFIX: usize = CMD_HEADER_LEN + 12 + 2;
 
@@ -26,6 +31,8 @@ pub(crate) struct Conn<S> {
     in_frames: u64,
     /// Header phase: frames limited to the handshake's size.
     profile: Profile,
+    /// The read buffer's size (grown for larger frames).
+    rmin: usize,
     wbuf: Vec<u8>,
 }
 
@@ -39,6 +46,7 @@ impl<S: Read + Write> Conn<S> {
             in_off: 0,
             in_frames: 0,
             profile: HANDSHAKE_PROFILE,
+            rmin: RBUF_HANDSHAKE,
             wbuf: Vec::with_capacity(WBUF),
         }
     }
@@ -46,6 +54,7 @@ impl<S: Read + Write> Conn<S> {
     /// The handshake is over: frames up to the session's maximum.
     pub(crate) fn handshake_done(&mut self) {
         self.profile = SESSION_PROFILE;
+        self.rmin = RBUF;
     }
 
     /// Bytes read from the peer (framed so far).
@@ -61,8 +70,8 @@ impl<S: Read + Write> Conn<S> {
                 self.rbuf.copy_within(self.rs..self.re, 0);
                 self.re -= self.rs;
                 self.rs = 0;
-                if self.rbuf.len() < n {
-                    self.rbuf.resize(n.max(RBUF), 0);
+                if self.rbuf.len() < n.max(self.rmin) {
+                    self.rbuf.resize(n.max(self.rmin), 0);
                 }
             }
             match self.io.read(&mut self.rbuf[self.re..]) {
@@ -97,6 +106,37 @@ impl<S: Read + Write> Conn<S> {
     /// Reads one frame. A REFUSE frame is returned as
     /// [`SessionError::Refused`].
     pub(crate) fn read_frame(&mut self, during: &'static str) -> Result<Command<'_>, SessionError> {
+        let (s, total, index, offset) = self.next_frame(during)?;
+        self.decode(s, total, index, offset)
+    }
+
+    /// Reads one frame, a DATA frame of a large unit on the fast path: its
+    /// CRC is not computed over its bytes but derived from its unit's own
+    /// CRC ([`data_crc_from_unit`]); when that matches the frame's, the
+    /// frame's CRC holds exactly when the unit's does, which the receiver's
+    /// check of the unit computes anyway (one pass over the bytes instead of
+    /// two). Any other frame is decoded as [`Conn::read_frame`] does.
+    pub(crate) fn read_incoming(
+        &mut self,
+        during: &'static str,
+    ) -> Result<Incoming<'_>, SessionError> {
+        let (s, total, index, offset) = self.next_frame(during)?;
+        let bytes = &self.rbuf[s..s + total];
+        if let Some((seq, payload)) = fast_data(bytes) {
+            return Ok(Incoming::Data(Data {
+                seq,
+                payload,
+                frame: bytes,
+                index,
+                offset,
+            }));
+        }
+        self.decode(s, total, index, offset).map(Incoming::Frame)
+    }
+
+    /// Reads the next frame's bytes: (start in `rbuf`, length, frame index,
+    /// byte offset).
+    fn next_frame(&mut self, during: &'static str) -> Result<(usize, usize, u64, u64), SessionError> {
         let have = self.fill(CMD_HEADER_LEN)?;
         if have < CMD_HEADER_LEN {
             return Err(SessionError::Closed {
@@ -117,6 +157,17 @@ impl<S: Read + Write> Conn<S> {
         self.rs += total;
         self.in_off += total as u64;
         self.in_frames += 1;
+        Ok((s, total, index, offset))
+    }
+
+    /// Decodes the frame at `rbuf[s..s + total]`.
+    fn decode(
+        &self,
+        s: usize,
+        total: usize,
+        index: u64,
+        offset: u64,
+    ) -> Result<Command<'_>, SessionError> {
         let (c, _) = decode_command(&self.rbuf[s..s + total], &self.profile, index, offset)?;
         if c.cmd() == frame::REFUSE {
             let code = c
@@ -176,18 +227,38 @@ impl<S: Read + Write> Conn<S> {
         p[22..24].copy_from_slice(&attr::PAYLOAD.to_le_bytes());
         let crc = SESSION_PROFILE.crc;
         let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
-        let sum = crc.finish(crc.update(state, payload));
+        let sum = data_crc_from_unit(&p, payload)
+            .unwrap_or_else(|| crc.finish(crc.update(state, payload)));
         p[6..10].copy_from_slice(&sum.to_le_bytes());
         if self.wbuf.len() + p.len() + payload.len() > WBUF {
             self.flush()?;
         }
         self.wbuf.extend_from_slice(&p);
         if payload.len() >= WBUF / 2 {
-            self.flush()?;
-            self.io.write_all(payload)?;
+            self.write_with(payload)?;
         } else {
             self.wbuf.extend_from_slice(payload);
         }
+        Ok(())
+    }
+
+    /// Writes the gathered bytes then `tail`, in one vectored write where
+    /// the connection takes it (a TCP socket with `TCP_NODELAY` would send
+    /// the gathered frame prefix as a segment of its own otherwise).
+    fn write_with(&mut self, tail: &[u8]) -> io::Result<()> {
+        let (mut a, mut b) = (&self.wbuf[..], tail);
+        while !a.is_empty() || !b.is_empty() {
+            let n = match self.io.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let k = n.min(a.len());
+            a = &a[k..];
+            b = &b[(n - k).min(b.len())..];
+        }
+        self.wbuf.clear();
         Ok(())
     }
 
@@ -228,6 +299,101 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
+/// A DATA frame read on the fast path ([`Conn::read_incoming`]): its CRC
+/// is known to hold exactly when its unit's own CRC does.
+pub(crate) struct Data<'a> {
+    /// Its seq.
+    pub(crate) seq: u64,
+    /// Its unit.
+    pub(crate) payload: &'a [u8],
+    frame: &'a [u8],
+    index: u64,
+    offset: u64,
+}
+
+impl Data<'_> {
+    /// Checks the frame as [`Conn::read_frame`] would have: for a unit whose
+    /// own check failed or was not made (a duplicate, a seq refused), so
+    /// that a frame damaged in transit is named as such.
+    pub(crate) fn verify(&self) -> Result<(), SessionError> {
+        decode_command(self.frame, &SESSION_PROFILE, self.index, self.offset)?;
+        Ok(())
+    }
+}
+
+/// What [`Conn::read_incoming`] read.
+pub(crate) enum Incoming<'a> {
+    /// A DATA frame on the fast path.
+    Data(Data<'a>),
+    /// Any other frame (a DATA frame included), decoded and checked.
+    Frame(Command<'a>),
+}
+
+/// The seq and unit of a DATA frame laid out as [`Conn::write_data`] lays
+/// it out, whose unit frames as a large command and whose CRC matches the
+/// one derived from the unit's own CRC.
+fn fast_data(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let p = bytes.get(..DATA_PREFIX)?;
+    let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
+    if u16_at(4) != frame::DATA
+        || u16_at(10) != attr::SEQ
+        || u16_at(12) != 8
+        || u16_at(22) != attr::PAYLOAD
+    {
+        return None;
+    }
+    let payload = &bytes[DATA_PREFIX..];
+    let stored = u32::from_le_bytes([p[6], p[7], p[8], p[9]]);
+    if data_crc_from_unit(p, payload)? != stored {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&p[14..22]);
+    Some((u64::from_le_bytes(seq), payload))
+}
+
+/// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a
+/// unit of at least 4 KiB that frames as a btrfs command, computed from
+/// the command's own CRC instead of its bytes ([`command_register`]):
+/// correct exactly when that command's CRC is. `None` for other units.
+fn data_crc_from_unit(prefix: &[u8], unit: &[u8]) -> Option<u32> {
+    let reg = command_register(unit)?;
+    let crc = SESSION_PROFILE.crc;
+    let state = crc.update(crc.header_state(prefix), prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?);
+    // update(s, P) = !(L(!s, 0^n) ^ L(0, P)): `update` inverts on the way
+    // in and out, L (the raw register) is linear.
+    Some(crc.finish(!(crc32c_shift(!state, unit.len() as u64) ^ reg)))
+}
+
+/// `L(0, unit)`: the raw CRC-32C register (seed 0, no inversions) after a
+/// unit that frames as a btrfs command (its length field matches), computed
+/// from the command's own CRC instead of its bytes, so the server checksums
+/// each unit once (the emitter's check) rather than twice.
+///
+/// A btrfs command's CRC is `L(0, Z)`, `Z` the command with its CRC field
+/// zeroed (`CrcVariant::BtrfsRaw`: seed 0, no final inversion). `L` is
+/// linear, so `L(0, unit) = L(0, Z) ^ L(0, [0; 6] ++ crc ++ [0; n - 10])`,
+/// and the second term is the register of the 4 CRC bytes carried through
+/// `n - 10` zero bytes (`crc32c_shift`).
+///
+/// Every unit a server sends is a stream header (17 bytes, which never
+/// frames as a command: its length field would read "btrf") or a command
+/// whose CRC the emitter checked, or made for a piece of a split write. Were
+/// a command's CRC wrong all the same, the DATA frame's CRC would come out
+/// wrong by the same difference and the receiver would refuse the frame:
+/// nothing wrong is ever accepted.
+fn command_register(unit: &[u8]) -> Option<u32> {
+    let h: [u8; CMD_HEADER_LEN] = unit.get(..CMD_HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    if len.checked_add(CMD_HEADER_LEN)? != unit.len() || unit.len() < 4096 {
+        // Short units: a CRC call is as cheap as the shifts.
+        return None;
+    }
+    let stored = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+    let field = CrcVariant::BtrfsRaw.checksum(&h[6..10]);
+    Some(stored ^ crc32c_shift(field, len as u64))
+}
+
 /// A required u64 attribute of a frame.
 pub(crate) fn u64_attr(c: &Command<'_>, ty: u16) -> Result<u64, SessionError> {
     Ok(c.require(ty)?.as_u64()?)
@@ -243,5 +409,54 @@ pub(crate) fn expect(c: &Command<'_>, ty: u16) -> Result<(), SessionError> {
             got: c.cmd(),
             offset: c.offset(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_btrfs::{BtrfsCommand, StreamWriter};
+
+    /// The DATA frame's CRC derived from a command's own CRC equals the CRC
+    /// of its bytes, and a (long) command whose CRC is wrong gives a frame
+    /// the receiver refuses.
+    #[test]
+    fn data_crc_from_the_command_crc() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for n in [0, 1, 4095, 4096, 70_000, 200_000] {
+            let mut stream = Vec::new();
+            let w = StreamWriter::new(2, &mut stream).unwrap();
+            let at = stream.len();
+            w.write(
+                &BtrfsCommand::Write {
+                    path: b"f",
+                    offset: 0,
+                    data: &data[..n],
+                },
+                &mut stream,
+            )
+            .unwrap();
+            let unit = stream[at..].to_vec();
+            for damage in [false, true] {
+                let mut unit = unit.clone();
+                if damage {
+                    let last = unit.len() - 1;
+                    unit[last] ^= 1;
+                }
+                let mut conn = Conn::new(io::Cursor::new(Vec::new()));
+                conn.write_data(7, &unit).unwrap();
+                conn.flush().unwrap();
+                let out = conn.io.into_inner();
+                let r = decode_command(&out, &SESSION_PROFILE, 0, 0);
+                // Short units are checksummed directly: their frame is
+                // sound, and the receiver's check of the unit refuses it.
+                let derived = unit.len() >= 4096;
+                assert_eq!(r.is_ok(), !(damage && derived), "{n} bytes, damaged: {damage}");
+                if let Ok((c, len)) = r {
+                    assert_eq!(len, out.len());
+                    assert_eq!(c.attr(attr::PAYLOAD).unwrap().value(), &unit[..]);
+                }
+            }
+        }
     }
 }

@@ -123,6 +123,9 @@ pub struct Server {
     config: ServerConfig,
     open: Opener,
     streams: Vec<StreamSpan>,
+    /// The largest unit of the file: the emitter's buffer (see
+    /// [`largest_unit`]).
+    max_unit: usize,
     hello: V1Header,
     transfer: Option<Transfer>,
     killed: bool,
@@ -170,6 +173,7 @@ impl Server {
         let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
         let mut src = open().map_err(|e| source_err(&e))?;
         let streams = list_streams(&mut *src).map_err(|e| source_err(&e))?;
+        let max_unit = largest_unit(&mut *src, &streams).map_err(|e| source_err(&e))?;
         let producer = StreamProducer::new(src, config.safe_every).map_err(|e| source_err(&e))?;
         let contexts = streams
             .iter()
@@ -190,6 +194,7 @@ impl Server {
             config,
             open,
             streams,
+            max_unit,
             hello,
             transfer: None,
             killed: false,
@@ -346,11 +351,13 @@ impl Server {
         let mut emitter = emitter;
         emitter.set_units_per_fill(1);
         let mut at = emitter.token().seq;
-        let mut last = None;
+        // A token from after the last unit: the receiver has everything
+        // (only the goodbye was lost), and there is nothing left to emit.
+        let mut last = emitter.ended().then_some(at);
         if at < received {
             // The receiver has units past the token (sent by the instance
             // before this one): regenerate them without sending.
-            let mut scratch = vec![0u8; MAX_UNIT];
+            let mut scratch = vec![0u8; self.max_unit];
             while at < received {
                 let fill = emitter.fill(&mut scratch).map_err(|e| source_err(&e))?;
                 if fill.written == 0 {
@@ -452,7 +459,7 @@ impl Server {
             }
             if t.last.is_none() && t.replay.has_room() {
                 let mut filled = None;
-                let pushed = t.replay.push_with(MAX_UNIT, |buf| {
+                let pushed = t.replay.push_with(self.max_unit, |buf| {
                     let f = t.emitter.fill(buf)?;
                     let n = f.written;
                     filled = Some(f);
@@ -496,6 +503,31 @@ impl Server {
             t.replay.ack(seq)?;
         }
     }
+}
+
+/// The largest unit (stream header or command) of the streams of `src`, at
+/// most [`MAX_UNIT`]: the emitter fills a buffer of this size, so it never
+/// splits a command (as with `MAX_UNIT`), while the window's buffer holds
+/// what the file needs and not 16 MiB more for every transfer (the
+/// `Sender` reserves twice the unit's buffer beyond what it holds). Walks
+/// the command headers `list_streams` has framed.
+fn largest_unit<S: Source + ?Sized>(src: &mut S, streams: &[StreamSpan]) -> io::Result<usize> {
+    let mut max = proto_btrfs::HEADER_LEN;
+    for s in streams {
+        let end = s.offset + s.len;
+        let mut pos = s.offset + proto_btrfs::HEADER_LEN as u64;
+        while pos < end {
+            let h = src.read_at(pos, proto_tlv::CMD_HEADER_LEN)?;
+            let Some(&[a, b, c, d]) = h.get(..4) else {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
+            };
+            let len = u32::from_le_bytes([a, b, c, d]) as usize;
+            let total = len + proto_tlv::CMD_HEADER_LEN;
+            max = max.max(total);
+            pos += total as u64;
+        }
+    }
+    Ok(max.min(MAX_UNIT))
 }
 
 /// A new sender instance id: time, process id and a counter, mixed.
