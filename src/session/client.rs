@@ -10,7 +10,7 @@ use proto_header::{
 };
 use proto_tlv::{AttrValue, Value};
 
-use super::conn::{expect, u64_attr, Conn};
+use super::conn::{expect, u64_attr, Conn, Data, Incoming};
 use super::{
     attr, frame, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
     SESSION_FORMAT, SESSION_VERSIONS,
@@ -271,25 +271,21 @@ impl<W: Write> Fetcher<W> {
 
     fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         loop {
-            let c = conn.read_frame("in the transfer")?;
+            let c = match conn.read_incoming("in the transfer")? {
+                Incoming::Data(d) => {
+                    if self.data(d.seq, d.payload, Some(&d))? {
+                        self.ack(conn)?;
+                    }
+                    continue;
+                }
+                Incoming::Frame(c) => c,
+            };
             match c.cmd() {
                 frame::DATA => {
                     let seq = u64_attr(&c, attr::SEQ)?;
                     let payload = c.require(attr::PAYLOAD)?.value();
-                    self.stats.bytes_received += payload.len() as u64;
-                    match self.rx.accept(seq)? {
-                        Accept::Deliver => {
-                            self.deliver(seq, payload)?;
-                            if self.unacked.0 * 4 >= self.window.max_messages
-                                || self.unacked.1 * 4 >= self.window.max_bytes
-                            {
-                                self.ack(conn)?;
-                            }
-                        }
-                        Accept::Duplicate => {
-                            self.stats.duplicates += 1;
-                            self.stats.bytes_resent += payload.len() as u64;
-                        }
+                    if self.data(seq, payload, None)? {
+                        self.ack(conn)?;
                     }
                 }
                 frame::TOKEN => {
@@ -327,6 +323,46 @@ impl<W: Write> Fetcher<W> {
                         offset: c.offset(),
                     })
                 }
+            }
+        }
+    }
+
+    /// One DATA frame: its unit delivered (checked and written) or, a
+    /// duplicate, discarded. `fast`: the frame when its own CRC was not
+    /// checked, only found to hold exactly when its unit's does
+    /// ([`Conn::read_incoming`]); it is checked before any error is
+    /// returned, and for a duplicate, whose unit is not checked, so that
+    /// every frame is checked and a damaged one is named as before. Returns
+    /// whether to acknowledge now.
+    fn data(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        fast: Option<&Data<'_>>,
+    ) -> Result<bool, SessionError> {
+        let verify = || fast.map_or(Ok(()), Data::verify);
+        self.stats.bytes_received += payload.len() as u64;
+        let accept = match self.rx.accept(seq) {
+            Ok(a) => a,
+            Err(e) => {
+                verify()?;
+                return Err(e.into());
+            }
+        };
+        match accept {
+            Accept::Deliver => {
+                if let Err(e) = self.deliver(seq, payload) {
+                    verify()?;
+                    return Err(e);
+                }
+                Ok(self.unacked.0 * 4 >= self.window.max_messages
+                    || self.unacked.1 * 4 >= self.window.max_bytes)
+            }
+            Accept::Duplicate => {
+                verify()?;
+                self.stats.duplicates += 1;
+                self.stats.bytes_resent += payload.len() as u64;
+                Ok(false)
             }
         }
     }

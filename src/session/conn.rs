@@ -136,7 +136,10 @@ impl<S: Read + Write> Conn<S> {
 
     /// Reads the next frame's bytes: (start in `rbuf`, length, frame index,
     /// byte offset).
-    fn next_frame(&mut self, during: &'static str) -> Result<(usize, usize, u64, u64), SessionError> {
+    fn next_frame(
+        &mut self,
+        during: &'static str,
+    ) -> Result<(usize, usize, u64, u64), SessionError> {
         let have = self.fill(CMD_HEADER_LEN)?;
         if have < CMD_HEADER_LEN {
             return Err(SessionError::Closed {
@@ -225,10 +228,14 @@ impl<S: Read + Write> Conn<S> {
         p[12..14].copy_from_slice(&8u16.to_le_bytes());
         p[14..22].copy_from_slice(&seq.to_le_bytes());
         p[22..24].copy_from_slice(&attr::PAYLOAD.to_le_bytes());
-        let crc = SESSION_PROFILE.crc;
-        let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
-        let sum = data_crc_from_unit(&p, payload)
-            .unwrap_or_else(|| crc.finish(crc.update(state, payload)));
+        // A large command's frame CRC comes from the command's own CRC (the
+        // emitter checked it, or made it for a piece of a split write): the
+        // unit is checksummed once on this side, not twice.
+        let sum = data_crc_from_unit(&p, payload).unwrap_or_else(|| {
+            let crc = SESSION_PROFILE.crc;
+            let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
+            crc.finish(crc.update(state, payload))
+        });
         p[6..10].copy_from_slice(&sum.to_le_bytes());
         if self.wbuf.len() + p.len() + payload.len() > WBUF {
             self.flush()?;
@@ -359,7 +366,10 @@ fn fast_data(bytes: &[u8]) -> Option<(u64, &[u8])> {
 fn data_crc_from_unit(prefix: &[u8], unit: &[u8]) -> Option<u32> {
     let reg = command_register(unit)?;
     let crc = SESSION_PROFILE.crc;
-    let state = crc.update(crc.header_state(prefix), prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?);
+    let state = crc.update(
+        crc.header_state(prefix),
+        prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?,
+    );
     // update(s, P) = !(L(!s, 0^n) ^ L(0, P)): `update` inverts on the way
     // in and out, L (the raw register) is linear.
     Some(crc.finish(!(crc32c_shift(!state, unit.len() as u64) ^ reg)))
@@ -422,7 +432,9 @@ mod tests {
     /// the receiver refuses.
     #[test]
     fn data_crc_from_the_command_crc() {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for n in [0, 1, 4095, 4096, 70_000, 200_000] {
             let mut stream = Vec::new();
             let w = StreamWriter::new(2, &mut stream).unwrap();
@@ -451,7 +463,11 @@ mod tests {
                 // Short units are checksummed directly: their frame is
                 // sound, and the receiver's check of the unit refuses it.
                 let derived = unit.len() >= 4096;
-                assert_eq!(r.is_ok(), !(damage && derived), "{n} bytes, damaged: {damage}");
+                assert_eq!(
+                    r.is_ok(),
+                    !(damage && derived),
+                    "{n} bytes, damaged: {damage}"
+                );
                 if let Ok((c, len)) = r {
                     assert_eq!(len, out.len());
                     assert_eq!(c.attr(attr::PAYLOAD).unwrap().value(), &unit[..]);
