@@ -20,8 +20,13 @@
 # - checkpoint_token: four valid checkpoint tokens (at the start, inside a
 #   split write, at the end, with no producer state), each as its text form
 #   and as its bytes (the target reads every input as both, raw).
-# - checkpoint_resume, checkpoint_compare: no file seeds (structured
-#   inputs; the directory is made).
+# - checkpoint_resume, checkpoint_compare, checkpoint_replay: no file seeds
+#   (structured inputs; the directory is made).
+# - session_handshake: real session transcripts (a mode byte, then what one
+#   peer sent), recorded by `cargo run --example session_transcript` in the
+#   main workspace: what a fetcher sent to the server (whole transfer, one
+#   context selected, a refusal, a resume from a checkpoint token) and what
+#   the server sent to the fetcher.
 #
 # Seeds are named after their source, so running the script again rewrites
 # the same files.
@@ -70,7 +75,13 @@ no-state pstoken:QAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAAsAQAAAAAAAAMAAAAAAAA
 TOKENS
         ;;
     # Structured inputs: no file seeds (the directory is made).
-    checkpoint_resume | checkpoint_compare) mkdir -p "$CORPUS/$t" ;;
+    checkpoint_resume | checkpoint_compare | checkpoint_replay) mkdir -p "$CORPUS/$t" ;;
+    # Transcripts of real sessions over 127.0.0.1 (see the example).
+    session_handshake)
+        mkdir -p "$CORPUS/$t"
+        cargo run -q --manifest-path "$ROOT/Cargo.toml" --example session_transcript -- "$CORPUS/$t"
+        n=$((n + $(find "$CORPUS/$t" -maxdepth 1 -type f \( -name 'server-*' -o -name 'fetcher-*' \) | wc -l)))
+        ;;
     *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
     esac
 done
