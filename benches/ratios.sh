@@ -17,7 +17,7 @@ mean() {
     [ -r "$f" ] && jq -r '.mean.point_estimate' "$f" || true
 }
 
-for group in large-data small-files emit-64k emit-64k-small; do
+for group in large-data small-files emit-64k emit-64k-small session; do
     [ -d "$CRIT/$group" ] || continue
     echo "== $group"
     for dir in "$CRIT/$group"/*/; do
@@ -26,7 +26,8 @@ for group in large-data small-files emit-64k emit-64k-small; do
         t=$(mean "$group" "$name")
         jq -r --arg t "$t" --arg n "$name" '
             .throughput as $tp | ($t | tonumber) as $ns
-            | if $tp.Bytes then "\($n)\t\($ns / 1e6 * 1000 | round / 1000) ms\t\($tp.Bytes / $ns * 1e9 / 1073741824 * 100 | round / 100) GiB/s"
+            | if $tp == null then "\($n)\t\($ns / 1e3 * 100 | round / 100) µs"
+              elif $tp.Bytes then "\($n)\t\($ns / 1e6 * 1000 | round / 1000) ms\t\($tp.Bytes / $ns * 1e9 / 1073741824 * 100 | round / 100) GiB/s"
               else "\($n)\t\($ns / 1e6 * 1000 | round / 1000) ms\t\($tp.Elements / $ns * 1e3 * 100 | round / 100) M commands/s" end' \
             "$dir/new/benchmark.json"
     done | column -t -s $'\t'
@@ -50,6 +51,14 @@ ratio "small-files: proto-btrfs-typed / btrfs-stream" small-files proto-btrfs-ty
 ratio "small-files: proto-btrfs-reader / btrfs-stream" small-files proto-btrfs-reader btrfs-stream
 ratio "small-files: proto-btrfs-reader-typed / btrfs-stream" small-files proto-btrfs-reader-typed btrfs-stream
 ratio "small-files: proto-btrfs-decoder-256k / btrfs-stream" small-files proto-btrfs-decoder-256k btrfs-stream
+# criterion stores "session/loopback" as the directory session/loopback.
+ratio "session: loopback (serve -> fetch) / plain-copy (target >= 0.7)" session loopback plain-copy
+# The resend figures come from the replay API, written by the bench (not
+# criterion estimates).
+if [ -r "$CRIT/session/resend-figures.txt" ]; then
+    echo "== session/resend (from the last run of the session bench)"
+    cat "$CRIT/session/resend-figures.txt"
+fi
 
 # Time ratios (the first's mean time / the second's; lower is faster).
 tratio() { # label, group, bench, peer bench
