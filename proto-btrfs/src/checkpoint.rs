@@ -57,15 +57,38 @@ pub trait Source {
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]>;
 }
 
+/// The end of `len` bytes at `offset` in a source of `total` bytes, or
+/// `UnexpectedEof` when they run past it.
+fn end_within(offset: u64, len: usize, total: u64) -> io::Result<u64> {
+    offset
+        .checked_add(len as u64)
+        .filter(|e| *e <= total)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+}
+
+/// `len` bytes of `bytes` at `offset`.
+fn slice_at(bytes: &[u8], offset: u64, len: usize) -> io::Result<&[u8]> {
+    let end = end_within(offset, len, bytes.len() as u64)?;
+    Ok(&bytes[offset as usize..end as usize])
+}
+
 impl Source for &[u8] {
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
-        usize::try_from(offset)
-            .ok()
-            .and_then(|o| self.get(o..o.checked_add(len)?))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+        slice_at(self, offset, len)
+    }
+}
+
+/// A stream held in memory and shared (a server re-opens it for each
+/// transfer without copying it).
+impl Source for std::sync::Arc<[u8]> {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        slice_at(self, offset, len)
     }
 }
 
@@ -87,6 +110,9 @@ pub struct StreamSpan {
     pub len: u64,
     /// Its protocol version.
     pub version: u32,
+    /// Its largest unit in bytes (stream header or whole command): a
+    /// buffer of this size takes any of its commands unsplit.
+    pub largest: usize,
     /// Its first command (`SUBVOL` or `SNAPSHOT` in a kernel stream) and
     /// that command's `PATH`, if it has one.
     pub first: Option<(CommandType, Vec<u8>)>,
@@ -130,6 +156,7 @@ pub fn list_streams<S: Source + ?Sized>(src: &mut S) -> Result<Vec<StreamSpan>, 
         pos += HEADER_LEN as u64;
         let mut first = None;
         let mut index = 0u64;
+        let mut largest = HEADER_LEN;
         loop {
             let left = len - pos;
             if left == 0 {
@@ -155,6 +182,7 @@ pub fn list_streams<S: Source + ?Sized>(src: &mut S) -> Result<Vec<StreamSpan>, 
                 let path = c.attr(AttrType::PATH.0).map(|a| a.value().to_vec());
                 first = path.map(|path| (CommandType(cmd), path));
             }
+            largest = largest.max(total);
             pos += total as u64;
             index += 1;
             if cmd == p.end_cmd {
@@ -165,6 +193,7 @@ pub fn list_streams<S: Source + ?Sized>(src: &mut S) -> Result<Vec<StreamSpan>, 
             offset: start,
             len: pos - start,
             version,
+            largest,
             first,
         });
     }
@@ -215,10 +244,7 @@ impl<S: Source> Source for Spans<S> {
     }
 
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+        let end = end_within(offset, len, self.len)?;
         // The range holding `offset` (the last one whose start is at or before it).
         let i = self
             .ranges
@@ -290,10 +316,7 @@ impl<R: Read + Seek> Source for FileSource<R> {
     }
 
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+        let end = end_within(offset, len, self.len)?;
         let inside = offset >= self.at && end <= self.at + self.filled as u64;
         if !inside {
             // Refill the window from `offset`: at least `len`, read ahead.

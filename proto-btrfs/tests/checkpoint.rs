@@ -586,6 +586,15 @@ fn streams_of_a_concatenation_and_spans_over_a_selection() {
     assert_eq!(spans, vec![(0, f), (f, i), (f + i, f)]);
     assert_eq!(streams[1].name(2), "snapshot:snap2");
     assert!(streams.iter().all(|s| s.version == 2));
+    for (s, bytes) in streams.iter().zip([&full, &incr, &full]) {
+        let largest = proto_btrfs::BtrfsStream::parse(bytes)
+            .unwrap()
+            .commands()
+            .map(|c| c.unwrap().encoded_len())
+            .max()
+            .unwrap();
+        assert_eq!(s.largest, largest.max(proto_btrfs::HEADER_LEN));
+    }
 
     // A truncated concatenation is refused at the right offset.
     let cut = &file[..file.len() - 5];

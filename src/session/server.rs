@@ -123,27 +123,12 @@ pub struct Server {
     config: ServerConfig,
     open: Opener,
     streams: Vec<StreamSpan>,
-    /// The largest unit of the file: the emitter's buffer (see
-    /// [`largest_unit`]).
+    /// The largest unit of the file: the emitter's buffer.
     max_unit: usize,
     hello: V1Header,
     transfer: Option<Transfer>,
     killed: bool,
     stats: ServerStats,
-}
-
-struct Shared(Arc<[u8]>);
-
-impl Source for Shared {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
-        usize::try_from(offset)
-            .ok()
-            .and_then(|o| self.0.get(o..o.checked_add(len)?))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
-    }
 }
 
 impl Server {
@@ -164,7 +149,7 @@ impl Server {
     pub fn from_bytes(bytes: Vec<u8>, config: ServerConfig) -> Result<Server, SessionError> {
         let bytes: Arc<[u8]> = bytes.into();
         Server::with_opener(
-            Box::new(move || Ok(Box::new(Shared(bytes.clone())) as BoxSource)),
+            Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)),
             config,
         )
     }
@@ -173,7 +158,15 @@ impl Server {
         let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
         let mut src = open().map_err(|e| source_err(&e))?;
         let streams = list_streams(&mut *src).map_err(|e| source_err(&e))?;
-        let max_unit = largest_unit(&mut *src, &streams).map_err(|e| source_err(&e))?;
+        // The emitter fills buffers of the file's largest unit, so it never
+        // splits a command, and the window reserves what the file needs,
+        // not 16 MiB more for every transfer.
+        let max_unit = streams
+            .iter()
+            .map(|s| s.largest)
+            .max()
+            .unwrap_or(MAX_UNIT)
+            .min(MAX_UNIT);
         let producer = StreamProducer::new(src, config.safe_every).map_err(|e| source_err(&e))?;
         let contexts = streams
             .iter()
@@ -503,31 +496,6 @@ impl Server {
             t.replay.ack(seq)?;
         }
     }
-}
-
-/// The largest unit (stream header or command) of the streams of `src`, at
-/// most [`MAX_UNIT`]: the emitter fills a buffer of this size, so it never
-/// splits a command (as with `MAX_UNIT`), while the window's buffer holds
-/// what the file needs and not 16 MiB more for every transfer (the
-/// `Sender` reserves twice the unit's buffer beyond what it holds). Walks
-/// the command headers `list_streams` has framed.
-fn largest_unit<S: Source + ?Sized>(src: &mut S, streams: &[StreamSpan]) -> io::Result<usize> {
-    let mut max = proto_btrfs::HEADER_LEN;
-    for s in streams {
-        let end = s.offset + s.len;
-        let mut pos = s.offset + proto_btrfs::HEADER_LEN as u64;
-        while pos < end {
-            let h = src.read_at(pos, proto_tlv::CMD_HEADER_LEN)?;
-            let Some(&[a, b, c, d]) = h.get(..4) else {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
-            };
-            let len = u32::from_le_bytes([a, b, c, d]) as usize;
-            let total = len + proto_tlv::CMD_HEADER_LEN;
-            max = max.max(total);
-            pos += total as u64;
-        }
-    }
-    Ok(max.min(MAX_UNIT))
 }
 
 /// A new sender instance id: time, process id and a counter, mixed.
