@@ -5,10 +5,11 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use proto_stream::btrfs::checkpoint::{FileSource, StreamProducer, WRITE_SPLIT};
+use proto_stream::btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_stream::btrfs::Error;
 use proto_stream::checkpoint::{
-    compare as compare_streams, CompareError, DataSplit, EmitError, Emitter, Outcome, Token,
+    compare as compare_streams, CompareError, DataSplit, EmitError, Emitter, FileSource, Outcome,
+    Token,
 };
 
 use crate::{progress, Failure};

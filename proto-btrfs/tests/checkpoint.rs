@@ -9,11 +9,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use proto_btrfs::checkpoint::{FileSource, StreamProducer, WRITE_SPLIT};
+use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_btrfs::{BtrfsCommand, StreamReader};
 use proto_checkpoint::{
-    compare, DivergenceKind, EmitError, Emitter, Outcome, Producer, RearmError, Split, Token,
-    TokenError, UnitKind,
+    compare, DivergenceKind, EmitError, Emitter, FileSource, Outcome, Producer, RearmError, Split,
+    Token, TokenError, UnitKind,
 };
 
 fn workspace() -> PathBuf {
@@ -569,7 +569,8 @@ fn file_source_agrees_with_memory() {
 /// range boundaries too.
 #[test]
 fn streams_of_a_concatenation_and_spans_over_a_selection() {
-    use proto_btrfs::checkpoint::{list_streams, Source, Spans};
+    use proto_btrfs::checkpoint::list_streams;
+    use proto_checkpoint::{Source, Spans};
     let all = fixtures();
     let get = |n: &str| match all
         .iter()

@@ -14,6 +14,8 @@
 //!   other command is ever split, and a buffer too small for one is an
 //!   error. Every fill returns the bytes written, a [`Token`] and whether
 //!   the stream ended; [`Emitter::resume`] re-arms from a token.
+//! - [`Source`]: random access to the bytes of a stream, over memory, a
+//!   file ([`FileSource`]) or selected byte ranges of another ([`Spans`]).
 //! - [`Token`]: versioned, size-prefixed, little-endian, CRC-checked over
 //!   every byte, bound to its stream, with a one-line text form.
 //! - [`replay`]: seq/ack replay after a reconnect (ceph's `RECONNECT_SEQ`):
@@ -77,11 +79,13 @@ mod compare;
 mod emitter;
 mod producer;
 pub mod replay;
+mod source;
 mod split;
 pub mod token;
 
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
 pub use producer::{CommandsError, CommandsProducer, Producer, Unit, UnitKind};
+pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, NoSplit, Split};
 pub use token::{Token, TokenError};

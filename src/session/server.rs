@@ -7,11 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proto_btrfs::checkpoint::{
-    list_streams, FileSource, Source, Spans, StreamProducer, StreamSpan, WRITE_SPLIT,
-};
+use proto_btrfs::checkpoint::{list_streams, StreamProducer, StreamSpan, WRITE_SPLIT};
 use proto_checkpoint::replay::{Limits, ReplayError, Resend, Sender};
-use proto_checkpoint::{DataSplit, Emitter, Producer, Token};
+use proto_checkpoint::{DataSplit, Emitter, FileSource, Producer, Source, Spans, Token};
 use proto_header::{
     advertised, check_required, negotiate_two_way, parse_selection, Context, Endian, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,

@@ -1,0 +1,202 @@
+//! Random access to the bytes of a stream: [`Source`], over memory
+//! (`&[u8]`, `Arc<[u8]>`), a file ([`FileSource`]: any `Read + Seek`, read
+//! ahead through one page-aligned window) or byte ranges of another source
+//! ([`Spans`]: the contexts a receiver selected).
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+/// Random access to the bytes of a stream.
+pub trait Source {
+    /// Length of the stream in bytes.
+    fn len(&self) -> u64;
+    /// Whether the stream is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `len` bytes at `offset`, which lie within the stream.
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]>;
+}
+
+/// The end of `len` bytes at `offset` in a source of `total` bytes, or
+/// `UnexpectedEof` when they run past it.
+fn end_within(offset: u64, len: usize, total: u64) -> io::Result<u64> {
+    offset
+        .checked_add(len as u64)
+        .filter(|e| *e <= total)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+}
+
+/// `len` bytes of `bytes` at `offset`.
+fn slice_at(bytes: &[u8], offset: u64, len: usize) -> io::Result<&[u8]> {
+    let end = end_within(offset, len, bytes.len() as u64)?;
+    Ok(&bytes[offset as usize..end as usize])
+}
+
+impl Source for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        slice_at(self, offset, len)
+    }
+}
+
+/// A stream held in memory and shared (a server re-opens it for each
+/// transfer without copying it).
+impl Source for std::sync::Arc<[u8]> {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        slice_at(self, offset, len)
+    }
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        (**self).read_at(offset, len)
+    }
+}
+
+/// A [`Source`] made of byte ranges of another, in order, read as one
+/// stream: the streams of a file that a receiver selected (ranges as
+/// [`list_streams`] gives them).
+#[derive(Debug)]
+pub struct Spans<S> {
+    inner: S,
+    /// (offset in `inner`, length, offset in this source).
+    ranges: Vec<(u64, u64, u64)>,
+    len: u64,
+    scratch: Vec<u8>,
+}
+
+impl<S: Source> Spans<S> {
+    /// The ranges `(offset, len)` of `inner`, in this order.
+    ///
+    /// Errors: a range that does not lie within `inner`.
+    pub fn new(inner: S, ranges: &[(u64, u64)]) -> io::Result<Self> {
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut at = 0u64;
+        for &(off, len) in ranges {
+            if off.checked_add(len).is_none_or(|e| e > inner.len()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("range {off}+{len} past the end ({})", inner.len()),
+                ));
+            }
+            out.push((off, len, at));
+            at += len;
+        }
+        Ok(Spans {
+            inner,
+            ranges: out,
+            len: at,
+            scratch: Vec::new(),
+        })
+    }
+}
+
+impl<S: Source> Source for Spans<S> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = end_within(offset, len, self.len)?;
+        // The range holding `offset` (the last one whose start is at or before it).
+        let i = self
+            .ranges
+            .partition_point(|r| r.2 <= offset)
+            .saturating_sub(1);
+        let Some(&(base, rlen, at)) = self.ranges.get(i) else {
+            return Ok(&[]);
+        };
+        if end <= at + rlen {
+            return self.inner.read_at(base + (offset - at), len);
+        }
+        // Across ranges: gather into the scratch buffer.
+        self.scratch.clear();
+        let mut pos = offset;
+        for &(base, rlen, at) in &self.ranges[i..] {
+            if pos >= end {
+                break;
+            }
+            let take = (end.min(at + rlen) - pos) as usize;
+            let piece = self.inner.read_at(base + (pos - at), take)?;
+            self.scratch.extend_from_slice(piece);
+            pos += take as u64;
+        }
+        Ok(&self.scratch)
+    }
+}
+
+/// A [`Source`] over a file (any `Read + Seek`), read ahead through one
+/// reused, page-aligned window: sequential access reads each byte once,
+/// in large reads; a seek costs one read.
+#[derive(Debug)]
+pub struct FileSource<R> {
+    inner: R,
+    len: u64,
+    buf: Vec<u8>,
+    /// Where the page-aligned window starts in `buf`.
+    start: usize,
+    /// Stream offset of the window's first byte, and bytes in the window.
+    at: u64,
+    filled: usize,
+    /// Where `inner`'s cursor is.
+    cursor: u64,
+}
+
+/// Read-ahead of [`FileSource`].
+pub const READ_AHEAD: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+impl<R: Read + Seek> FileSource<R> {
+    /// Wraps `inner`, whose length is found by seeking to its end.
+    pub fn new(mut inner: R) -> io::Result<Self> {
+        let len = inner.seek(SeekFrom::End(0))?;
+        inner.seek(SeekFrom::Start(0))?;
+        Ok(FileSource {
+            inner,
+            len,
+            buf: Vec::new(),
+            start: 0,
+            at: 0,
+            filled: 0,
+            cursor: 0,
+        })
+    }
+}
+
+impl<R: Read + Seek> Source for FileSource<R> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = end_within(offset, len, self.len)?;
+        let inside = offset >= self.at && end <= self.at + self.filled as u64;
+        if !inside {
+            // Refill the window from `offset`: at least `len`, read ahead.
+            let want = len.max(READ_AHEAD).min((self.len - offset) as usize);
+            if self.buf.len() < want + PAGE {
+                self.buf = vec![0; want + PAGE];
+                self.start = (PAGE - self.buf.as_ptr() as usize % PAGE) % PAGE;
+            }
+            if self.cursor != offset {
+                self.inner.seek(SeekFrom::Start(offset))?;
+                self.cursor = offset;
+            }
+            let window = &mut self.buf[self.start..self.start + want];
+            self.inner.read_exact(window)?;
+            self.cursor += want as u64;
+            self.at = offset;
+            self.filled = want;
+        }
+        let from = self.start + (offset - self.at) as usize;
+        Ok(&self.buf[from..from + len])
+    }
+}
