@@ -68,6 +68,12 @@ enum Cmd {
     Chunk {
         /// The btrfs send stream file.
         file: PathBuf,
+        /// A safe point every K units (stream headers and commands), as a
+        /// producer that cannot checkpoint anywhere would have: re-arming
+        /// skips the units since. Each token carries it, so `resume` needs
+        /// only the token.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        safe_every: u64,
         #[command(flatten)]
         opts: ChunkOpts,
     },
@@ -200,11 +206,6 @@ struct ChunkOpts {
     /// Stop after M chunks, as a crash would.
     #[arg(long, value_name = "M")]
     stop_after: Option<u64>,
-    /// A safe point every K units (stream headers and commands), as a
-    /// producer that cannot checkpoint anywhere would have: re-arming skips
-    /// the units since. Must be the same for `chunk` and `resume`.
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    safe_every: u64,
     /// At most this many units (or pieces) per chunk, whatever the buffer
     /// size: 1 gives a token at every possible point (for tests).
     #[arg(long, value_name = "N")]
@@ -215,13 +216,13 @@ struct ChunkOpts {
 }
 
 impl ChunkOpts {
-    fn args<'a>(&'a self, file: &'a Path) -> checkpoint::ChunkArgs<'a> {
+    fn args<'a>(&'a self, file: &'a Path, safe_every: u64) -> checkpoint::ChunkArgs<'a> {
         checkpoint::ChunkArgs {
             file,
             buffer_size: self.buffer_size,
             out_dir: &self.out_dir,
             stop_after: self.stop_after,
-            safe_every: self.safe_every,
+            safe_every,
             units_per_fill: self.units_per_chunk,
             json: self.json,
         }
@@ -311,13 +312,17 @@ fn main() -> ExitCode {
         Cmd::Dump { file } => dump(file),
         Cmd::Verify { file, json } => verify(file, *json),
         Cmd::Inspect { file, json } => inspect::inspect(file, *json),
-        Cmd::Chunk { file, opts } => checkpoint::chunk(&opts.args(file)),
+        Cmd::Chunk {
+            file,
+            safe_every,
+            opts,
+        } => checkpoint::chunk(&opts.args(file, *safe_every)),
         Cmd::Resume {
             file,
             token,
             start_index,
             opts,
-        } => checkpoint::resume(&opts.args(file), token, *start_index),
+        } => checkpoint::resume(&opts.args(file, 1), token, *start_index),
         Cmd::Serve { file, opts: o } => session::serve(&session::ServeArgs {
             file,
             listen: &o.listen,

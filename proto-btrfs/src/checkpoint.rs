@@ -170,8 +170,9 @@ const FLAG_HEADER_NEXT: u8 = 1;
 /// safe point, which [`restore`](Producer::restore) checks. The state (42
 /// bytes, little-endian): version 1, flags (bit 0: a stream header comes
 /// next), byte offset, unit number, command index in its stream, the
-/// stream's protocol version, fingerprint, and the safe-point interval
-/// (a producer with another interval refuses the state).
+/// stream's protocol version, fingerprint, and the safe-point interval,
+/// which [`restore`](Producer::restore) adopts: a token carries the
+/// interval it was made with, so its resumer need not know it.
 #[derive(Debug)]
 pub struct StreamProducer<S> {
     src: S,
@@ -404,15 +405,16 @@ impl<S: Source> Producer for StreamProducer<S> {
         let (pos, unit, cmd_index) = (u64_at(2), u64_at(10), u64_at(18));
         let version = u32::from_le_bytes([s[26], s[27], s[28], s[29]]);
         let fingerprint = u32::from_le_bytes([s[30], s[31], s[32], s[33]]);
-        if u64_at(34) != self.safe_every {
-            return Err(bad_state(
-                "it was made with another safe-point interval (--safe-every)",
-            ));
+        // The interval the token was made with wins: a resumer need not
+        // repeat it.
+        let safe_every = u64_at(34);
+        if safe_every == 0 {
+            return Err(bad_state("a safe-point interval of 0"));
         }
         if pos > self.src.len() {
             return Err(bad_state("byte offset beyond the end of the stream"));
         }
-        if unit % self.safe_every != 0 {
+        if unit % safe_every != 0 {
             return Err(bad_state("unit is not a safe point at this interval"));
         }
         // Each unit is at least a 10-byte command.
@@ -432,6 +434,7 @@ impl<S: Source> Producer for StreamProducer<S> {
                 "the bytes at the safe point are not the ones the token was made over",
             ));
         }
+        self.safe_every = safe_every;
         self.pos = pos;
         self.unit = unit;
         self.cmd_index = cmd_index;
