@@ -19,5 +19,5 @@ pub use proto_checkpoint as checkpoint;
 pub use proto_header as header;
 pub use proto_tlv as tlv;
 
-pub mod native;
+pub use proto_checkpoint::native;
 pub mod session;

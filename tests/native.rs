@@ -6,13 +6,13 @@ use proto_stream::header::{
     KIT_VERSIONS, V1_FIELDS, V1_MAX_BODY_LEN,
 };
 use proto_stream::native::{
-    Error, Reader, Writer, NATIVE_END, NATIVE_FORMAT, NATIVE_MAGIC, NATIVE_MAX_PAYLOAD,
+    Error, Reader, Writer, NATIVE_END, NATIVE_MAGIC, NATIVE_MAX_PAYLOAD, PRSTREAM,
 };
 use proto_stream::tlv::{AttrValue, ErrorKind, OwnedCommand, Value};
 
 #[path = "../examples/make_native_sample.rs"]
 mod make_native_sample;
-use make_native_sample::{sample_header, sample_v1};
+use make_native_sample::{data_v1, sample_header, sample_v1};
 
 const KNOWN: ReadOptions = ReadOptions {
     known_features: 0b1,
@@ -86,7 +86,7 @@ fn writer_refuses_the_end_type_and_oversized_commands() {
     let mut w = Writer::v1(Vec::new(), &header()).unwrap();
     w.write_command(1, &[]).unwrap();
     let e = w.write_command(NATIVE_END, &[]).unwrap_err();
-    assert!(matches!(e, Error::ReservedCommand { index: 1 }), "{e}");
+    assert!(matches!(e, Error::ReservedCommand { index: 1, .. }), "{e}");
     // 300 attributes of 60000 bytes: over 16 MiB.
     let v = vec![0u8; 60_000];
     let attrs: Vec<_> = (0..300)
@@ -292,7 +292,7 @@ fn an_oversized_declared_length_is_refused_before_reading() {
     }
     // A version header longer than allowed is refused from its prefix.
     let mut bad = Vec::new();
-    NATIVE_FORMAT.encode(1, 1, &mut bad).unwrap();
+    PRSTREAM.fixed.encode(1, 1, &mut bad).unwrap();
     bad.extend_from_slice(&(V1_MAX_BODY_LEN + 1).to_be_bytes());
     let e = Reader::new(&bad[..], KNOWN).unwrap_err();
     assert!(
@@ -322,6 +322,24 @@ fn committed_sample_matches_the_example() {
     assert_eq!((version, h), (1, sample_header()));
     let types: Vec<u16> = cmds.iter().map(|c| c.cmd).collect();
     assert_eq!(types, [1, 2, 3, 0x0100, NATIVE_END]);
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/native/data-v1.stream"
+    );
+    let committed = std::fs::read(path).unwrap();
+    assert!(
+        committed == data_v1(),
+        "testdata/native/data-v1.stream is stale: cargo run --example make_native_sample"
+    );
+    let (_, _, cmds) = read_all(&committed, KNOWN).unwrap();
+    let data: Vec<usize> = cmds
+        .iter()
+        .filter(|c| c.cmd == proto_stream::native::NATIVE_DATA_CMD)
+        .map(|c| c.attrs.iter().map(|(_, v)| v.len()).sum::<usize>())
+        .collect();
+    assert_eq!(data.len(), 3);
+    assert!(data.iter().all(|len| *len > 64 * 1024), "{data:?}");
 }
 
 /// Hands out one byte per `read` call.

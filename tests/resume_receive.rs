@@ -14,8 +14,9 @@ mod receive;
 
 use std::path::Path;
 
-use proto_stream::btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
-use proto_stream::checkpoint::{Emitter, Token};
+use proto_stream::btrfs::checkpoint::WRITE_SPLIT;
+use proto_stream::btrfs::Btrfs;
+use proto_stream::checkpoint::{Emitter, Format, Token};
 use receive::{tree, Scratch, Tree};
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
@@ -28,7 +29,7 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
 /// `then`-byte buffers. Returns the concatenation and how many pieces of
 /// split writes it holds.
 fn crash_and_resume(bytes: &[u8], safe_every: u64, first: usize, then: usize) -> (Vec<u8>, u64) {
-    let mut e = Emitter::new(StreamProducer::new(bytes, safe_every).unwrap(), WRITE_SPLIT).unwrap();
+    let mut e = Emitter::new(Btrfs.producer(bytes, safe_every).unwrap(), WRITE_SPLIT).unwrap();
     let mut buf = vec![0u8; first];
     let mut chunks = Vec::new();
     let mut tokens = Vec::new();
@@ -50,7 +51,7 @@ fn crash_and_resume(bytes: &[u8], safe_every: u64, first: usize, then: usize) ->
     let token: Token = tokens[stop].parse().unwrap();
     assert!(!token.ended);
     let mut e = Emitter::resume(
-        StreamProducer::new(bytes, safe_every).unwrap(),
+        Btrfs.producer(bytes, safe_every).unwrap(),
         WRITE_SPLIT,
         &token,
     )
@@ -174,7 +175,7 @@ fn a_changed_byte_after_resume_is_noticed() {
     let original = read(&dir, "full-v2.stream");
     let (mut resumed, _) = crash_and_resume(&original, 1, 40_000, 4099);
     // The last write piece before END: change its last data byte, re-CRC it.
-    let mut p = StreamProducer::new(&resumed[..], 1).unwrap();
+    let mut p = Btrfs.producer(&resumed[..], 1).unwrap();
     let mut last = None;
     use proto_stream::checkpoint::{Producer, Split, UnitKind};
     while let Some(u) = proto_stream::checkpoint::Producer::current(&mut p).unwrap() {

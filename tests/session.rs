@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use proto_stream::btrfs::checkpoint::{list_streams, StreamProducer, WRITE_SPLIT};
+use proto_stream::btrfs::checkpoint::WRITE_SPLIT;
+use proto_stream::btrfs::Btrfs;
 use proto_stream::btrfs::{BtrfsStream, StreamReader};
 use proto_stream::checkpoint::replay::{Limits, ReplayError};
-use proto_stream::checkpoint::{Emitter, Producer, TokenError};
+use proto_stream::checkpoint::{list_streams, Emitter, Format, Producer, TokenError};
 use proto_stream::header::{
     encode_selection, Context, Endian, Error as HeaderError, V1Header, VersionRange, KIT_VERSIONS,
 };
@@ -108,7 +109,7 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 
 /// The unit lengths of a stream file (stream headers and commands).
 fn units(bytes: &[u8]) -> Vec<usize> {
-    let mut p = StreamProducer::new(bytes, 1).unwrap();
+    let mut p = Btrfs.producer(bytes, 1).unwrap();
     let mut out = Vec::new();
     while let Some(u) = p.current().unwrap() {
         out.push(u.bytes.len());
@@ -456,7 +457,7 @@ fn drops_on_the_client_side_resend_only_the_window() {
 fn each_context_by_name_and_by_id_is_exactly_its_stream() {
     for (name, file) in multi() {
         let mut src = &file[..];
-        let spans = list_streams(&mut src).unwrap();
+        let spans = list_streams(&Btrfs, &mut src).unwrap();
         assert_eq!(spans.len(), 2, "{name}");
         let offered = Server::from_bytes(file.clone(), ServerConfig::default())
             .unwrap()
@@ -466,7 +467,7 @@ fn each_context_by_name_and_by_id_is_exactly_its_stream() {
         for (i, span) in spans.iter().enumerate() {
             let c = &offered[i];
             assert_eq!(c.id, i as u32 + 1);
-            assert_eq!(c.name, span.name(i + 1));
+            assert_eq!(c.name, span.name);
             let want = &file[span.offset as usize..(span.offset + span.len) as usize];
             for (how, key, drop) in [
                 ("name", c.name.clone(), 0),
@@ -554,7 +555,7 @@ fn a_sender_that_forgets_between_connections_resumes_from_tokens() {
     }
     for (name, file) in cases {
         let mut src = &file[..];
-        let spans = list_streams(&mut src).unwrap();
+        let spans = list_streams(&Btrfs, &mut src).unwrap();
         // All of it, forgetting before every third connection; and the last
         // context alone, forgetting before every connection.
         let mut runs = vec![(3, vec![], file.clone())];
@@ -1092,7 +1093,7 @@ fn server_refuses_a_seq_from_the_future() {
 /// A token of another stream, emitted after `seq` units.
 fn foreign_token(seq: u64) -> Vec<u8> {
     let other = read(&testdata(), "nodata-v2.stream");
-    let mut e = Emitter::new(StreamProducer::new(&other[..], 1).unwrap(), WRITE_SPLIT).unwrap();
+    let mut e = Emitter::new(Btrfs.producer(&other[..], 1).unwrap(), WRITE_SPLIT).unwrap();
     e.set_units_per_fill(1);
     let mut buf = vec![0u8; 1 << 20];
     let mut token = e.token();

@@ -26,13 +26,14 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
-use proto_checkpoint::{DataSplit, Emitter, Token};
+use proto_btrfs::Btrfs;
+use proto_checkpoint::{DataSplit, Emitter, Format, Token};
 use proto_stream_benches::{large_input, small_input, Input};
 
 const BUF: usize = 64 * 1024;
 
 fn emitter(bytes: &[u8], safe_every: u64) -> Emitter<StreamProducer<&[u8]>, DataSplit> {
-    Emitter::new(StreamProducer::new(bytes, safe_every).unwrap(), WRITE_SPLIT).unwrap()
+    Emitter::new(Btrfs.producer(bytes, safe_every).unwrap(), WRITE_SPLIT).unwrap()
 }
 
 /// The stream through `buf` by the emitter; returns the bytes emitted.
@@ -163,7 +164,7 @@ fn rearm(c: &mut Criterion) {
             // point, the commands since skipped.
             g.bench_function(format!("safe-every-{k}/{pct}"), |b| {
                 b.iter(|| {
-                    let p = StreamProducer::new(black_box(bytes), k).unwrap();
+                    let p = Btrfs.producer(black_box(bytes), k).unwrap();
                     Emitter::resume(p, WRITE_SPLIT, black_box(t)).unwrap()
                 })
             });
@@ -171,7 +172,7 @@ fn rearm(c: &mut Criterion) {
             // half of it copied).
             g.bench_function(format!("safe-every-{k}+fill/{pct}"), |b| {
                 b.iter(|| {
-                    let p = StreamProducer::new(black_box(bytes), k).unwrap();
+                    let p = Btrfs.producer(black_box(bytes), k).unwrap();
                     let mut e = Emitter::resume(p, WRITE_SPLIT, black_box(t)).unwrap();
                     e.fill(&mut buf).unwrap().written
                 })

@@ -1,20 +1,53 @@
-//! `chunk`, `resume` and `compare`: checkpointed re-emission of btrfs send
-//! streams through bounded buffers, and segment-independent comparison.
+//! `chunk`, `resume` and `compare`: checkpointed re-emission of streams
+//! (btrfs send streams and native streams, told apart by magic) through
+//! bounded buffers, and segment-independent comparison.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use proto_stream::btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
-use proto_stream::btrfs::Error;
+use proto_stream::btrfs::Btrfs;
+use proto_stream::checkpoint::native::{NATIVE_MAGIC, PRSTREAM};
 use proto_stream::checkpoint::{
-    compare as compare_streams, CompareError, DataSplit, EmitError, Emitter, FileSource, Outcome,
-    Token,
+    compare as compare_streams, CompareError, EmitError, Emitter, FileSource, Format,
+    FormatProducer, Outcome, Token,
 };
 
 use crate::{progress, Failure};
 
-type Producer = StreamProducer<FileSource<File>>;
+type Producer<F> = FormatProducer<F, FileSource<File>>;
+
+/// Runs `$body` with `$f` bound to the format of `$file` (by its magic):
+/// every command is written once, for any format.
+macro_rules! with_format {
+    ($file:expr, |$f:ident| $body:expr) => {
+        if is_native($file)? {
+            let $f = PRSTREAM;
+            $body
+        } else {
+            let $f = Btrfs;
+            $body
+        }
+    };
+}
+
+/// Whether `file` starts with the native magic (anything else is read as
+/// a btrfs stream, whose errors say what was found).
+fn is_native(file: &Path) -> Result<bool, Failure> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut f = File::open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::Io(format!("{}: {e}", file.display()))),
+        }
+    }
+    Ok(&head[..got] == NATIVE_MAGIC)
+}
 
 /// What `chunk` and `resume` were asked to do.
 pub struct ChunkArgs<'a> {
@@ -27,7 +60,10 @@ pub struct ChunkArgs<'a> {
     pub json: bool,
 }
 
-fn open(file: &Path, safe_every: u64) -> Result<Producer, Failure> {
+fn open<F: Format>(format: &F, file: &Path, safe_every: u64) -> Result<Producer<F>, Failure>
+where
+    Failure: From<F::Error>,
+{
     if file == Path::new("-") {
         return Err(Failure::Io(
             "this command needs a stream file it can seek in, not standard input".into(),
@@ -35,14 +71,17 @@ fn open(file: &Path, safe_every: u64) -> Result<Producer, Failure> {
     }
     let f = File::open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
     let src = FileSource::new(f).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    Ok(StreamProducer::new(src, safe_every)?)
+    Ok(format.producer(src, safe_every)?)
 }
 
-impl From<EmitError<Error>> for Failure {
-    fn from(e: EmitError<Error>) -> Self {
+impl<E: std::error::Error + From<proto_stream::tlv::Error>> From<EmitError<E>> for Failure
+where
+    Failure: From<E>,
+{
+    fn from(e: EmitError<E>) -> Self {
         match e {
-            EmitError::Producer(e) => Failure::Stream(e),
-            EmitError::Corrupt(t) => Failure::Stream(Error::Tlv(t)),
+            EmitError::Producer(e) => Failure::from(e),
+            EmitError::Corrupt(t) => Failure::from(E::from(t)),
             EmitError::DoesNotFit { index, offset, .. } => {
                 Failure::Emit(e.to_string(), (Some(index), Some(offset)))
             }
@@ -102,8 +141,10 @@ pub fn chunk(a: &ChunkArgs<'_>) -> Result<(), Failure> {
             chunk_name(*n)
         )));
     }
-    let emitter = Emitter::new(open(a.file, a.safe_every)?, WRITE_SPLIT)?;
-    run(a, emitter, 1)
+    with_format!(a.file, |f| {
+        let emitter = Emitter::new(open(&f, a.file, a.safe_every)?, f.split())?;
+        run(a, emitter, 1)
+    })
 }
 
 /// A token given on the command line: its text, or a file holding it. For
@@ -143,13 +184,22 @@ pub fn resume(a: &ChunkArgs<'_>, token: &str, start_index: Option<u64>) -> Resul
             chunk_name(n)
         )));
     }
-    let emitter = Emitter::resume(open(a.file, a.safe_every)?, WRITE_SPLIT, &token)?;
-    run(a, emitter, first)
+    with_format!(a.file, |f| {
+        let emitter = Emitter::resume(open(&f, a.file, a.safe_every)?, f.split(), &token)?;
+        run(a, emitter, first)
+    })
 }
 
 /// Fills buffers until the end (or `--stop-after`), writing each chunk and
 /// then its token.
-fn run(a: &ChunkArgs<'_>, mut e: Emitter<Producer, DataSplit>, first: u64) -> Result<(), Failure> {
+fn run<F: Format>(
+    a: &ChunkArgs<'_>,
+    mut e: Emitter<Producer<F>, F::Split>,
+    first: u64,
+) -> Result<(), Failure>
+where
+    Failure: From<F::Error>,
+{
     if a.buffer_size == 0 {
         return Err(Failure::Io("--buffer-size must be at least 1".into()));
     }
@@ -234,19 +284,45 @@ fn run(a: &ChunkArgs<'_>, mut e: Emitter<Producer, DataSplit>, first: u64) -> Re
 /// `compare A B`: exit 0 when equal, 1 when they differ; errors are
 /// failures (exit 2).
 pub fn compare(a: &Path, b: &Path, json: bool) -> Result<bool, Failure> {
-    let mut pa = open(a, 1)?;
-    let mut pb = open(b, 1)?;
-    let outcome = compare_streams(&mut pa, &mut pb, &WRITE_SPLIT).map_err(|e| match e {
-        CompareError::A(e) => Failure::Side("A", Box::new(Failure::Stream(e))),
-        CompareError::B(e) => Failure::Side("B", Box::new(Failure::Stream(e))),
-        CompareError::Corrupt { side, error } => Failure::Side(
-            if side == proto_stream::checkpoint::Side::A {
-                "A"
+    let (na, nb) = (is_native(a)?, is_native(b)?);
+    if na != nb {
+        let name = |n| {
+            if n {
+                "a native stream"
             } else {
-                "B"
-            },
-            Box::new(Failure::Stream(Error::Tlv(error))),
-        ),
+                "a btrfs send stream"
+            }
+        };
+        return Err(Failure::Io(format!(
+            "A ({}) is {} and B ({}) is {}: streams of different formats never carry the same commands",
+            a.display(),
+            name(na),
+            b.display(),
+            name(nb)
+        )));
+    }
+    with_format!(a, |f| compare_as(&f, a, b, json))
+}
+
+fn compare_as<F: Format>(f: &F, a: &Path, b: &Path, json: bool) -> Result<bool, Failure>
+where
+    Failure: From<F::Error>,
+{
+    let mut pa = open(f, a, 1)?;
+    let mut pb = open(f, b, 1)?;
+    let side = |s| {
+        if s == proto_stream::checkpoint::Side::A {
+            "A"
+        } else {
+            "B"
+        }
+    };
+    let outcome = compare_streams(&mut pa, &mut pb, &f.split()).map_err(|e| match e {
+        CompareError::A(e) => Failure::Side("A", Box::new(Failure::from(e))),
+        CompareError::B(e) => Failure::Side("B", Box::new(Failure::from(e))),
+        CompareError::Corrupt { side: s, error } => {
+            Failure::Side(side(s), Box::new(Failure::from(F::Error::from(error))))
+        }
         other => Failure::Io(other.to_string()),
     })?;
     let mut out = io::stdout();

@@ -44,6 +44,7 @@ mod stream;
 mod view;
 
 pub use catalogue::{AttrType, CommandType};
+pub use checkpoint::Btrfs;
 pub use dump::Dumper;
 pub use error::Error;
 pub use header::{parse_header, profile, write_header, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS};

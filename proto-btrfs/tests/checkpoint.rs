@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
+use proto_btrfs::Btrfs;
 use proto_btrfs::{BtrfsCommand, StreamReader};
+use proto_checkpoint::Format;
 use proto_checkpoint::{
     compare, DivergenceKind, EmitError, Emitter, FileSource, Outcome, Producer, RearmError, Split,
     Token, TokenError, UnitKind,
@@ -59,7 +61,7 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 }
 
 fn producer(bytes: &[u8], safe_every: u64) -> StreamProducer<&[u8]> {
-    StreamProducer::new(bytes, safe_every).unwrap()
+    Btrfs.producer(bytes, safe_every).unwrap()
 }
 
 /// The smallest buffer that emission through works: the largest unit that
@@ -541,11 +543,12 @@ fn file_source_agrees_with_memory() {
     std::fs::write(&path, bytes).unwrap();
     let run = emit(bytes, 3, 70_000, None);
     let file = || {
-        StreamProducer::new(
-            FileSource::new(std::fs::File::open(&path).unwrap()).unwrap(),
-            3,
-        )
-        .unwrap()
+        Btrfs
+            .producer(
+                FileSource::new(std::fs::File::open(&path).unwrap()).unwrap(),
+                3,
+            )
+            .unwrap()
     };
     let mut e = Emitter::new(file(), WRITE_SPLIT).unwrap();
     let mut buf = vec![0u8; 70_000];
@@ -572,8 +575,7 @@ fn file_source_agrees_with_memory() {
 /// range boundaries too.
 #[test]
 fn streams_of_a_concatenation_and_spans_over_a_selection() {
-    use proto_btrfs::checkpoint::list_streams;
-    use proto_checkpoint::{Source, Spans};
+    use proto_checkpoint::{list_streams, Source, Spans};
     let all = fixtures();
     let get = |n: &str| match all
         .iter()
@@ -584,11 +586,11 @@ fn streams_of_a_concatenation_and_spans_over_a_selection() {
     };
     let (full, incr) = (get("full-v2"), get("incr-v2"));
     let file = [full.as_slice(), &incr, &full].concat();
-    let streams = list_streams(&mut &file[..]).unwrap();
+    let streams = list_streams(&Btrfs, &mut &file[..]).unwrap();
     let spans: Vec<(u64, u64)> = streams.iter().map(|s| (s.offset, s.len)).collect();
     let (f, i) = (full.len() as u64, incr.len() as u64);
     assert_eq!(spans, vec![(0, f), (f, i), (f + i, f)]);
-    assert_eq!(streams[1].name(2), "snapshot:snap2");
+    assert_eq!(streams[1].name, "snapshot:snap2");
     assert!(streams.iter().all(|s| s.version == 2));
     for (s, bytes) in streams.iter().zip([&full, &incr, &full]) {
         let largest = proto_btrfs::BtrfsStream::parse(bytes)
@@ -602,7 +604,7 @@ fn streams_of_a_concatenation_and_spans_over_a_selection() {
 
     // A truncated concatenation is refused at the right offset.
     let cut = &file[..file.len() - 5];
-    let err = list_streams(&mut &cut[..]).unwrap_err();
+    let err = list_streams(&Btrfs, &mut &cut[..]).unwrap_err();
     let at = err.offset().unwrap();
     assert!((f + i..f + i + f).contains(&at), "{err} at {at}");
 

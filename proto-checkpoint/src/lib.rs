@@ -3,6 +3,13 @@
 //! A stream that breaks must resume where it stopped, not from zero. This
 //! crate holds the pieces, sans-IO, on top of [`proto_tlv`]:
 //!
+//! - [`Format`]: one description of a family of streams (its fixed
+//!   header, stream header and profile, split rule, what receivers check,
+//!   its contexts), and [`FormatProducer`], the producer over a stream file
+//!   of any format. `proto-btrfs` implements it for btrfs send streams;
+//!   [`native::NativeFormat`] for any native format, the kit's own
+//!   `PRSTREAM` ([`native::PRSTREAM`]) among them, with a generic
+//!   [`native::Reader`]/[`native::Writer`].
 //! - [`Producer`]: a source of units (stream headers and TLV commands) with
 //!   *safe points*, where its state can be written down as bytes. Between
 //!   safe points it cannot checkpoint, so a re-armed producer regenerates
@@ -77,15 +84,20 @@
 
 mod compare;
 mod emitter;
+mod format;
+pub mod native;
 mod producer;
 pub mod replay;
 mod source;
 mod split;
+mod stream;
 pub mod token;
 
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
+pub use format::{Fault, Format, Head, StreamHead, Validator};
 pub use producer::{CommandsError, CommandsProducer, Producer, Unit, UnitKind};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, NoSplit, Split};
+pub use stream::{list_streams, FormatProducer, StreamSpan};
 pub use token::{Token, TokenError};

@@ -63,7 +63,7 @@ impl<S: Source + ?Sized> Source for Box<S> {
 
 /// A [`Source`] made of byte ranges of another, in order, read as one
 /// stream: the streams of a file that a receiver selected (ranges as
-/// [`list_streams`] gives them).
+/// [`list_streams`](crate::list_streams) gives them).
 #[derive(Debug)]
 pub struct Spans<S> {
     inner: S,

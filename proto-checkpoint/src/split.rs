@@ -66,6 +66,34 @@ impl Split for NoSplit {
     }
 }
 
+/// A rule or none: `None` never splits (a format without data commands).
+impl<S: Split> Split for Option<S> {
+    fn layout(&self, profile: &Profile, cmd: &[u8]) -> Option<DataLayout> {
+        self.as_ref()?.layout(profile, cmd)
+    }
+    fn write_prefix(
+        &self,
+        profile: &Profile,
+        cmd: &[u8],
+        layout: &DataLayout,
+        from: u64,
+        len: usize,
+        prefix: &mut [u8],
+    ) {
+        if let Some(s) = self {
+            s.write_prefix(profile, cmd, layout, from, len, prefix);
+        }
+    }
+    fn object_key(&self, profile: &Profile, cmd: &[u8], layout: &DataLayout, key: &mut Vec<u8>) {
+        if let Some(s) = self {
+            s.object_key(profile, cmd, layout, key);
+        }
+    }
+    fn path<'c>(&self, profile: &Profile, cmd: &'c [u8]) -> Option<&'c [u8]> {
+        self.as_ref()?.path(profile, cmd)
+    }
+}
+
 /// The usual data-command rule, btrfs's `WRITE` among them: commands of type
 /// `cmd` whose data attribute `data_attr` is last and whose u64 attribute
 /// `offset_attr` says where the data goes. A piece keeps every other

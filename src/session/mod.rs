@@ -17,7 +17,7 @@
 //!    `compat_version`), and each picks the highest version in both ranges
 //!    ([`proto_header::negotiate_two_way`]).
 //! 2. Both send `HELLO` with the version header of that version
-//!    ([`V1Header`]: features supported and required, stream id, and for
+//!    ([`V1Header`](proto_header::V1Header): features supported and required, stream id, and for
 //!    the sender the contexts it can produce). A required feature the peer
 //!    does not know is refused, naming the bits.
 //! 3. The receiver sends `SELECT`: the contexts it wants (as

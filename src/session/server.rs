@@ -7,9 +7,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proto_btrfs::checkpoint::{list_streams, StreamProducer, StreamSpan, WRITE_SPLIT};
+use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
+use proto_btrfs::Btrfs;
 use proto_checkpoint::replay::{Limits, ReplayError, Resend, Sender};
-use proto_checkpoint::{DataSplit, Emitter, FileSource, Producer, Source, Spans, Token};
+use proto_checkpoint::{
+    list_streams, DataSplit, Emitter, FileSource, Format, Producer, Source, Spans, StreamSpan,
+    Token,
+};
 use proto_header::{
     advertised, check_required, negotiate_two_way, parse_selection, Context, Endian, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,
@@ -155,7 +159,7 @@ impl Server {
     fn with_opener(mut open: Opener, config: ServerConfig) -> Result<Server, SessionError> {
         let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
         let mut src = open().map_err(|e| source_err(&e))?;
-        let streams = list_streams(&mut *src).map_err(|e| source_err(&e))?;
+        let streams = list_streams(&Btrfs, &mut *src).map_err(|e| source_err(&e))?;
         // The emitter fills buffers of the file's largest unit, so it never
         // splits a command, and the window reserves what the file needs,
         // not 16 MiB more for every transfer.
@@ -165,13 +169,15 @@ impl Server {
             .max()
             .unwrap_or(MAX_UNIT)
             .min(MAX_UNIT);
-        let producer = StreamProducer::new(src, config.safe_every).map_err(|e| source_err(&e))?;
+        let producer = Btrfs
+            .producer(src, config.safe_every)
+            .map_err(|e| source_err(&e))?;
         let contexts = streams
             .iter()
             .enumerate()
             .map(|(i, s)| Context {
                 id: i as u32 + 1,
-                name: s.name(i + 1),
+                name: s.name.clone(),
             })
             .collect();
         let hello = V1Header {
@@ -392,7 +398,9 @@ impl Server {
             .map(|s| (s.offset, s.len))
             .collect();
         let spans = Spans::new(src, &ranges).map_err(|e| source_err(&e))?;
-        StreamProducer::new(spans, self.config.safe_every).map_err(|e| source_err(&e))
+        Btrfs
+            .producer(spans, self.config.safe_every)
+            .map_err(|e| source_err(&e))
     }
 
     /// The data phase: units out, acks in, until the last unit is

@@ -95,8 +95,10 @@ pub fn btrfs_stream(bytes: &[u8]) -> u64 {
 /// btrfs producer) through 64 KiB buffers, as the `checkpoint` bench runs it.
 /// Returns the units emitted.
 pub fn emit_64k(bytes: &[u8]) -> u64 {
-    use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
-    let p = StreamProducer::new(bytes, 1).expect("producer");
+    use proto_btrfs::checkpoint::WRITE_SPLIT;
+    use proto_btrfs::Btrfs;
+    use proto_checkpoint::Format;
+    let p = Btrfs.producer(bytes, 1).expect("producer");
     let mut e = proto_checkpoint::Emitter::new(p, WRITE_SPLIT).expect("emitter");
     let mut buf = vec![0u8; 64 * 1024];
     let mut units = 0;
