@@ -27,7 +27,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use proto_stream::checkpoint::replay::Limits;
+use proto_stream::session::replay::Limits;
 use proto_stream::session::{DropEvery, FetchConfig, Fetcher, Server, ServerConfig};
 
 /// The served file: two streams, so two contexts (as the fuzz target's).

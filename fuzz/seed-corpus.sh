@@ -20,7 +20,7 @@
 # - checkpoint_token: four valid checkpoint tokens (at the start, inside a
 #   split write, at the end, with no producer state), each as its text form
 #   and as its bytes (the target reads every input as both, raw).
-# - checkpoint_resume, checkpoint_compare, checkpoint_replay: no file seeds
+# - checkpoint_resume, checkpoint_compare, session_replay: no file seeds
 #   (structured inputs; the directory is made).
 # - session_handshake: real session transcripts (a mode byte, then what one
 #   peer sent), recorded by `cargo run --example session_transcript` in the
@@ -74,8 +74,19 @@ ended pstoken:UgAAAAEAAQBjaGVja3BvaW50LWZ1enohCQAAAAAAAACIEwAAAAAAAAAAAAAAAAAAAA
 no-state pstoken:QAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAAsAQAAAAAAAAMAAAAAAAAAAAAAAAAAAAAAAAAA9BpGEA
 TOKENS
         ;;
+    # A mode byte (even: btrfs, odd: native) then a shipped stream.
+    checkpoint_format)
+        mkdir -p "$CORPUS/$t"
+        for f in "$ROOT"/testdata/btrfs/*.stream; do
+            [ "$(stat -c %s "$f")" -le 131000 ] || continue
+            { printf '\x04'; cat "$f"; } >"$CORPUS/$t/btrfs-$(basename "$f")"
+            n=$((n + 1))
+        done
+        { printf '\x05'; cat "$ROOT/testdata/native/sample-v1.stream"; } >"$CORPUS/$t/native-sample-v1"
+        n=$((n + 1))
+        ;;
     # Structured inputs: no file seeds (the directory is made).
-    checkpoint_resume | checkpoint_compare | checkpoint_replay) mkdir -p "$CORPUS/$t" ;;
+    checkpoint_resume | checkpoint_compare | session_replay) mkdir -p "$CORPUS/$t" ;;
     # Transcripts of real sessions over 127.0.0.1 (see the example).
     session_handshake)
         mkdir -p "$CORPUS/$t"

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use proto_stream::btrfs::checkpoint::WRITE_SPLIT;
 use proto_stream::btrfs::Btrfs;
 use proto_stream::btrfs::{BtrfsStream, StreamReader};
-use proto_stream::checkpoint::replay::{Limits, ReplayError};
 use proto_stream::checkpoint::{list_streams, Emitter, Format, Producer, TokenError};
 use proto_stream::header::{
     encode_selection, Context, Endian, Error as HeaderError, V1Header, VersionRange, KIT_VERSIONS,
 };
+use proto_stream::session::replay::{Limits, ReplayError};
 use proto_stream::session::{
     attr, frame, Code, DropEvery, FetchConfig, FetchStats, Fetcher, Resumed, Server, ServerConfig,
     ServerStats, SessionError, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_MAGIC, SESSION_PROFILE,

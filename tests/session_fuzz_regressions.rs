@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto_stream::btrfs::{Event, StreamDecoder};
-use proto_stream::checkpoint::replay::Limits;
+use proto_stream::session::replay::Limits;
 use proto_stream::session::{
     attr, frame, Code, FetchConfig, Fetcher, Server, ServerConfig, SessionError, SESSION_FORMAT,
     SESSION_PROFILE, SESSION_VERSIONS,

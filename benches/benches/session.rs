@@ -2,7 +2,7 @@
 //! the throughput of a whole transfer over TCP on 127.0.0.1 beside a plain
 //! copy of the same bytes through a local socket, in the same run.
 //!
-//! - `session/resend` (the sans-IO `proto_checkpoint::replay::Sender` with
+//! - `session/resend` (the sans-IO `proto_session::replay::Sender` with
 //!   the server's default window, 4 MiB / 16k units, over the units of the
 //!   large-data stream): half-way through the stream the window is full and
 //!   transmitted; the receiver has acknowledged its first half and received
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use proto_btrfs::{Event, StreamDecoder};
-use proto_checkpoint::replay::Sender;
+use proto_session::replay::Sender;
 use proto_stream::session::{FetchConfig, Fetcher, Server, ServerConfig};
 use proto_stream_benches::{
     count_commands, large_input, perf_dir, small_run, synthetic_large, Input, Source,

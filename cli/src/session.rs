@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use proto_stream::checkpoint::replay::Limits;
+use proto_stream::session::replay::Limits;
 use proto_stream::session::{DropEvery, FetchConfig, Fetcher, Server, ServerConfig, SessionError};
 
 use crate::Failure;

@@ -40,7 +40,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use proto_btrfs::{Event, StreamDecoder};
-use proto_checkpoint::replay::Limits;
+use proto_session::replay::Limits;
 use proto_checkpoint::Token;
 use proto_header::VersionRange;
 use proto_stream::session::{

@@ -25,9 +25,6 @@
 //!   file ([`FileSource`]) or selected byte ranges of another ([`Spans`]).
 //! - [`Token`]: versioned, size-prefixed, little-endian, CRC-checked over
 //!   every byte, bound to its stream, with a one-line text form.
-//! - [`replay`]: seq/ack replay after a reconnect (ceph's `RECONNECT_SEQ`):
-//!   a bounded window of unacknowledged messages on the sending side,
-//!   duplicates discarded and gaps refused on the receiving side.
 //! - [`compare`]: two streams are equal when they carry the same commands,
 //!   however their data commands were split; the first divergence names
 //!   the command index, path, file offset and byte offset.
@@ -87,7 +84,6 @@ mod emitter;
 mod format;
 pub mod native;
 mod producer;
-pub mod replay;
 mod source;
 mod split;
 mod stream;
@@ -98,6 +94,6 @@ pub use emitter::{EmitError, Emitter, Fill, RearmError};
 pub use format::{Fault, Format, Head, StreamHead, Validator};
 pub use producer::{CommandsError, CommandsProducer, Producer, Unit, UnitKind};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
-pub use split::{DataLayout, DataSplit, NoSplit, Split};
+pub use split::{DataLayout, DataSplit, Split};
 pub use stream::{list_streams, FormatProducer, StreamSpan};
 pub use token::{Token, TokenError};

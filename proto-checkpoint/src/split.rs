@@ -51,22 +51,8 @@ pub trait Split {
     fn path<'c>(&self, profile: &Profile, cmd: &'c [u8]) -> Option<&'c [u8]>;
 }
 
-/// The rule "never split": every command is emitted whole.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NoSplit;
-
-impl Split for NoSplit {
-    fn layout(&self, _: &Profile, _: &[u8]) -> Option<DataLayout> {
-        None
-    }
-    fn write_prefix(&self, _: &Profile, _: &[u8], _: &DataLayout, _: u64, _: usize, _: &mut [u8]) {}
-    fn object_key(&self, _: &Profile, _: &[u8], _: &DataLayout, _: &mut Vec<u8>) {}
-    fn path<'c>(&self, _: &Profile, _: &'c [u8]) -> Option<&'c [u8]> {
-        None
-    }
-}
-
-/// A rule or none: `None` never splits (a format without data commands).
+/// A rule or none: `None` never splits, every command is emitted whole (a
+/// format without data commands).
 impl<S: Split> Split for Option<S> {
     fn layout(&self, profile: &Profile, cmd: &[u8]) -> Option<DataLayout> {
         self.as_ref()?.layout(profile, cmd)

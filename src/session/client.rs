@@ -3,11 +3,11 @@
 use std::io::{Read, Write};
 
 use proto_btrfs::{Event, StreamDecoder};
-use proto_checkpoint::replay::{Accept, Limits, Receiver, ReplayError};
 use proto_header::{
     advertised, check_required, encode_selection, negotiate_two_way, Context, Endian, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,
 };
+use proto_session::replay::{Accept, Limits, Receiver, ReplayError};
 use proto_tlv::{AttrValue, Value};
 
 use super::conn::{expect, u64_attr, Conn, Data, Incoming};

@@ -3,7 +3,7 @@
 //! A [`Server`] sends a btrfs send-stream file; a [`Fetcher`] receives it.
 //! Each connection starts with a handshake, then carries the stream one
 //! unit (stream header or command) per message, each with a sequence
-//! number ([`proto_checkpoint::replay`]). When the connection breaks, the
+//! number ([`proto_session::replay`]). When the connection breaks, the
 //! caller connects again and hands the new connection to the same
 //! `Server`/`Fetcher`: the handshake exchanges the last seq received, and
 //! only what the receiver lacks is sent again. When the sender restarted
@@ -71,11 +71,13 @@ mod server;
 use std::io::{self, Read, Write};
 
 pub use client::{FetchConfig, FetchStats, Fetcher};
+/// The sans-IO seq/ack replay this session is built on (`proto-session`).
+pub use proto_session::replay;
 pub use server::{Served, Server, ServerConfig, ServerStats};
 
-use proto_checkpoint::replay::ReplayError;
 use proto_checkpoint::TokenError;
 use proto_header::{FixedHeaderFormat, VersionRange};
+use proto_session::replay::ReplayError;
 use proto_tlv::{CrcVariant, Profile};
 
 /// The magic of the session's fixed header.

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_btrfs::Btrfs;
-use proto_checkpoint::replay::{Limits, ReplayError, Resend, Sender};
 use proto_checkpoint::{
     list_streams, DataSplit, Emitter, FileSource, Format, Producer, Source, Spans, StreamSpan,
     Token,
@@ -18,6 +17,7 @@ use proto_header::{
     advertised, check_required, negotiate_two_way, parse_selection, Context, Endian, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,
 };
+use proto_session::replay::{Limits, ReplayError, Resend, Sender};
 use proto_tlv::{AttrValue, Value};
 
 use super::conn::{expect, u64_attr, Conn};

@@ -1,4 +1,4 @@
-//! `checkpoint_replay`: `proto_checkpoint::replay`'s `Sender` and
+//! `session_replay`: `proto_session::replay`'s `Sender` and
 //! `Receiver` over a simulated link, driven by arbitrary operations, against
 //! a model written here from the module's documentation.
 //!
@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use proto_checkpoint::replay::{Accept, Limits, Receiver, ReplayError, Resend, Sender};
+use proto_session::replay::{Accept, Limits, Receiver, ReplayError, Resend, Sender};
 
 /// Operations per input.
 const MAX_OPS: usize = 2048;

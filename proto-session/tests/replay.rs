@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proto_checkpoint::replay::{Accept, Limits, Receiver, ReplayError, Resend, Sender};
+use proto_session::replay::{Accept, Limits, Receiver, ReplayError, Resend, Sender};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

@@ -14,7 +14,7 @@
 //! Nothing here does I/O or keeps time: the caller moves the bytes.
 //!
 //! ```
-//! use proto_checkpoint::replay::{Accept, Limits, Receiver, Sender};
+//! use proto_session::replay::{Accept, Limits, Receiver, Sender};
 //!
 //! let mut tx = Sender::new(Limits { max_bytes: 1024, max_messages: 4 }, 0);
 //! let mut rx = Receiver::new(0);

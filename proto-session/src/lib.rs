@@ -1,0 +1,28 @@
+//! # proto-session: sans-IO sessions that survive reconnects
+//!
+//! The general session layer of the kit, for any stream format: nothing
+//! here does I/O, reads a clock or names a format. Today it holds
+//! [`replay`], the seq/ack replay after a reconnect (ceph's
+//! `RECONNECT_SEQ`): a bounded window of unacknowledged messages on the
+//! sending side, duplicates discarded and gaps refused on the receiving
+//! side. The handshake, the frames and resume by seq or token move here
+//! from the top crate's blocking session next.
+//!
+//! ```
+//! use proto_session::replay::{Accept, Limits, Receiver, Sender};
+//!
+//! let mut tx = Sender::new(Limits { max_bytes: 1 << 20, max_messages: 8 }, 0);
+//! let mut rx = Receiver::new(0);
+//! tx.push(b"unit one").unwrap();
+//! let (seq, bytes) = tx.next_to_send().unwrap();
+//! assert_eq!((seq, bytes), (1, &b"unit one"[..]));
+//! assert_eq!(rx.accept(seq).unwrap(), Accept::Deliver);
+//! // The connection drops before the ack: the receiver states seq 1 and
+//! // nothing is sent again.
+//! let resend = tx.reconnect(rx.last_received()).unwrap();
+//! assert_eq!(resend.messages, 0);
+//! assert!(tx.next_to_send().is_none());
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod replay;
