@@ -9,8 +9,9 @@
 //!   walks to the end, and then the spans and the units each cover the
 //!   input exactly;
 //! - the validator, fed the producer's units, accepts them all and
-//!   finishes exactly when the emitter (which checks every CRC) re-emits
-//!   the whole stream without error;
+//!   finishes only when the emitter (which checks framing and every CRC)
+//!   re-emits the whole stream without error (it is stricter: attribute
+//!   layouts, the format's own rules);
 //! - then the re-emitted stream (split through small buffers) validates
 //!   and compares equal to the input.
 #![no_main]
@@ -68,8 +69,11 @@ fn check<F: Format>(f: &F, data: &[u8], size: usize) {
             Err(_) => break false,
         }
     };
-    assert_eq!(valid, emitted, "validator and emitter disagree");
-    if !emitted {
+    // The validator is the stricter: beyond framing and every CRC (which
+    // the emitter checks too) it checks attribute layouts and the format's
+    // own rules (btrfs: no type 0).
+    assert!(!valid || emitted, "the validator took a stream the emitter refused");
+    if !valid {
         return;
     }
     let again = units_of(f, &out);

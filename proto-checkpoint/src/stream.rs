@@ -94,7 +94,8 @@ pub struct StreamSpan {
 /// The streams of `src` (one, or several concatenated where the format
 /// allows it), found by walking command headers alone: each is framed
 /// (header, lengths within the profile's maximum, END present) but no CRC
-/// is checked.
+/// is checked (a stream whose first command is damaged is named as if it
+/// had none).
 pub fn list_streams<F: Format, S: Source + ?Sized>(
     format: &F,
     src: &mut S,
@@ -118,9 +119,13 @@ pub fn list_streams<F: Format, S: Source + ?Sized>(
             let h = src.read_at(pos, CMD_HEADER_LEN).map_err(io_fault(pos))?;
             let cmd = u16::from_le_bytes([h[4], h[5]]);
             if index == 0 {
+                // Named after the first command when it decodes; a damaged
+                // one (its CRC or attributes) is left to whoever emits or
+                // validates the stream, which checks every command.
                 let bytes = src.read_at(pos, total).map_err(io_fault(pos))?;
-                let (c, _) = decode_command(bytes, &p, index, pos)?;
-                name = Some(format.context_name(out.len() + 1, Some(&c)));
+                if let Ok((c, _)) = decode_command(bytes, &p, index, pos) {
+                    name = Some(format.context_name(out.len() + 1, Some(&c)));
+                }
             }
             largest = largest.max(total);
             pos += total as u64;
