@@ -1411,3 +1411,90 @@ fn fetcher_refuses_a_finish_at_another_seq() {
     );
     assert_eq!(out.len(), units(&file)[..2].iter().sum::<usize>());
 }
+
+// ------------------------------------------------------- native streams
+
+fn native_data() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/native/data-v1.stream"
+    ))
+    .unwrap()
+}
+
+/// A native stream (data commands of 100 000 to 150 000 bytes) goes through
+/// the same session as btrfs streams: drops on either side and a sender
+/// that forgets its transfer, and the output is byte-identical.
+#[test]
+fn native_streams_survive_drops_and_restarts() {
+    let file = native_data();
+    let window = Limits {
+        max_bytes: 1 << 20,
+        max_messages: 64,
+    };
+    for (server_drop, client_drop, forget) in [
+        (200_000, 0, None),
+        (0, 170_000, None),
+        (180_000, 0, Some(2)),
+    ] {
+        let what = format!(
+            "native data-v1, server drops {server_drop}, client drops {client_drop}, forget {forget:?}"
+        );
+        let mut plan = Plan::new(config(window));
+        plan.server_drop = server_drop;
+        plan.client_drop = client_drop;
+        plan.forget_every = forget;
+        let o = transfer(&what, &file, plan);
+        assert_same(&what, &o.out, &file);
+        assert!(o.finished, "{what}");
+        assert!(o.fetch.reconnects > 0, "{what}: no reconnect");
+        assert_eq!(o.fetch.bytes_written, file.len() as u64, "{what}");
+        if forget.is_some() {
+            assert!(o.forgot > 0, "{what}: the sender never forgot");
+            assert!(o.fetch.resumed_by_token > 0, "{what}: no resume by token");
+        } else {
+            assert_eq!(o.fetch.duplicates, 0, "{what}");
+        }
+    }
+}
+
+/// A fetcher bound to the btrfs format refuses a native stream at its first
+/// unit, says why, and writes nothing.
+#[test]
+fn a_fetcher_of_one_format_refuses_another() {
+    let deadline = Instant::now() + DEADLINE;
+    let (listener, addr) = listen();
+    let server = spawn("server native", move || {
+        let mut server = Server::from_bytes(native_data(), ServerConfig::default()).unwrap();
+        let conn = accept(&listener, deadline);
+        server.serve(&conn).map(|_| ())
+    });
+    let mut out = Vec::new();
+    let mut f = Fetcher::with_format(Btrfs, &mut out, FetchConfig::default());
+    let r = f.fetch(connect(addr).unwrap());
+    match r {
+        Err(SessionError::Unit { seq: 1, source }) => {
+            assert!(
+                source.to_string().contains("not a btrfs send stream"),
+                "{source}"
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    drop(f);
+    assert!(out.is_empty());
+    let served = server.join(deadline);
+    // The sender reads the refusal, or finds the connection reset while
+    // it still writes: either way the transfer did not complete.
+    let e = served.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SessionError::Refused {
+                code: Code::Stream,
+                ..
+            }
+        ) || e.retryable(),
+        "{e}"
+    );
+}

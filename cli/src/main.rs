@@ -1,7 +1,7 @@
 //! `proto-stream`: dump, verify and inspect btrfs send streams and native
-//! proto-stream streams; re-emit btrfs streams through bounded buffers with
-//! checkpoint tokens, resume from one, and compare streams however their
-//! writes were split.
+//! proto-stream streams; re-emit either through bounded buffers with
+//! checkpoint tokens, resume from one, compare streams however their data
+//! commands were split, and serve/fetch them across reconnects.
 #![forbid(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
@@ -61,12 +61,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Re-emit a btrfs send stream through buffers of at most N bytes:
+    /// Re-emit a stream (btrfs or native) through buffers of at most N bytes:
     /// D/chunk-000001.bin, ... each followed by D/token-000001.txt, the
-    /// checkpoint token to resume after it. Commands go whole; a write that
-    /// does not fit is split into valid writes.
+    /// checkpoint token to resume after it. Commands go whole; a data
+    /// command (btrfs WRITE, native 0xFFFE) that does not fit is split into
+    /// valid ones.
     Chunk {
-        /// The btrfs send stream file.
+        /// The stream file (btrfs or native, told apart by magic).
         file: PathBuf,
         /// A safe point every K units (stream headers and commands), as a
         /// producer that cannot checkpoint anywhere would have: re-arming
@@ -81,7 +82,7 @@ enum Cmd {
     /// token followed by these concatenate to a valid stream that compares
     /// equal to FILE.
     Resume {
-        /// The btrfs send stream file (the same one).
+        /// The stream file (the same one).
         file: PathBuf,
         /// The token: its text (`pstoken:...`) or a token file. With a
         /// `token-NNNNNN.txt` file, chunks are numbered from NNNNNN + 1.
@@ -94,8 +95,8 @@ enum Cmd {
         #[command(flatten)]
         opts: ChunkOpts,
     },
-    /// Compare two btrfs send streams: exit 0 when they carry the same
-    /// commands however their writes were split, 1 and the first divergence
+    /// Compare two streams of one format: exit 0 when they carry the same
+    /// commands however their data commands were split, 1 and the first divergence
     /// (command, path, file offset, byte offset) when not, 2 on an error.
     Compare {
         /// The first stream file.
@@ -106,13 +107,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve a btrfs send-stream file over TCP to one `fetch`, across as
+    /// Serve a stream file (btrfs or native) over TCP to one `fetch`, across as
     /// many connections as it takes: after a reconnect only what the
     /// receiver lacks is sent again (seq exchange), and a sender that lost
     /// its window resumes from the receiver's checkpoint token. Each stream
     /// of the file is a context. Exits 0 once the transfer is acknowledged.
     Serve {
-        /// The btrfs send stream file.
+        /// The stream file (btrfs or native, told apart by magic).
         file: PathBuf,
         #[command(flatten)]
         opts: ServeOpts,

@@ -515,3 +515,33 @@ fn a_serve_process_killed_mid_transfer_is_replaced_and_the_fetch_resumes_from_it
     // B sent only what the fetch lacked (from its last token on).
     assert!(n(&bv, "bytes_sent") < bytes.len() as u64, "{bv}");
 }
+
+/// The shipped native stream (data commands over 64 KiB) through `serve`
+/// and `fetch` with drops on both sides, then with the sender killed once:
+/// the fetched file is the stream, byte for byte, and verifies.
+#[test]
+fn serve_and_fetch_a_native_stream() {
+    let deadline = Instant::now() + DEADLINE;
+    let d = TempDir::new("native");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/native/data-v1.stream");
+    let bytes = std::fs::read(&file).unwrap();
+    for extra in [
+        &["--drop-every", "200000"][..],
+        &["--kill-sender-after", "200000", "--token-every", "4096"][..],
+    ] {
+        let (mut s, addr) = serve(&file, "127.0.0.1:0", extra, deadline);
+        let out = d.path("out.stream");
+        let fv = fetch(&addr.to_string(), &out, &["--drop-every", "230000"]).json(deadline);
+        let sv = s.json(deadline);
+        assert_same_file(&out, &bytes);
+        assert_eq!(n(&fv, "bytes"), bytes.len() as u64, "{fv}");
+        assert!(n(&fv, "reconnects") >= 1, "{fv}");
+        if extra[0] == "--kill-sender-after" {
+            assert_eq!(n(&sv, "restarts"), 1, "{sv}");
+            assert_eq!(n(&fv, "resumed_by_token"), 1, "{fv}");
+        }
+        let v = start("verify", &["verify", "--json", out.to_str().unwrap()]).json(deadline);
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(fv["contexts"].as_array().unwrap().len(), 1, "{fv}");
+    }
+}

@@ -2,7 +2,9 @@
 
 use std::io::{Read, Write};
 
-use proto_btrfs::{Event, StreamDecoder};
+use proto_btrfs::Btrfs;
+use proto_checkpoint::native::{NativeFormat, PRSTREAM};
+use proto_checkpoint::{Format, Validator};
 use proto_header::{
     advertised, check_required, encode_selection, negotiate_two_way, Context, Endian, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,
@@ -74,7 +76,7 @@ pub struct Fetcher<W: Write> {
     config: FetchConfig,
     out: W,
     rx: Receiver,
-    validator: StreamDecoder,
+    validator: Box<dyn UnitCheck>,
     instance: [u8; 16],
     offered: Vec<Context>,
     selection: Option<Vec<u32>>,
@@ -87,13 +89,24 @@ pub struct Fetcher<W: Write> {
 }
 
 impl<W: Write> Fetcher<W> {
-    /// A fetcher writing into `out` (a new transfer).
+    /// A fetcher writing into `out` (a new transfer) that takes a stream
+    /// of any of the kit's formats (btrfs or native `PRSTREAM`), told apart
+    /// by the magic of the first unit.
     pub fn new(out: W, config: FetchConfig) -> Self {
+        Self::with_check(Box::new(Detect(None)), out, config)
+    }
+
+    /// A fetcher that takes streams of `format` only.
+    pub fn with_format<F: Format + 'static>(format: F, out: W, config: FetchConfig) -> Self {
+        Self::with_check(Box::new(format.validator()), out, config)
+    }
+
+    fn with_check(validator: Box<dyn UnitCheck>, out: W, config: FetchConfig) -> Self {
         Fetcher {
             config,
             out,
             rx: Receiver::new(0),
-            validator: StreamDecoder::new(),
+            validator,
             instance: [0; 16],
             offered: Vec::new(),
             selection: None,
@@ -309,6 +322,7 @@ impl<W: Write> Fetcher<W> {
                     self.validator
                         .finish()
                         .map_err(|source| SessionError::Unit { seq: last, source })?;
+
                     self.last = Some(last);
                     self.ack(conn)?;
                 }
@@ -369,21 +383,9 @@ impl<W: Write> Fetcher<W> {
 
     /// Checks one unit and writes it.
     fn deliver(&mut self, seq: u64, payload: &[u8]) -> Result<(), SessionError> {
-        let whole = match self.validator.decode(payload) {
-            Ok(Event::Stream { consumed, .. }) | Ok(Event::Command { consumed, .. }) => {
-                consumed == payload.len()
-            }
-            Ok(Event::NeedMore { .. }) => false,
-            Err(source) => return Err(SessionError::Unit { seq, source }),
-        };
-        if !whole {
-            return Err(SessionError::Unit {
-                seq,
-                source: proto_btrfs::Error::State {
-                    why: "a unit must be exactly one stream header or one whole command",
-                },
-            });
-        }
+        self.validator
+            .unit(payload)
+            .map_err(|source| SessionError::Unit { seq, source })?;
         self.out.write_all(payload).map_err(SessionError::Output)?;
         self.stats.units += 1;
         self.stats.bytes_written += payload.len() as u64;
@@ -403,5 +405,49 @@ impl<W: Write> Fetcher<W> {
             conn.flush()?;
         }
         Ok(())
+    }
+}
+
+/// A receiver's check of units, whatever their format.
+trait UnitCheck {
+    /// Checks that `unit` is exactly the next unit of a valid stream.
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
+    /// Checks that the stream may end here.
+    fn finish(&self) -> Result<(), BoxError>;
+}
+
+/// A unit's error, of the stream's own format.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<F: Format> UnitCheck for Validator<F> {
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
+        Validator::unit(self, unit).map_err(Into::into)
+    }
+    fn finish(&self) -> Result<(), BoxError> {
+        Validator::finish(self).map_err(Into::into)
+    }
+}
+
+/// The validator of the format the first unit (a stream header) names:
+/// the kit's native `PRSTREAM` by its magic, else btrfs (whose errors say
+/// what was found).
+struct Detect(Option<Box<dyn UnitCheck>>);
+
+impl UnitCheck for Detect {
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
+        let v = self.0.get_or_insert_with(|| {
+            if PRSTREAM.recognises(unit) {
+                Box::new(<NativeFormat as Format>::validator(&PRSTREAM))
+            } else {
+                Box::new(Btrfs.validator())
+            }
+        });
+        v.unit(unit)
+    }
+    fn finish(&self) -> Result<(), BoxError> {
+        match &self.0 {
+            Some(v) => v.finish(),
+            None => Btrfs.validator().finish().map_err(Into::into),
+        }
     }
 }

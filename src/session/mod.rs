@@ -1,6 +1,9 @@
 //! Transfers that survive disconnects: a session over any `Read + Write`.
 //!
-//! A [`Server`] sends a btrfs send-stream file; a [`Fetcher`] receives it.
+//! A [`Server`] sends a stream file of any [`Format`](proto_checkpoint::Format)
+//! (btrfs send streams and native `PRSTREAM` streams told apart by magic, or
+//! one given with [`Server::with_format`]); a [`Fetcher`] receives it,
+//! checking each unit with that format's validator.
 //! Each connection starts with a handshake, then carries the stream one
 //! unit (stream header or command) per message, each with a sequence
 //! number ([`proto_session::replay`]). When the connection breaks, the
@@ -39,9 +42,11 @@
 //!
 //! # Contexts
 //!
-//! The contexts of a file are its concatenated streams, named after their
-//! first command (`subvol:PATH`, `snapshot:PATH`); a receiver that selects
-//! some gets those streams, which together are a valid stream.
+//! The contexts of a file are its streams ([`proto_checkpoint::list_streams`]):
+//! for btrfs its concatenated streams, named after their first command
+//! (`subvol:PATH`, `snapshot:PATH`); a native stream is one context. A
+//! receiver that selects some gets those streams, which together are a
+//! valid stream.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -70,7 +75,7 @@ mod server;
 
 use std::io::{self, Read, Write};
 
-pub use client::{FetchConfig, FetchStats, Fetcher};
+pub use client::{BoxError, FetchConfig, FetchStats, Fetcher};
 /// The sans-IO seq/ack replay this session is built on (`proto-session`).
 pub use proto_session::replay;
 pub use server::{Served, Server, ServerConfig, ServerStats};
@@ -105,8 +110,9 @@ pub const FEATURE_DEPS: &[proto_header::FeatureDep] = &[proto_header::FeatureDep
 
 /// Largest frame payload before the handshake completes.
 pub const HANDSHAKE_MAX_PAYLOAD: u32 = 2 << 20;
-/// Largest unit (stream header or command) a session carries: a btrfs v2
-/// command of 16 MiB plus its header.
+/// Largest unit (stream header or command) a session carries: a command
+/// of 16 MiB (the largest payload of btrfs v2 and of `PRSTREAM`) plus its
+/// header.
 pub const MAX_UNIT: usize = (16 << 20) + proto_tlv::CMD_HEADER_LEN;
 /// The TLV profile of session frames: standard CRC-32C; the payload
 /// attribute runs to the end of its frame.
@@ -319,8 +325,8 @@ pub enum SessionError {
     Unit {
         /// Its seq.
         seq: u64,
-        /// What is wrong with it.
-        source: proto_btrfs::Error,
+        /// What is wrong with it, in the stream format's own terms.
+        source: client::BoxError,
     },
     /// The receiver could not write its output (not retryable).
     #[error("writing the output: {0}")]

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_btrfs::Btrfs;
+use proto_checkpoint::native::PRSTREAM;
 use proto_checkpoint::{
-    list_streams, DataSplit, Emitter, FileSource, Format, Producer, Source, Spans, StreamSpan,
+    list_streams, Emitter, FileSource, Fill, Format, Producer, Source, Spans, Split, StreamSpan,
     Token,
 };
 use proto_header::{
@@ -103,7 +103,41 @@ pub struct Served {
 
 type BoxSource = Box<dyn Source + Send>;
 type Opener = Box<dyn FnMut() -> io::Result<BoxSource> + Send>;
-type StreamEmitter = Emitter<StreamProducer<Spans<BoxSource>>, DataSplit>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An emitter of any format, as the server drives it.
+trait Units: Send {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError>;
+    fn token(&self) -> Token;
+    fn ended(&self) -> bool;
+    fn set_units_per_fill(&mut self, n: u64);
+}
+
+impl<P, S> Units for Emitter<P, S>
+where
+    P: Producer + Send,
+    P::Error: Send + Sync,
+    S: Split + Send,
+{
+    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError> {
+        Emitter::fill(self, buf).map_err(Into::into)
+    }
+    fn token(&self) -> Token {
+        Emitter::token(self)
+    }
+    fn ended(&self) -> bool {
+        Emitter::ended(self)
+    }
+    fn set_units_per_fill(&mut self, n: u64) {
+        Emitter::set_units_per_fill(self, n)
+    }
+}
+
+/// Makes the emitter of the selected streams, from the start or re-armed
+/// from a token, in the file's format.
+type Arm =
+    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Units>, SessionError> + Send>;
+type StreamEmitter = Box<dyn Units>;
 
 /// What survives a reconnect: the emitter and the window.
 struct Transfer {
@@ -124,6 +158,7 @@ struct Transfer {
 pub struct Server {
     config: ServerConfig,
     open: Opener,
+    arm: Arm,
     streams: Vec<StreamSpan>,
     /// The largest unit of the file: the emitter's buffer.
     max_unit: usize,
@@ -135,10 +170,11 @@ pub struct Server {
 
 impl Server {
     /// Serves the stream file at `path` (opened again whenever the sender
-    /// re-arms).
+    /// re-arms), of any of the kit's formats: native `PRSTREAM` by its
+    /// magic, else btrfs.
     pub fn open(path: &Path, config: ServerConfig) -> Result<Server, SessionError> {
         let path = path.to_owned();
-        Server::with_opener(
+        Server::detect(
             Box::new(move || {
                 let f = File::open(&path)?;
                 Ok(Box::new(FileSource::new(f)?) as BoxSource)
@@ -147,19 +183,58 @@ impl Server {
         )
     }
 
-    /// Serves a stream held in memory.
+    /// Serves a stream held in memory, of any of the kit's formats.
     pub fn from_bytes(bytes: Vec<u8>, config: ServerConfig) -> Result<Server, SessionError> {
         let bytes: Arc<[u8]> = bytes.into();
-        Server::with_opener(
+        Server::detect(
             Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)),
             config,
         )
     }
 
-    fn with_opener(mut open: Opener, config: ServerConfig) -> Result<Server, SessionError> {
+    /// Serves a stream of `format` held in memory.
+    pub fn with_format<F>(
+        format: F,
+        bytes: Vec<u8>,
+        config: ServerConfig,
+    ) -> Result<Server, SessionError>
+    where
+        F: Format + Send + 'static,
+        F::Split: Send,
+    {
+        let bytes: Arc<[u8]> = bytes.into();
+        Server::with_opener(
+            format,
+            Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)),
+            config,
+        )
+    }
+
+    fn detect(mut open: Opener, config: ServerConfig) -> Result<Server, SessionError> {
+        let mut src = open().map_err(|e| SessionError::Source(e.to_string()))?;
+        let n = src.len().min(PRSTREAM.fixed.magic.len() as u64) as usize;
+        let head = src
+            .read_at(0, n)
+            .map_err(|e| SessionError::Source(e.to_string()))?;
+        if PRSTREAM.recognises(head) {
+            Server::with_opener(PRSTREAM, open, config)
+        } else {
+            Server::with_opener(Btrfs, open, config)
+        }
+    }
+
+    fn with_opener<F>(
+        format: F,
+        mut open: Opener,
+        config: ServerConfig,
+    ) -> Result<Server, SessionError>
+    where
+        F: Format + Send + 'static,
+        F::Split: Send,
+    {
         let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
         let mut src = open().map_err(|e| source_err(&e))?;
-        let streams = list_streams(&Btrfs, &mut *src).map_err(|e| source_err(&e))?;
+        let streams = list_streams(&format, &mut *src).map_err(|e| source_err(&e))?;
         // The emitter fills buffers of the file's largest unit, so it never
         // splits a command, and the window reserves what the file needs,
         // not 16 MiB more for every transfer.
@@ -169,9 +244,23 @@ impl Server {
             .max()
             .unwrap_or(MAX_UNIT)
             .min(MAX_UNIT);
-        let producer = Btrfs
+        let producer = format
             .producer(src, config.safe_every)
             .map_err(|e| source_err(&e))?;
+        let safe_every = config.safe_every;
+        let arm: Arm = Box::new(move |spans, token| {
+            let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
+            let p = format
+                .producer(spans, safe_every)
+                .map_err(|e| source_err(&e))?;
+            Ok(match token {
+                Some(t) => Box::new(
+                    Emitter::resume(p, format.split(), t)
+                        .map_err(|e| SessionError::Resume(format!("the token was refused: {e}")))?,
+                ),
+                None => Box::new(Emitter::new(p, format.split()).map_err(|e| source_err(&e))?),
+            })
+        });
         let contexts = streams
             .iter()
             .enumerate()
@@ -190,6 +279,7 @@ impl Server {
         Ok(Server {
             config,
             open,
+            arm,
             streams,
             max_unit,
             hello,
@@ -317,8 +407,7 @@ impl Server {
                 Err(e) => return Err(e.into()),
             }
         }
-        let producer = self.producer(&selection)?;
-        let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
+        let spans = self.spans(&selection)?;
         let (emitter, how) = match token {
             Some(bytes) => {
                 let token = Token::from_bytes(&bytes)?;
@@ -328,15 +417,13 @@ impl Server {
                         token.seq
                     )));
                 }
-                let e = Emitter::resume(producer, WRITE_SPLIT, &token)
-                    .map_err(|e| SessionError::Resume(format!("the token was refused: {e}")))?;
-                (e, Resumed::Token)
+                ((self.arm)(spans, Some(&token))?, Resumed::Token)
             }
             // A receiver that has units but no token (the sender lost its
             // window before the first token went out) is served from the
             // start: the units it has are regenerated and skipped.
             None => {
-                let e = Emitter::new(producer, WRITE_SPLIT).map_err(|e| source_err(&e))?;
+                let e = (self.arm)(spans, None)?;
                 let how = if received == 0 {
                     Resumed::Fresh
                 } else {
@@ -356,7 +443,9 @@ impl Server {
             // before this one): regenerate them without sending.
             let mut scratch = vec![0u8; self.max_unit];
             while at < received {
-                let fill = emitter.fill(&mut scratch).map_err(|e| source_err(&e))?;
+                let fill = emitter
+                    .fill(&mut scratch)
+                    .map_err(|e| SessionError::Source(e.to_string()))?;
                 if fill.written == 0 {
                     return Err(ReplayError::FromTheFuture {
                         peer: received,
@@ -386,10 +475,7 @@ impl Server {
         Ok((how, Resend::default()))
     }
 
-    fn producer(
-        &mut self,
-        selection: &[u32],
-    ) -> Result<StreamProducer<Spans<BoxSource>>, SessionError> {
+    fn spans(&mut self, selection: &[u32]) -> Result<Spans<BoxSource>, SessionError> {
         let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
         let src = (self.open)().map_err(|e| source_err(&e))?;
         let ranges: Vec<(u64, u64)> = selection
@@ -397,10 +483,7 @@ impl Server {
             .filter_map(|id| self.streams.get((*id as usize).checked_sub(1)?))
             .map(|s| (s.offset, s.len))
             .collect();
-        let spans = Spans::new(src, &ranges).map_err(|e| source_err(&e))?;
-        Btrfs
-            .producer(spans, self.config.safe_every)
-            .map_err(|e| source_err(&e))
+        Spans::new(src, &ranges).map_err(|e| source_err(&e))
     }
 
     /// The data phase: units out, acks in, until the last unit is
@@ -464,10 +547,7 @@ impl Server {
                     filled = Some(f);
                     Ok(n)
                 })?;
-                let seq =
-                    pushed.map_err(|e: proto_checkpoint::EmitError<proto_btrfs::Error>| {
-                        SessionError::Source(e.to_string())
-                    })?;
+                let seq = pushed.map_err(|e: BoxError| SessionError::Source(e.to_string()))?;
                 let Some(fill) = filled else { continue };
                 t.since_token += fill.written as u64;
                 if fill.ended {
