@@ -799,7 +799,7 @@ impl Raw {
             if f.cmd == frame::REFUSE {
                 let got = u16::from_le_bytes(f.get(attr::CODE).unwrap().try_into().unwrap());
                 let message = String::from_utf8(f.get(attr::MESSAGE).unwrap().to_vec()).unwrap();
-                assert_eq!(got, code as u16, "REFUSE code; message: {message}");
+                assert_eq!(got, code.to_u16(), "REFUSE code; message: {message}");
                 let mut rest = Vec::new();
                 let _ = self.s.read_to_end(&mut rest);
                 assert!(rest.is_empty(), "{} bytes after REFUSE", rest.len());
@@ -1497,4 +1497,36 @@ fn a_fetcher_of_one_format_refuses_another() {
         ) || e.retryable(),
         "{e}"
     );
+}
+
+/// A refusal code this implementation does not know (from a newer peer) is
+/// kept as it came, not folded into a catch-all.
+#[test]
+fn an_unknown_refusal_code_is_kept() {
+    let file = small();
+    let f2 = file.clone();
+    let (r, out, _) = against_fetcher(move |mut raw| {
+        server_accept(&mut raw, &f2);
+        raw.frame(
+            frame::REFUSE,
+            &[
+                AttrValue::new(attr::CODE, Value::U16(0x1234)),
+                AttrValue::new(attr::MESSAGE, Value::Bytes(b"a reason from the future")),
+            ],
+        );
+    });
+    match r {
+        Err(SessionError::Refused { code, message }) => {
+            assert_eq!(code, Code::Other(0x1234));
+            assert_eq!(code.to_u16(), 0x1234);
+            assert_eq!(message, "a reason from the future");
+            let e = SessionError::Refused { code, message };
+            assert!(e.to_string().contains("code 0x1234"), "{e}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(out.is_empty());
+    for v in 0..=u16::MAX {
+        assert_eq!(Code::from_u16(v).to_u16(), v);
+    }
 }

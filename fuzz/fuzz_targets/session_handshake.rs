@@ -220,7 +220,7 @@ fn check_common<T>(
                 let Some(f) = frames.last().filter(|f| f.ty == frame::REFUSE) else {
                     panic!("{e:?} was not told to the peer");
                 };
-                assert_eq!(f.code, Some(e.code() as u16), "the code of {e:?}");
+                assert_eq!(f.code, Some(e.code().to_u16()), "the code of {e:?}");
                 assert!(f.message_len > 0 && f.message_len <= 4096);
             }
         }

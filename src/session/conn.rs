@@ -291,7 +291,7 @@ impl<S: Read + Write> Conn<S> {
             }
             message.truncate(cut);
         }
-        let code = err.code() as u16;
+        let code = err.code().to_u16();
         let sent = self.write_frame(
             frame::REFUSE,
             &[

@@ -211,32 +211,34 @@ pub enum Resumed {
     Start = 3,
 }
 
-/// Why a peer was refused: sent in REFUSE frames.
+/// Why a peer was refused: sent in REFUSE frames as a u16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Code {
-    /// A malformed or unexpected frame, or a broken fixed header.
-    Protocol = 1,
-    /// No common version.
-    Version = 2,
-    /// A required feature the peer does not know.
-    Feature = 3,
-    /// An invalid context selection.
-    Selection = 4,
-    /// The transfer cannot resume (no window and no usable token, a
-    /// changed selection, a bad token).
-    Resume = 5,
-    /// A seq from the future, or a gap.
-    Seq = 6,
+    /// A malformed or unexpected frame, or a broken fixed header (1).
+    Protocol,
+    /// No common version (2).
+    Version,
+    /// A required feature the peer does not know (3).
+    Feature,
+    /// An invalid context selection (4).
+    Selection,
+    /// The transfer cannot resume: no window and no usable token, a
+    /// changed selection, a bad token (5).
+    Resume,
+    /// A seq from the future, or a gap (6).
+    Seq,
     /// The sender's stream is broken, or a unit the receiver got is not
-    /// valid.
-    Stream = 7,
-    /// Any other code (from a newer peer).
-    Other = 0xffff,
+    /// valid (7).
+    Stream,
+    /// A code this implementation does not know (from a newer peer), kept
+    /// as it came.
+    Other(u16),
 }
 
 impl Code {
-    /// The code of a u16 on the wire.
+    /// The code of a u16 on the wire; unknown values are kept
+    /// ([`Code::Other`]).
     pub fn from_u16(v: u16) -> Code {
         match v {
             1 => Code::Protocol,
@@ -246,7 +248,21 @@ impl Code {
             5 => Code::Resume,
             6 => Code::Seq,
             7 => Code::Stream,
-            _ => Code::Other,
+            v => Code::Other(v),
+        }
+    }
+
+    /// The u16 on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Code::Protocol => 1,
+            Code::Version => 2,
+            Code::Feature => 3,
+            Code::Selection => 4,
+            Code::Resume => 5,
+            Code::Seq => 6,
+            Code::Stream => 7,
+            Code::Other(v) => v,
         }
     }
 }
@@ -261,7 +277,7 @@ impl std::fmt::Display for Code {
             Code::Resume => "resume",
             Code::Seq => "seq",
             Code::Stream => "stream",
-            Code::Other => "other",
+            Code::Other(v) => return write!(f, "code {v:#06x}"),
         };
         f.write_str(s)
     }
