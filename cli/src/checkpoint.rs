@@ -34,19 +34,12 @@ macro_rules! with_format {
 /// Whether `file` starts with the native magic (anything else is read as
 /// a btrfs stream, whose errors say what was found).
 fn is_native(file: &Path) -> Result<bool, Failure> {
-    use std::io::Read;
-    let mut head = [0u8; 8];
-    let mut f = File::open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    let mut got = 0;
-    while got < head.len() {
-        match f.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Failure::Io(format!("{}: {e}", file.display()))),
-        }
+    if file == Path::new("-") {
+        // Not read: `open` refuses standard input with a clear message.
+        return Ok(false);
     }
-    Ok(&head[..got] == NATIVE_MAGIC)
+    let (head, _) = crate::input::sniff(file, NATIVE_MAGIC.len())?;
+    Ok(head == NATIVE_MAGIC)
 }
 
 /// What `chunk` and `resume` were asked to do.
