@@ -149,6 +149,16 @@ impl Error {
     pub fn kind(&self) -> &ErrorKind {
         &self.kind
     }
+
+    /// The byte offset of the faulty element in the stream.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The 0-based index of the command concerned.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 impl fmt::Display for Error {

@@ -203,6 +203,7 @@ fn oversized_length_is_refused_before_the_payload_arrives() {
         }
     );
     assert_eq!((e.index, e.offset), (0, 100));
+    assert_eq!((e.index(), e.offset()), (e.index, e.offset));
     // It stays failed.
     assert_eq!(dec.decode(b"more").unwrap_err(), e);
     // Header in two pieces: same verdict.
