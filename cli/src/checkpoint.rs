@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use proto_stream::btrfs::Btrfs;
-use proto_stream::checkpoint::native::{NATIVE_MAGIC, PRSTREAM};
+use proto_stream::checkpoint::native::PRSTREAM;
 use proto_stream::checkpoint::{
     compare as compare_streams, CompareError, EmitError, Emitter, FileSource, Format,
     FormatProducer, Outcome, Token,
@@ -38,8 +38,8 @@ fn is_native(file: &Path) -> Result<bool, Failure> {
         // Not read: `open` refuses standard input with a clear message.
         return Ok(false);
     }
-    let (head, _) = crate::input::sniff(file, NATIVE_MAGIC.len())?;
-    Ok(head == NATIVE_MAGIC)
+    let (head, _) = crate::input::sniff(file, PRSTREAM.fixed.magic.len())?;
+    Ok(PRSTREAM.recognises(&head))
 }
 
 /// What `chunk` and `resume` were asked to do.
