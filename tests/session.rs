@@ -1530,3 +1530,74 @@ fn an_unknown_refusal_code_is_kept() {
         assert_eq!(Code::from_u16(v).to_u16(), v);
     }
 }
+
+/// Records what is read from a connection.
+struct Recorded<S> {
+    inner: S,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: Read> Read for Recorded<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.log.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for Recorded<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Every frame a server sends checks in full (`decode_command`, CRC
+/// included), for btrfs streams (raw CRC-32C commands) and native ones
+/// (standard CRC-32C): the server derives a large DATA frame's CRC from its
+/// command's own, and a receiver without that fast path (or a duplicate,
+/// which is checked in full) must find it right. A regression test: the
+/// derivation once assumed the btrfs variant for every stream.
+#[test]
+fn every_frame_a_server_sends_checks_in_full() {
+    let btrfs = std::fs::read(testdata().join("incr-v2.stream")).unwrap();
+    for (what, file) in [("native data-v1", native_data()), ("btrfs incr-v2", btrfs)] {
+        let deadline = Instant::now() + DEADLINE;
+        let (listener, addr) = listen();
+        let bytes = file.clone();
+        let server = spawn(&format!("server {what}"), move || {
+            let mut server = Server::from_bytes(bytes, ServerConfig::default()).unwrap();
+            let conn = accept(&listener, deadline);
+            server.serve(&conn).map(|_| ())
+        });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conn = Recorded {
+            inner: connect(addr).unwrap(),
+            log: log.clone(),
+        };
+        let mut f = Fetcher::new(Vec::new(), FetchConfig::default());
+        f.fetch(conn).unwrap();
+        assert!(f.done(), "{what}");
+        server.join(deadline).unwrap();
+        assert_same(what, &f.into_inner(), &file);
+
+        let log = log.lock().unwrap();
+        let mut at = 16; // the server's fixed header
+        let (mut frames, mut large) = (0u64, 0u64);
+        while at < log.len() {
+            let (c, n) = decode_command(&log[at..], &SESSION_PROFILE, frames, at as u64)
+                .unwrap_or_else(|e| panic!("{what}: frame {frames}: {e}"));
+            if c.cmd() == frame::DATA && c.attr(attr::PAYLOAD).unwrap().value().len() >= 4096 {
+                large += 1;
+            }
+            at += n;
+            frames += 1;
+        }
+        assert!(
+            large > 0,
+            "{what}: no large DATA frame: the fast path was not tried"
+        );
+    }
+}

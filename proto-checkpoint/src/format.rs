@@ -177,6 +177,12 @@ impl<F: Format> Validator<F> {
         self.offset
     }
 
+    /// The profile of the stream being received: `None` before its header
+    /// and between streams.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
     /// Checks that `unit` is exactly the next unit. Nothing changes on
     /// error.
     pub fn unit(&mut self, unit: &[u8]) -> Result<(), F::Error> {

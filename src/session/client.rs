@@ -10,7 +10,7 @@ use proto_header::{
     V1Header, VersionRange, KIT_VERSIONS,
 };
 use proto_session::replay::{Accept, Limits, Receiver, ReplayError};
-use proto_tlv::{AttrValue, Value};
+use proto_tlv::{AttrValue, CrcVariant, Value};
 
 use super::conn::{expect, u64_attr, Conn, Data, Incoming};
 use super::{
@@ -284,7 +284,8 @@ impl<W: Write> Fetcher<W> {
 
     fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         loop {
-            let c = match conn.read_incoming("in the transfer")? {
+            let unit_crc = self.validator.unit_crc();
+            let c = match conn.read_incoming("in the transfer", unit_crc)? {
                 Incoming::Data(d) => {
                     if self.data(d.seq, d.payload, Some(&d))? {
                         self.ack(conn)?;
@@ -414,6 +415,9 @@ trait UnitCheck {
     fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
     /// Checks that the stream may end here.
     fn finish(&self) -> Result<(), BoxError>;
+    /// The CRC variant of the commands of the stream being received, once
+    /// its header is in.
+    fn unit_crc(&self) -> Option<CrcVariant>;
 }
 
 /// A unit's error, of the stream's own format.
@@ -425,6 +429,9 @@ impl<F: Format> UnitCheck for Validator<F> {
     }
     fn finish(&self) -> Result<(), BoxError> {
         Validator::finish(self).map_err(Into::into)
+    }
+    fn unit_crc(&self) -> Option<CrcVariant> {
+        self.profile().map(|p| p.crc)
     }
 }
 
@@ -449,5 +456,8 @@ impl UnitCheck for Detect {
             Some(v) => v.finish(),
             None => Btrfs.validator().finish().map_err(Into::into),
         }
+    }
+    fn unit_crc(&self) -> Option<CrcVariant> {
+        self.0.as_ref().and_then(|v| v.unit_crc())
     }
 }

@@ -116,13 +116,18 @@ impl<S: Read + Write> Conn<S> {
     /// frame's CRC holds exactly when the unit's does, which the receiver's
     /// check of the unit computes anyway (one pass over the bytes instead of
     /// two). Any other frame is decoded as [`Conn::read_frame`] does.
+    ///
+    /// `unit_crc`: the CRC variant of the commands now arriving (the
+    /// receiver's validator knows it once the stream header is in); `None`
+    /// reads every frame in full.
     pub(crate) fn read_incoming(
         &mut self,
         during: &'static str,
+        unit_crc: Option<CrcVariant>,
     ) -> Result<Incoming<'_>, SessionError> {
         let (s, total, index, offset) = self.next_frame(during)?;
         let bytes = &self.rbuf[s..s + total];
-        if let Some((seq, payload)) = fast_data(bytes) {
+        if let Some((seq, payload)) = unit_crc.and_then(|crc| fast_data(bytes, crc)) {
             return Ok(Incoming::Data(Data {
                 seq,
                 payload,
@@ -218,8 +223,15 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// A DATA frame: header, SEQ, then the payload, which goes straight to
-    /// the connection when it is large (one copy fewer).
-    pub(crate) fn write_data(&mut self, seq: u64, payload: &[u8]) -> Result<(), SessionError> {
+    /// the connection when it is large (one copy fewer). `unit_crc`: the CRC
+    /// variant of the stream's commands, when every stream sent has the
+    /// same; `None` checksums every frame over its bytes.
+    pub(crate) fn write_data(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        unit_crc: Option<CrcVariant>,
+    ) -> Result<(), SessionError> {
         let len = (DATA_PREFIX - CMD_HEADER_LEN + payload.len()) as u32;
         let mut p = [0u8; DATA_PREFIX];
         p[0..4].copy_from_slice(&len.to_le_bytes());
@@ -231,7 +243,8 @@ impl<S: Read + Write> Conn<S> {
         // A large command's frame CRC comes from the command's own CRC (the
         // emitter checked it, or made it for a piece of a split write): the
         // unit is checksummed once on this side, not twice.
-        let sum = data_crc_from_unit(&p, payload).unwrap_or_else(|| {
+        let derived = unit_crc.and_then(|crc| data_crc_from_unit(&p, payload, crc));
+        let sum = derived.unwrap_or_else(|| {
             let crc = SESSION_PROFILE.crc;
             let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
             crc.finish(crc.update(state, payload))
@@ -339,7 +352,7 @@ pub(crate) enum Incoming<'a> {
 /// The seq and unit of a DATA frame laid out as [`Conn::write_data`] lays
 /// it out, whose unit frames as a large command and whose CRC matches the
 /// one derived from the unit's own CRC.
-fn fast_data(bytes: &[u8]) -> Option<(u64, &[u8])> {
+fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
     let p = bytes.get(..DATA_PREFIX)?;
     let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
     if u16_at(4) != frame::DATA
@@ -351,7 +364,7 @@ fn fast_data(bytes: &[u8]) -> Option<(u64, &[u8])> {
     }
     let payload = &bytes[DATA_PREFIX..];
     let stored = u32::from_le_bytes([p[6], p[7], p[8], p[9]]);
-    if data_crc_from_unit(p, payload)? != stored {
+    if data_crc_from_unit(p, payload, unit_crc)? != stored {
         return None;
     }
     let mut seq = [0u8; 8];
@@ -360,11 +373,12 @@ fn fast_data(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a
-/// unit of at least 4 KiB that frames as a btrfs command, computed from
-/// the command's own CRC instead of its bytes ([`command_register`]):
-/// correct exactly when that command's CRC is. `None` for other units.
-fn data_crc_from_unit(prefix: &[u8], unit: &[u8]) -> Option<u32> {
-    let reg = command_register(unit)?;
+/// unit of at least 4 KiB that frames as a command checksummed with
+/// `unit_crc`, computed from the command's own CRC instead of its bytes
+/// ([`command_register`]): correct exactly when that command's CRC is.
+/// `None` for other units.
+fn data_crc_from_unit(prefix: &[u8], unit: &[u8], unit_crc: CrcVariant) -> Option<u32> {
+    let reg = command_register(unit, unit_crc)?;
     let crc = SESSION_PROFILE.crc;
     let state = crc.update(
         crc.header_state(prefix),
@@ -376,23 +390,30 @@ fn data_crc_from_unit(prefix: &[u8], unit: &[u8]) -> Option<u32> {
 }
 
 /// `L(0, unit)`: the raw CRC-32C register (seed 0, no inversions) after a
-/// unit that frames as a btrfs command (its length field matches), computed
-/// from the command's own CRC instead of its bytes, so the server checksums
-/// each unit once (the emitter's check) rather than twice.
+/// unit that frames as a command (its length field matches) checksummed
+/// with `variant`, computed from the command's own CRC instead of its
+/// bytes, so the server checksums each unit once (the emitter's check)
+/// rather than twice.
 ///
-/// A btrfs command's CRC is `L(0, Z)`, `Z` the command with its CRC field
-/// zeroed (`CrcVariant::BtrfsRaw`: seed 0, no final inversion). `L` is
-/// linear, so `L(0, unit) = L(0, Z) ^ L(0, [0; 6] ++ crc ++ [0; n - 10])`,
-/// and the second term is the register of the 4 CRC bytes carried through
-/// `n - 10` zero bytes (`crc32c_shift`).
+/// Let `Z` be the command with its CRC field zeroed, `n` its length. `L`
+/// is linear in the start register and in the bytes, and
+/// `L(r, 0^n) = crc32c_shift(r, n)`. The stored CRC `c` gives `L(0, Z)`:
+/// - `CrcVariant::BtrfsRaw` (seed 0, no final inversion): `c = L(0, Z)`;
+/// - `CrcVariant::Standard` (seed and final XOR `!0`):
+///   `c = !L(!0, Z) = !(shift(!0, n) ^ L(0, Z))`, so
+///   `L(0, Z) = !c ^ shift(!0, n)`.
 ///
-/// Every unit a server sends is a stream header (17 bytes, which never
-/// frames as a command: its length field would read "btrf") or a command
-/// whose CRC the emitter checked, or made for a piece of a split write. Were
-/// a command's CRC wrong all the same, the DATA frame's CRC would come out
-/// wrong by the same difference and the receiver would refuse the frame:
-/// nothing wrong is ever accepted.
-fn command_register(unit: &[u8]) -> Option<u32> {
+/// Then `L(0, unit) = L(0, Z) ^ L(0, [0; 6] ++ c ++ [0; n - 10])`, the
+/// second term the register of the 4 CRC bytes carried through `n - 10`
+/// zero bytes.
+///
+/// Every unit a server sends is a stream header (which never frames as a
+/// command: its length field would read part of its magic, far more than
+/// the unit) or a command whose CRC the emitter checked, or made for a
+/// piece of a split write. Were a command's CRC wrong all the same (or
+/// `variant` not its stream's), the DATA frame's CRC would come out wrong
+/// and the receiver would refuse the frame: nothing wrong is ever accepted.
+fn command_register(unit: &[u8], variant: CrcVariant) -> Option<u32> {
     let h: [u8; CMD_HEADER_LEN] = unit.get(..CMD_HEADER_LEN)?.try_into().ok()?;
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     if len.checked_add(CMD_HEADER_LEN)? != unit.len() || unit.len() < 4096 {
@@ -400,8 +421,12 @@ fn command_register(unit: &[u8]) -> Option<u32> {
         return None;
     }
     let stored = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+    let zeroed = match variant {
+        CrcVariant::BtrfsRaw => stored,
+        CrcVariant::Standard => !stored ^ crc32c_shift(!0, unit.len() as u64),
+    };
     let field = CrcVariant::BtrfsRaw.checksum(&h[6..10]);
-    Some(stored ^ crc32c_shift(field, len as u64))
+    Some(zeroed ^ crc32c_shift(field, len as u64))
 }
 
 /// A required u64 attribute of a frame.
@@ -425,52 +450,71 @@ pub(crate) fn expect(c: &Command<'_>, ty: u16) -> Result<(), SessionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto_btrfs::{BtrfsCommand, StreamWriter};
 
-    /// The DATA frame's CRC derived from a command's own CRC equals the CRC
-    /// of its bytes, and a (long) command whose CRC is wrong gives a frame
-    /// the receiver refuses.
+    /// A unit of `n` data bytes checksummed with `crc`: one command whose
+    /// data attribute runs to its end (as btrfs v2 and `PRSTREAM` data
+    /// commands do).
+    fn unit(crc: CrcVariant, data: &[u8]) -> Vec<u8> {
+        let profile = Profile {
+            crc,
+            max_payload_len: 1 << 20,
+            unbounded_data_attr: Some(7),
+            end_cmd: 0xffff,
+        };
+        let mut out = Vec::new();
+        let attrs = [
+            AttrValue::new(1, Value::U64(42)),
+            AttrValue::new(7, Value::Bytes(data)),
+        ];
+        encode_command(&profile, 16, &attrs, &mut out).unwrap();
+        out
+    }
+
+    /// For both CRC variants, the DATA frame's CRC derived from a command's
+    /// own CRC equals the CRC of its bytes; the fast path reads the frame
+    /// back under the right variant only; and a (long) command whose CRC is
+    /// wrong gives a frame the receiver refuses.
     #[test]
     fn data_crc_from_the_command_crc() {
         let data: Vec<u8> = (0..200_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for n in [0, 1, 4095, 4096, 70_000, 200_000] {
-            let mut stream = Vec::new();
-            let w = StreamWriter::new(2, &mut stream).unwrap();
-            let at = stream.len();
-            w.write(
-                &BtrfsCommand::Write {
-                    path: b"f",
-                    offset: 0,
-                    data: &data[..n],
-                },
-                &mut stream,
-            )
-            .unwrap();
-            let unit = stream[at..].to_vec();
-            for damage in [false, true] {
-                let mut unit = unit.clone();
-                if damage {
-                    let last = unit.len() - 1;
-                    unit[last] ^= 1;
-                }
-                let mut conn = Conn::new(io::Cursor::new(Vec::new()));
-                conn.write_data(7, &unit).unwrap();
-                conn.flush().unwrap();
-                let out = conn.io.into_inner();
-                let r = decode_command(&out, &SESSION_PROFILE, 0, 0);
-                // Short units are checksummed directly: their frame is
-                // sound, and the receiver's check of the unit refuses it.
-                let derived = unit.len() >= 4096;
-                assert_eq!(
-                    r.is_ok(),
-                    !(damage && derived),
-                    "{n} bytes, damaged: {damage}"
-                );
-                if let Ok((c, len)) = r {
-                    assert_eq!(len, out.len());
-                    assert_eq!(c.attr(attr::PAYLOAD).unwrap().value(), &unit[..]);
+        for variant in [CrcVariant::BtrfsRaw, CrcVariant::Standard] {
+            let other = match variant {
+                CrcVariant::BtrfsRaw => CrcVariant::Standard,
+                CrcVariant::Standard => CrcVariant::BtrfsRaw,
+            };
+            for n in [0, 1, 4095, 4096, 70_000, 200_000] {
+                let unit = unit(variant, &data[..n]);
+                for damage in [false, true] {
+                    let what = format!("{variant:?}, {n} bytes, damaged: {damage}");
+                    let mut unit = unit.clone();
+                    if damage {
+                        let last = unit.len() - 1;
+                        unit[last] ^= 1;
+                    }
+                    let mut conn = Conn::new(io::Cursor::new(Vec::new()));
+                    conn.write_data(7, &unit, Some(variant)).unwrap();
+                    conn.flush().unwrap();
+                    let out = conn.io.into_inner();
+                    let r = decode_command(&out, &SESSION_PROFILE, 0, 0);
+                    // Short units are checksummed directly: their frame is
+                    // sound, and the receiver's check of the unit refuses it.
+                    let derived = unit.len() >= 4096;
+                    assert_eq!(r.is_ok(), !(damage && derived), "{what}");
+                    if let Ok((c, len)) = r {
+                        assert_eq!(len, out.len(), "{what}");
+                        assert!(c.attr(attr::PAYLOAD).unwrap().value() == &unit[..]);
+                    }
+                    let fast = fast_data(&out, variant);
+                    assert_eq!(fast.is_some(), derived, "{what}");
+                    if let Some((seq, payload)) = fast {
+                        assert_eq!(seq, 7, "{what}");
+                        assert!(payload == &unit[..], "{what}");
+                    }
+                    if derived && !damage {
+                        assert!(fast_data(&out, other).is_none(), "{what}: other variant");
+                    }
                 }
             }
         }

@@ -18,7 +18,7 @@ use proto_header::{
     V1Header, VersionRange, KIT_VERSIONS,
 };
 use proto_session::replay::{Limits, ReplayError, Resend, Sender};
-use proto_tlv::{AttrValue, Value};
+use proto_tlv::{AttrValue, CrcVariant, Value};
 
 use super::conn::{expect, u64_attr, Conn};
 use super::{
@@ -162,6 +162,9 @@ pub struct Server {
     streams: Vec<StreamSpan>,
     /// The largest unit of the file: the emitter's buffer.
     max_unit: usize,
+    /// The CRC variant of the file's commands, when all its streams have
+    /// the same (DATA frames take their CRC from their command's).
+    unit_crc: Option<CrcVariant>,
     hello: V1Header,
     transfer: Option<Transfer>,
     killed: bool,
@@ -244,6 +247,15 @@ impl Server {
             .max()
             .unwrap_or(MAX_UNIT)
             .min(MAX_UNIT);
+        let crcs = streams
+            .iter()
+            .map(|s| format.profile(s.version).map(|p| p.crc))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| source_err(&e))?;
+        let unit_crc = crcs
+            .first()
+            .copied()
+            .filter(|c| crcs.iter().all(|x| x == c));
         let producer = format
             .producer(src, config.safe_every)
             .map_err(|e| source_err(&e))?;
@@ -282,6 +294,7 @@ impl Server {
             arm,
             streams,
             max_unit,
+            unit_crc,
             hello,
             transfer: None,
             killed: false,
@@ -507,7 +520,7 @@ impl Server {
                     self.stats.units_resent += 1;
                     self.stats.bytes_resent += bytes.len() as u64;
                 }
-                conn.write_data(seq, bytes)?;
+                conn.write_data(seq, bytes, self.unit_crc)?;
                 while let Some((ts, _)) = t.tokens.front() {
                     if *ts > seq {
                         break;
