@@ -184,6 +184,35 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The byte offset the error names, where it names one (negotiation
+    /// and encoding errors name none).
+    pub fn offset(&self) -> Option<u64> {
+        use Error as E;
+        match self {
+            E::Truncated { offset, .. }
+            | E::BadMagic { offset, .. }
+            | E::CompatAboveVersion { offset, .. }
+            | E::TooLong { offset, .. }
+            | E::BadEndianTag { offset, .. }
+            | E::UnknownRequiredFeatures { offset, .. }
+            | E::TooMany { offset, .. }
+            | E::NameNotUtf8 { offset }
+            | E::DuplicateAdvertisedContext { offset, .. }
+            | E::EmptySelection { offset }
+            | E::SelectionLenNotMultipleOf4 { offset, .. }
+            | E::SelectionTooLong { offset, .. }
+            | E::UnknownContext { offset, .. }
+            | E::DuplicateContext { offset, .. } => Some(*offset),
+            E::Unsupported { .. }
+            | E::NoCommonVersion { .. }
+            | E::EmptyRange { .. }
+            | E::NoTableEntry { .. }
+            | E::EncodeTooLong { .. } => None,
+        }
+    }
+}
+
 fn fmt_set(s: &[u32]) -> String {
     let mut out = String::from("{");
     for (i, v) in s.iter().enumerate() {

@@ -5,8 +5,12 @@
 //! [`replay`], the seq/ack replay after a reconnect (ceph's
 //! `RECONNECT_SEQ`): a bounded window of unacknowledged messages on the
 //! sending side, duplicates discarded and gaps refused on the receiving
-//! side. The handshake, the frames and resume by seq or token move here
-//! from the top crate's blocking session next.
+//! side. [`wire`] holds the session's wire numbers (fixed header,
+//! features, frames, attributes, refusal [`wire::Code`]s as an open set,
+//! TLV profiles) and [`error`] the one error type both roles report, every
+//! refusal with its code and, where it has one, its byte offset
+//! ([`SessionError::offset`]). The handshake and the frame state machines
+//! move here from the top crate's blocking session next.
 //!
 //! ```
 //! use proto_session::replay::{Accept, Limits, Receiver, Sender};
@@ -25,4 +29,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod replay;
+pub mod wire;
+
+pub use error::{BoxError, ResumeError, SessionError};

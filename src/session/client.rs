@@ -14,7 +14,7 @@ use proto_tlv::{AttrValue, CrcVariant, Value};
 
 use super::conn::{expect, u64_attr, Conn, Data, Incoming};
 use super::{
-    attr, frame, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
+    attr, frame, BoxError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
     SESSION_FORMAT, SESSION_VERSIONS,
 };
 
@@ -419,9 +419,6 @@ trait UnitCheck {
     /// its header is in.
     fn unit_crc(&self) -> Option<CrcVariant>;
 }
-
-/// A unit's error, of the stream's own format.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<F: Format> UnitCheck for Validator<F> {
     fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {

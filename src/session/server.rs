@@ -22,8 +22,8 @@ use proto_tlv::{AttrValue, CrcVariant, Value};
 
 use super::conn::{expect, u64_attr, Conn};
 use super::{
-    attr, frame, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, MAX_UNIT,
-    SESSION_FORMAT, SESSION_VERSIONS,
+    attr, frame, BoxError, ResumeError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY,
+    KNOWN_FEATURES, MAX_UNIT, SESSION_FORMAT, SESSION_VERSIONS,
 };
 
 /// How a [`Server`] behaves.
@@ -103,7 +103,6 @@ pub struct Served {
 
 type BoxSource = Box<dyn Source + Send>;
 type Opener = Box<dyn FnMut() -> io::Result<BoxSource> + Send>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An emitter of any format, as the server drives it.
 trait Units: Send {
@@ -214,11 +213,9 @@ impl Server {
     }
 
     fn detect(mut open: Opener, config: ServerConfig) -> Result<Server, SessionError> {
-        let mut src = open().map_err(|e| SessionError::Source(e.to_string()))?;
+        let mut src = open().map_err(source_err)?;
         let n = src.len().min(PRSTREAM.fixed.magic.len() as u64) as usize;
-        let head = src
-            .read_at(0, n)
-            .map_err(|e| SessionError::Source(e.to_string()))?;
+        let head = src.read_at(0, n).map_err(source_err)?;
         if PRSTREAM.recognises(head) {
             Server::with_opener(PRSTREAM, open, config)
         } else {
@@ -235,9 +232,8 @@ impl Server {
         F: Format + Send + 'static,
         F::Split: Send,
     {
-        let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
-        let mut src = open().map_err(|e| source_err(&e))?;
-        let streams = list_streams(&format, &mut *src).map_err(|e| source_err(&e))?;
+        let mut src = open().map_err(source_err)?;
+        let streams = list_streams(&format, &mut *src).map_err(source_err)?;
         // The emitter fills buffers of the file's largest unit, so it never
         // splits a command, and the window reserves what the file needs,
         // not 16 MiB more for every transfer.
@@ -251,26 +247,23 @@ impl Server {
             .iter()
             .map(|s| format.profile(s.version).map(|p| p.crc))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| source_err(&e))?;
+            .map_err(source_err)?;
         let unit_crc = crcs
             .first()
             .copied()
             .filter(|c| crcs.iter().all(|x| x == c));
         let producer = format
             .producer(src, config.safe_every)
-            .map_err(|e| source_err(&e))?;
+            .map_err(source_err)?;
         let safe_every = config.safe_every;
         let arm: Arm = Box::new(move |spans, token| {
-            let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
-            let p = format
-                .producer(spans, safe_every)
-                .map_err(|e| source_err(&e))?;
+            let p = format.producer(spans, safe_every).map_err(source_err)?;
             Ok(match token {
                 Some(t) => Box::new(
                     Emitter::resume(p, format.split(), t)
-                        .map_err(|e| SessionError::Resume(format!("the token was refused: {e}")))?,
+                        .map_err(|e| ResumeError::TokenRefused(e.into()))?,
                 ),
-                None => Box::new(Emitter::new(p, format.split()).map_err(|e| source_err(&e))?),
+                None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
             })
         });
         let contexts = streams
@@ -371,7 +364,7 @@ impl Server {
 
         let (how, resend) = self.resume(selection, received, instance, token)?;
         let Some(t) = &self.transfer else {
-            return Err(SessionError::Resume("no transfer".into()));
+            return Err(ResumeError::NoTransfer.into());
         };
         let limits = t.replay.limits();
         conn.write_frame(
@@ -404,10 +397,11 @@ impl Server {
     ) -> Result<(Resumed, Resend), SessionError> {
         if let Some(t) = self.transfer.as_mut().filter(|t| t.instance == instance) {
             if t.selection != selection {
-                return Err(SessionError::Resume(format!(
-                    "the selection changed: contexts {:?} were being sent, {:?} were asked for",
-                    t.selection, selection
-                )));
+                return Err(ResumeError::SelectionChanged {
+                    was: t.selection.clone(),
+                    asked: selection,
+                }
+                .into());
             }
             match t.replay.reconnect(received) {
                 Ok(r) => {
@@ -425,10 +419,11 @@ impl Server {
             Some(bytes) => {
                 let token = Token::from_bytes(&bytes)?;
                 if token.seq > received {
-                    return Err(SessionError::Resume(format!(
-                        "the token is at seq {}, past the last seq received ({received})",
-                        token.seq
-                    )));
+                    return Err(ResumeError::TokenAhead {
+                        token: token.seq,
+                        received,
+                    }
+                    .into());
                 }
                 ((self.arm)(spans, Some(&token))?, Resumed::Token)
             }
@@ -456,9 +451,7 @@ impl Server {
             // before this one): regenerate them without sending.
             let mut scratch = vec![0u8; self.max_unit];
             while at < received {
-                let fill = emitter
-                    .fill(&mut scratch)
-                    .map_err(|e| SessionError::Source(e.to_string()))?;
+                let fill = emitter.fill(&mut scratch).map_err(source_err)?;
                 if fill.written == 0 {
                     return Err(ReplayError::FromTheFuture {
                         peer: received,
@@ -489,14 +482,13 @@ impl Server {
     }
 
     fn spans(&mut self, selection: &[u32]) -> Result<Spans<BoxSource>, SessionError> {
-        let source_err = |e: &dyn std::fmt::Display| SessionError::Source(e.to_string());
-        let src = (self.open)().map_err(|e| source_err(&e))?;
+        let src = (self.open)().map_err(source_err)?;
         let ranges: Vec<(u64, u64)> = selection
             .iter()
             .filter_map(|id| self.streams.get((*id as usize).checked_sub(1)?))
             .map(|s| (s.offset, s.len))
             .collect();
-        Spans::new(src, &ranges).map_err(|e| source_err(&e))
+        Spans::new(src, &ranges).map_err(source_err)
     }
 
     /// The data phase: units out, acks in, until the last unit is
@@ -505,7 +497,7 @@ impl Server {
         let mut finish_sent = false;
         loop {
             let Some(t) = self.transfer.as_mut() else {
-                return Err(SessionError::Resume("no transfer".into()));
+                return Err(ResumeError::NoTransfer.into());
             };
             loop {
                 let high = t.replay.sent();
@@ -560,7 +552,7 @@ impl Server {
                     filled = Some(f);
                     Ok(n)
                 })?;
-                let seq = pushed.map_err(|e: BoxError| SessionError::Source(e.to_string()))?;
+                let seq = pushed.map_err(SessionError::Source)?;
                 let Some(fill) = filled else { continue };
                 t.since_token += fill.written as u64;
                 if fill.ended {
@@ -595,6 +587,11 @@ impl Server {
             t.replay.ack(seq)?;
         }
     }
+}
+
+/// The source stream failed (its own error kept).
+fn source_err(e: impl Into<BoxError>) -> SessionError {
+    SessionError::Source(e.into())
 }
 
 /// A new sender instance id: time, process id and a counter, mixed.
