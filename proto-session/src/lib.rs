@@ -9,7 +9,13 @@
 //! features, frames, attributes, refusal [`wire::Code`]s as an open set,
 //! TLV profiles) and [`error`] the one error type both roles report, every
 //! refusal with its code and, where it has one, its byte offset
-//! ([`SessionError::offset`]). The handshake and the frame state machines
+//! ([`SessionError::offset`]). [`framer`] turns one connection's bytes
+//! into frames and frames into bytes (the caller does the I/O; large DATA
+//! payloads are not copied, and their CRC is derived from their command's
+//! own), and [`handshake`] is the one handshake both roles run (fixed
+//! headers, two-way version negotiation, HELLO with features, the
+//! required-feature check) with the typed `SELECT` and `ACCEPT` frames
+//! that end it. The data phase's state machines (sender and receiver)
 //! move here from the top crate's blocking session next.
 //!
 //! ```
@@ -30,6 +36,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod framer;
+pub mod handshake;
 pub mod replay;
 pub mod wire;
 

@@ -5,17 +5,16 @@ use std::io::{Read, Write};
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::{NativeFormat, PRSTREAM};
 use proto_checkpoint::{Format, Validator};
-use proto_header::{
-    advertised, check_required, encode_selection, negotiate_two_way, Context, Endian, ReadOptions,
-    V1Header, VersionRange, KIT_VERSIONS,
-};
+use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
+use proto_session::framer::{u64_attr, Data, Incoming};
+use proto_session::handshake::{Accept as AcceptFrame, Handshake, Select};
 use proto_session::replay::{Accept, Limits, Receiver, ReplayError};
-use proto_tlv::{AttrValue, CrcVariant, Value};
+use proto_tlv::CrcVariant;
 
-use super::conn::{expect, u64_attr, Conn, Data, Incoming};
+use super::conn::Conn;
 use super::{
     attr, frame, BoxError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
-    SESSION_FORMAT, SESSION_VERSIONS,
+    SESSION_VERSIONS,
 };
 
 /// How a [`Fetcher`] behaves.
@@ -182,11 +181,6 @@ impl<W: Write> Fetcher<W> {
     }
 
     fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
-        conn.write_fixed(&SESSION_FORMAT, self.config.versions);
-        conn.flush()?;
-        let theirs = conn.read_fixed(&SESSION_FORMAT)?;
-        let v = negotiate_two_way(self.config.versions, theirs.range())?;
-        let entry = KIT_VERSIONS.entry(v)?;
         let hello = V1Header {
             byte_order: Endian::Little,
             features_supported: advertised(self.config.features, FEATURE_DEPS),
@@ -194,61 +188,36 @@ impl<W: Write> Fetcher<W> {
             stream_id: [0; 16],
             contexts: Vec::new(),
         };
-        let mut body = Vec::new();
-        entry.write(&hello, &mut body)?;
-        conn.write_frame(
-            frame::HELLO,
-            &[AttrValue::new(attr::BODY, Value::Bytes(&body))],
-        )?;
-        conn.flush()?;
-
-        let c = conn.read_frame("in the handshake (HELLO)")?;
-        expect(&c, frame::HELLO)?;
-        let b = c.require(attr::BODY)?;
-        let opts = ReadOptions {
-            known_features: hello.features_supported,
-        };
-        let (peer, _) = entry.read(b.value(), b.offset(), &opts)?;
-        check_required(self.config.required, peer.features_supported, b.offset())?;
-        self.offered = peer.contexts;
+        let shared = Handshake::new(self.config.versions, self.config.required, hello);
+        self.offered = conn.handshake(shared)?.peer.contexts;
 
         let ids = match &self.selection {
             Some(ids) => ids.clone(),
             None => self.resolve()?,
         };
-        let mut selection = Vec::new();
-        encode_selection(&ids, &mut selection)?;
-        let mut attrs = vec![
-            AttrValue::new(attr::SELECTION, Value::Bytes(&selection)),
-            AttrValue::new(attr::RECEIVED, Value::U64(self.rx.last_received())),
-            AttrValue::new(attr::INSTANCE, Value::Uuid(self.instance)),
-        ];
-        if let Some((_, t)) = &self.token {
-            attrs.push(AttrValue::new(attr::TOKEN, Value::Bytes(t)));
+        Select {
+            contexts: ids.clone(),
+            received: self.rx.last_received(),
+            instance: self.instance,
+            token: self.token.as_ref().map(|(_, t)| &t[..]),
         }
-        conn.write_frame(frame::SELECT, &attrs)?;
+        .write(conn.framer())?;
         conn.flush()?;
 
         let c = conn.read_frame("in the handshake (ACCEPT)")?;
-        expect(&c, frame::ACCEPT)?;
-        let next = u64_attr(&c, attr::SEQ)?;
+        let accept = AcceptFrame::read(&c)?;
         let expected = self.rx.last_received() + 1;
-        if next > expected {
+        if accept.next > expected {
             return Err(ReplayError::Gap {
                 expected,
-                got: next,
+                got: accept.next,
             }
             .into());
         }
-        self.instance = c.require(attr::INSTANCE)?.as_uuid()?;
-        let how = c.require(attr::RESUMED)?.as_u8()?;
-        self.window = Limits {
-            max_bytes: usize::try_from(u64_attr(&c, attr::WINDOW_BYTES)?).unwrap_or(usize::MAX),
-            max_messages: usize::try_from(u64_attr(&c, attr::WINDOW_MESSAGES)?)
-                .unwrap_or(usize::MAX),
-        };
-        self.stats.bytes_resent += u64_attr(&c, attr::RESEND_BYTES)?;
-        if how == Resumed::Token as u8 || how == Resumed::Start as u8 {
+        self.instance = accept.instance;
+        self.window = accept.window;
+        self.stats.bytes_resent += accept.resend.bytes;
+        if accept.resumed == Resumed::Token as u8 || accept.resumed == Resumed::Start as u8 {
             self.stats.resumed_by_token += 1;
         }
         self.selection = Some(ids);

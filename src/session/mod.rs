@@ -15,20 +15,13 @@
 //!
 //! # The handshake
 //!
-//! 1. Both peers send the fixed header ([`SESSION_FORMAT`]: magic
-//!    [`SESSION_MAGIC`], their version range as `version` and
-//!    `compat_version`), and each picks the highest version in both ranges
-//!    ([`proto_header::negotiate_two_way`]).
-//! 2. Both send `HELLO` with the version header of that version
-//!    ([`V1Header`](proto_header::V1Header): features supported and required, stream id, and for
-//!    the sender the contexts it can produce). A required feature the peer
-//!    does not know is refused, naming the bits.
-//! 3. The receiver sends `SELECT`: the contexts it wants (as
-//!    [`proto_header::encode_selection`]; the sender checks them with
-//!    [`proto_header::parse_selection`]), the last seq it received, the
-//!    sender instance it received it from, and its latest checkpoint token.
-//! 4. The sender answers `ACCEPT` (its instance, window, how it resumed
-//!    and what it will send again) or `REFUSE`.
+//! The sans-IO [`proto_session::handshake`], one for both roles: fixed
+//! headers ([`SESSION_FORMAT`]) and two-way version negotiation, `HELLO`
+//! with features both ways and the required-feature check, then the
+//! receiver's `SELECT` (contexts, last seq received, sender instance,
+//! latest checkpoint token) and the sender's `ACCEPT` or `REFUSE`. The
+//! connection's bytes go through a [`proto_session::framer::Framer`];
+//! this module only moves them over a `Read + Write`.
 //!
 //! Every refusal is a typed [`SessionError`], told to the peer in a
 //! `REFUSE` frame ([`Code`] and message) before the connection is dropped.

@@ -13,17 +13,16 @@ use proto_checkpoint::{
     list_streams, Emitter, FileSource, Fill, Format, Producer, Source, Spans, Split, StreamSpan,
     Token,
 };
-use proto_header::{
-    advertised, check_required, negotiate_two_way, parse_selection, Context, Endian, ReadOptions,
-    V1Header, VersionRange, KIT_VERSIONS,
-};
+use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
+use proto_session::framer::{expect, u64_attr};
+use proto_session::handshake::{Accept, Handshake, Select};
 use proto_session::replay::{Limits, ReplayError, Resend, Sender};
 use proto_tlv::{AttrValue, CrcVariant, Value};
 
-use super::conn::{expect, u64_attr, Conn};
+use super::conn::Conn;
 use super::{
     attr, frame, BoxError, ResumeError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY,
-    KNOWN_FEATURES, MAX_UNIT, SESSION_FORMAT, SESSION_VERSIONS,
+    KNOWN_FEATURES, MAX_UNIT, SESSION_VERSIONS,
 };
 
 /// How a [`Server`] behaves.
@@ -331,57 +330,30 @@ impl Server {
     }
 
     fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
-        conn.write_fixed(&SESSION_FORMAT, self.config.versions);
-        conn.flush()?;
-        let theirs = conn.read_fixed(&SESSION_FORMAT)?;
-        let v = negotiate_two_way(self.config.versions, theirs.range())?;
-        let entry = KIT_VERSIONS.entry(v)?;
-        let mut body = Vec::new();
-        entry.write(&self.hello, &mut body)?;
-        conn.write_frame(
-            frame::HELLO,
-            &[AttrValue::new(attr::BODY, Value::Bytes(&body))],
-        )?;
-        conn.flush()?;
-
-        let c = conn.read_frame("in the handshake (HELLO)")?;
-        expect(&c, frame::HELLO)?;
-        let b = c.require(attr::BODY)?;
-        let opts = ReadOptions {
-            known_features: self.hello.features_supported,
-        };
-        let (peer, _) = entry.read(b.value(), b.offset(), &opts)?;
-        check_required(self.config.required, peer.features_supported, b.offset())?;
+        let shared = Handshake::new(
+            self.config.versions,
+            self.config.required,
+            self.hello.clone(),
+        );
+        conn.handshake(shared)?;
 
         let c = conn.read_frame("in the handshake (SELECT)")?;
-        expect(&c, frame::SELECT)?;
-        let s = c.require(attr::SELECTION)?;
-        let (mut selection, _) = parse_selection(s.value(), s.offset(), &self.hello.context_ids())?;
-        selection.sort_unstable();
-        let received = u64_attr(&c, attr::RECEIVED)?;
-        let instance = c.require(attr::INSTANCE)?.as_uuid()?;
-        let token = c.attr(attr::TOKEN).map(|a| a.value().to_vec());
+        let select = Select::read(&c, &self.hello.context_ids())?;
+        let token = select.token.map(<[u8]>::to_vec);
+        let (selection, received, instance) = (select.contexts, select.received, select.instance);
 
         let (how, resend) = self.resume(selection, received, instance, token)?;
         let Some(t) = &self.transfer else {
             return Err(ResumeError::NoTransfer.into());
         };
-        let limits = t.replay.limits();
-        conn.write_frame(
-            frame::ACCEPT,
-            &[
-                AttrValue::new(attr::INSTANCE, Value::Uuid(t.instance)),
-                AttrValue::new(attr::RESUMED, Value::U8(how as u8)),
-                AttrValue::new(attr::SEQ, Value::U64(t.replay.acked() + 1)),
-                AttrValue::new(attr::WINDOW_BYTES, Value::U64(limits.max_bytes as u64)),
-                AttrValue::new(
-                    attr::WINDOW_MESSAGES,
-                    Value::U64(limits.max_messages as u64),
-                ),
-                AttrValue::new(attr::RESEND_MESSAGES, Value::U64(resend.messages)),
-                AttrValue::new(attr::RESEND_BYTES, Value::U64(resend.bytes)),
-            ],
-        )?;
+        Accept {
+            instance: t.instance,
+            resumed: how as u8,
+            next: t.replay.acked() + 1,
+            window: t.replay.limits(),
+            resend,
+        }
+        .write(conn.framer())?;
         conn.handshake_done();
         Ok(())
     }

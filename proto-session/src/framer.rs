@@ -1,0 +1,621 @@
+//! One connection's bytes, sans-IO: the peer's fixed header and frames
+//! out of whatever arrived, frames into a buffer for the caller to send.
+//!
+//! The caller owns the I/O. Input: read into [`Framer::recv_buf`] and report
+//! how much with [`Framer::received`] (0: the peer closed); then
+//! [`Framer::fixed`] and [`Framer::next_frame`] return `Ok(None)` until a
+//! whole header or frame is buffered. Output: every `write_*` appends to
+//! [`Framer::pending`]; send it and report it with [`Framer::output_sent`].
+//! A large DATA payload is not copied: [`Framer::write_data`] says when it
+//! must go right after the pending bytes (one vectored write).
+//!
+//! ```
+//! use proto_session::framer::{u64_attr, Framer};
+//! use proto_session::wire::{attr, frame, SESSION_FORMAT, SESSION_VERSIONS};
+//!
+//! let mut a = Framer::new();
+//! a.write_fixed(&SESSION_FORMAT, SESSION_VERSIONS);
+//! a.write_seq(frame::ACK, 7).unwrap();
+//! let wire = a.pending().to_vec();
+//! a.output_sent(wire.len());
+//!
+//! // The peer gets the bytes one at a time.
+//! let mut b = Framer::new();
+//! let mut fed = 0;
+//! let fixed = loop {
+//!     if let Some(h) = b.fixed(&SESSION_FORMAT).unwrap() {
+//!         break h;
+//!     }
+//!     b.recv_buf()[0] = wire[fed];
+//!     b.received(1);
+//!     fed += 1;
+//! };
+//! assert_eq!(fixed.range(), SESSION_VERSIONS);
+//! let at = loop {
+//!     if let Some(at) = b.next_frame("in the test").unwrap() {
+//!         break at;
+//!     }
+//!     b.recv_buf()[0] = wire[fed];
+//!     b.received(1);
+//!     fed += 1;
+//! };
+//! let c = b.frame(at).unwrap();
+//! assert_eq!(c.cmd(), frame::ACK);
+//! assert_eq!(u64_attr(&c, attr::SEQ).unwrap(), 7);
+//! ```
+
+use proto_header::{FixedHeaderFormat, ParsedFixed, VersionRange};
+use proto_tlv::{
+    crc32c_shift, decode_command, encode_command, frame_len, AttrValue, Command, CrcVariant,
+    Profile, Value, CMD_HEADER_LEN,
+};
+
+use crate::error::SessionError;
+use crate::wire::{attr, frame, Code, HANDSHAKE_PROFILE, SESSION_PROFILE};
+
+/// The read buffer: small during the handshake, then large enough that a
+/// 128 KiB DATA frame cut by the end of the buffer (and moved to its front)
+/// is rare, and reads take up to this much.
+const RBUF_HANDSHAKE: usize = 16 * 1024;
+const RBUF: usize = 1024 * 1024;
+/// A DATA payload at least this large is not copied into the output: the
+/// caller sends it after the pending bytes.
+pub const INLINE_MAX: usize = 128 * 1024;
+/// Header, SEQ attribute and PAYLOAD type of a DATA frame.
+const DATA_PREFIX: usize = CMD_HEADER_LEN + 12 + 2;
+/// A refusal's message is cut to this many bytes.
+const REFUSE_MESSAGE_MAX: usize = 4096;
+
+/// Where a frame is in the input buffer ([`Framer::next_frame`]); valid
+/// until the next [`Framer::recv_buf`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameAt {
+    start: usize,
+    len: usize,
+    /// Its frame index on this connection.
+    pub index: u64,
+    /// Its byte offset in the peer's input (fixed header included).
+    pub offset: u64,
+}
+
+/// One connection's input and output buffers.
+#[derive(Debug)]
+pub struct Framer {
+    rbuf: Vec<u8>,
+    rs: usize,
+    re: usize,
+    /// Bytes wanted buffered from `rs` for the item asked for last.
+    need: usize,
+    /// Bytes taken from the peer before `rbuf[rs]`, and frames read.
+    in_off: u64,
+    in_frames: u64,
+    /// Frames limited to the handshake's size until [`Framer::handshake_done`].
+    profile: Profile,
+    rmin: usize,
+    closed: bool,
+    out: Vec<u8>,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Framer {
+    /// A connection's framer, in its handshake.
+    pub fn new() -> Self {
+        Framer {
+            rbuf: Vec::new(),
+            rs: 0,
+            re: 0,
+            need: 1,
+            in_off: 0,
+            in_frames: 0,
+            profile: HANDSHAKE_PROFILE,
+            rmin: RBUF_HANDSHAKE,
+            closed: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// The handshake is over: frames up to the session's maximum, and a
+    /// larger read buffer.
+    pub fn handshake_done(&mut self) {
+        self.profile = SESSION_PROFILE;
+        self.rmin = RBUF;
+    }
+
+    /// Bytes taken from the peer (headers and frames returned so far).
+    pub fn in_bytes(&self) -> u64 {
+        self.in_off
+    }
+
+    /// Whether the peer closed its side.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Where to put bytes read from the peer: never empty, and large enough
+    /// for the header or frame asked for last.
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        let n = self.need.max(1);
+        if self.rbuf.len() - self.rs < n || self.re == self.rbuf.len() {
+            self.rbuf.copy_within(self.rs..self.re, 0);
+            self.re -= self.rs;
+            self.rs = 0;
+            if self.rbuf.len() < n.max(self.rmin) {
+                self.rbuf.resize(n.max(self.rmin), 0);
+            }
+        }
+        &mut self.rbuf[self.re..]
+    }
+
+    /// `n` bytes were read into [`Framer::recv_buf`]; 0: the peer closed.
+    pub fn received(&mut self, n: usize) {
+        if n == 0 {
+            self.closed = true;
+        }
+        self.re = (self.re + n).min(self.rbuf.len());
+    }
+
+    fn short(&mut self, during: &'static str, n: usize) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed {
+                during,
+                offset: self.in_off + (self.re - self.rs) as u64,
+            });
+        }
+        self.need = n;
+        Ok(())
+    }
+
+    /// The peer's fixed header, once it is here.
+    pub fn fixed(
+        &mut self,
+        format: &FixedHeaderFormat,
+    ) -> Result<Option<ParsedFixed>, SessionError> {
+        let n = format.encoded_len();
+        if self.re - self.rs < n {
+            self.short("in its fixed header", n)?;
+            return Ok(None);
+        }
+        let parsed = format.parse(&self.rbuf[self.rs..self.rs + n]);
+        self.rs += n;
+        self.in_off += n as u64;
+        Ok(Some(parsed?))
+    }
+
+    /// The next whole frame, once it is here (its length checked against
+    /// the profile first, so a hostile length asks for nothing). `during`
+    /// names what was being read if the peer closes first.
+    pub fn next_frame(&mut self, during: &'static str) -> Result<Option<FrameAt>, SessionError> {
+        let have = self.re - self.rs;
+        if have < CMD_HEADER_LEN {
+            self.short(during, CMD_HEADER_LEN)?;
+            return Ok(None);
+        }
+        let (index, offset) = (self.in_frames, self.in_off);
+        let len = frame_len(&self.rbuf[self.rs..self.re], &self.profile, index, offset)?;
+        if have < len {
+            self.short(during, len)?;
+            return Ok(None);
+        }
+        let at = FrameAt {
+            start: self.rs,
+            len,
+            index,
+            offset,
+        };
+        self.rs += len;
+        self.in_off += len as u64;
+        self.in_frames += 1;
+        self.need = 1;
+        Ok(Some(at))
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self, at: FrameAt) -> &[u8] {
+        &self.rbuf[at.start..at.start + at.len]
+    }
+
+    /// Decodes a frame (CRC checked). A REFUSE frame is returned as
+    /// [`SessionError::Refused`].
+    pub fn frame(&self, at: FrameAt) -> Result<Command<'_>, SessionError> {
+        let (c, _) = decode_command(self.bytes(at), &self.profile, at.index, at.offset)?;
+        if c.cmd() == frame::REFUSE {
+            let code = c
+                .attr(attr::CODE)
+                .and_then(|a| a.as_u16().ok())
+                .unwrap_or(0);
+            let message = c
+                .attr(attr::MESSAGE)
+                .map(|a| String::from_utf8_lossy(a.value()).into_owned())
+                .unwrap_or_default();
+            return Err(SessionError::Refused {
+                code: Code::from_u16(code),
+                message,
+            });
+        }
+        Ok(c)
+    }
+
+    /// A frame, a DATA frame of a large unit on the fast path: its CRC is
+    /// not computed over its bytes but derived from its unit's own CRC
+    /// (the function `command_register`); when that matches the frame's, the frame's
+    /// CRC holds exactly when the unit's does, which the receiver's check
+    /// of the unit computes anyway (one pass over the bytes instead of two).
+    /// `unit_crc`: the CRC variant of the commands now arriving (the
+    /// receiver's validator knows it once the stream header is in); `None`
+    /// decodes every frame in full, as [`Framer::frame`] does.
+    pub fn incoming(
+        &self,
+        at: FrameAt,
+        unit_crc: Option<CrcVariant>,
+    ) -> Result<Incoming<'_>, SessionError> {
+        let bytes = self.bytes(at);
+        if let Some((seq, payload)) = unit_crc.and_then(|crc| fast_data(bytes, crc)) {
+            return Ok(Incoming::Data(Data {
+                seq,
+                payload,
+                frame: bytes,
+                index: at.index,
+                offset: at.offset,
+            }));
+        }
+        self.frame(at).map(Incoming::Frame)
+    }
+
+    /// The bytes to send.
+    pub fn pending(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// The first `n` pending bytes were sent.
+    pub fn output_sent(&mut self, n: usize) {
+        if n >= self.out.len() {
+            self.out.clear();
+        } else {
+            self.out.drain(..n);
+        }
+    }
+
+    /// Our fixed header, offering `range`.
+    pub fn write_fixed(&mut self, format: &FixedHeaderFormat, range: VersionRange) {
+        // The range is ours and valid, and native formats take any u32.
+        let _ = format.encode(range.max, range.min, &mut self.out);
+    }
+
+    /// A frame.
+    pub fn write_frame(&mut self, ty: u16, attrs: &[AttrValue<'_>]) -> Result<(), SessionError> {
+        encode_command(&SESSION_PROFILE, ty, attrs, &mut self.out)?;
+        Ok(())
+    }
+
+    /// A frame whose one attribute is a seq (ACK, FINISH).
+    pub fn write_seq(&mut self, ty: u16, seq: u64) -> Result<(), SessionError> {
+        self.write_frame(ty, &[AttrValue::new(attr::SEQ, Value::U64(seq))])
+    }
+
+    /// A DATA frame: header and SEQ, then the payload. Returns `true` when
+    /// the payload is large ([`INLINE_MAX`]) and was not copied: the caller
+    /// must send it right after the pending bytes, before anything else is
+    /// written. `unit_crc`: the CRC variant of the stream's commands, when
+    /// every stream sent has the same (the frame's CRC is then derived from
+    /// a large command's own); `None` checksums the frame over its bytes.
+    pub fn write_data(&mut self, seq: u64, payload: &[u8], unit_crc: Option<CrcVariant>) -> bool {
+        let len = (DATA_PREFIX - CMD_HEADER_LEN + payload.len()) as u32;
+        let mut p = [0u8; DATA_PREFIX];
+        p[0..4].copy_from_slice(&len.to_le_bytes());
+        p[4..6].copy_from_slice(&frame::DATA.to_le_bytes());
+        p[10..12].copy_from_slice(&attr::SEQ.to_le_bytes());
+        p[12..14].copy_from_slice(&8u16.to_le_bytes());
+        p[14..22].copy_from_slice(&seq.to_le_bytes());
+        p[22..24].copy_from_slice(&attr::PAYLOAD.to_le_bytes());
+        // A large command's frame CRC comes from the command's own CRC (the
+        // emitter checked it, or made it for a piece of a split write): the
+        // unit is checksummed once on this side, not twice.
+        let derived = unit_crc.and_then(|crc| data_crc_from_unit(&p, payload, crc));
+        let sum = derived.unwrap_or_else(|| {
+            let crc = SESSION_PROFILE.crc;
+            let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
+            crc.finish(crc.update(state, payload))
+        });
+        p[6..10].copy_from_slice(&sum.to_le_bytes());
+        self.out.extend_from_slice(&p);
+        if payload.len() >= INLINE_MAX {
+            return true;
+        }
+        self.out.extend_from_slice(payload);
+        false
+    }
+
+    /// Queues a REFUSE frame telling the peer why (code and message, cut
+    /// to 4 KiB), unless the error is the peer's own refusal or a broken
+    /// connection. Returns whether one was queued.
+    pub fn refuse(&mut self, err: &SessionError) -> bool {
+        if matches!(err, SessionError::Refused { .. }) || err.retryable() {
+            return false;
+        }
+        let mut message = err.to_string();
+        if message.len() > REFUSE_MESSAGE_MAX {
+            let mut cut = REFUSE_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let code = err.code().to_u16();
+        self.write_frame(
+            frame::REFUSE,
+            &[
+                AttrValue::new(attr::CODE, Value::U16(code)),
+                AttrValue::new(attr::MESSAGE, Value::Bytes(message.as_bytes())),
+            ],
+        )
+        .is_ok()
+    }
+}
+
+/// A DATA frame read on the fast path ([`Framer::incoming`]): its CRC is
+/// known to hold exactly when its unit's own CRC does.
+#[derive(Debug)]
+pub struct Data<'a> {
+    /// Its seq.
+    pub seq: u64,
+    /// Its unit.
+    pub payload: &'a [u8],
+    frame: &'a [u8],
+    index: u64,
+    offset: u64,
+}
+
+impl Data<'_> {
+    /// Checks the frame as [`Framer::frame`] would have: for a unit whose
+    /// own check failed or was not made (a duplicate, a seq refused), so
+    /// that a frame damaged in transit is named as such.
+    pub fn verify(&self) -> Result<(), SessionError> {
+        decode_command(self.frame, &SESSION_PROFILE, self.index, self.offset)?;
+        Ok(())
+    }
+}
+
+/// What [`Framer::incoming`] read.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// A DATA frame on the fast path.
+    Data(Data<'a>),
+    /// Any other frame (a DATA frame included), decoded and checked.
+    Frame(Command<'a>),
+}
+
+/// The seq and unit of a DATA frame laid out as [`Framer::write_data`]
+/// lays it out, whose unit frames as a large command and whose CRC matches
+/// the one derived from the unit's own CRC.
+fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
+    let p = bytes.get(..DATA_PREFIX)?;
+    let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
+    if u16_at(4) != frame::DATA
+        || u16_at(10) != attr::SEQ
+        || u16_at(12) != 8
+        || u16_at(22) != attr::PAYLOAD
+    {
+        return None;
+    }
+    let payload = &bytes[DATA_PREFIX..];
+    let stored = u32::from_le_bytes([p[6], p[7], p[8], p[9]]);
+    if data_crc_from_unit(p, payload, unit_crc)? != stored {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&p[14..22]);
+    Some((u64::from_le_bytes(seq), payload))
+}
+
+/// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a
+/// unit of at least 4 KiB that frames as a command checksummed with
+/// `unit_crc`, computed from the command's own CRC instead of its bytes
+/// ([`command_register`]): correct exactly when that command's CRC is.
+/// `None` for other units.
+fn data_crc_from_unit(prefix: &[u8], unit: &[u8], unit_crc: CrcVariant) -> Option<u32> {
+    let reg = command_register(unit, unit_crc)?;
+    let crc = SESSION_PROFILE.crc;
+    let state = crc.update(
+        crc.header_state(prefix),
+        prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?,
+    );
+    // update(s, P) = !(L(!s, 0^n) ^ L(0, P)): `update` inverts on the way
+    // in and out, L (the raw register) is linear.
+    Some(crc.finish(!(crc32c_shift(!state, unit.len() as u64) ^ reg)))
+}
+
+/// `L(0, unit)`: the raw CRC-32C register (seed 0, no inversions) after a
+/// unit that frames as a command (its length field matches) checksummed
+/// with `variant`, computed from the command's own CRC instead of its
+/// bytes, so the server checksums each unit once (the emitter's check)
+/// rather than twice.
+///
+/// Let `Z` be the command with its CRC field zeroed, `n` its length. `L`
+/// is linear in the start register and in the bytes, and
+/// `L(r, 0^n) = crc32c_shift(r, n)`. The stored CRC `c` gives `L(0, Z)`:
+/// - `CrcVariant::BtrfsRaw` (seed 0, no final inversion): `c = L(0, Z)`;
+/// - `CrcVariant::Standard` (seed and final XOR `!0`):
+///   `c = !L(!0, Z) = !(shift(!0, n) ^ L(0, Z))`, so
+///   `L(0, Z) = !c ^ shift(!0, n)`.
+///
+/// Then `L(0, unit) = L(0, Z) ^ L(0, [0; 6] ++ c ++ [0; n - 10])`, the
+/// second term the register of the 4 CRC bytes carried through `n - 10`
+/// zero bytes.
+///
+/// Every unit a server sends is a stream header (which never frames as a
+/// command: its length field would read part of its magic, far more than
+/// the unit) or a command whose CRC the emitter checked, or made for a
+/// piece of a split write. Were a command's CRC wrong all the same (or
+/// `variant` not its stream's), the DATA frame's CRC would come out wrong
+/// and the receiver would refuse the frame: nothing wrong is ever accepted.
+fn command_register(unit: &[u8], variant: CrcVariant) -> Option<u32> {
+    let h: [u8; CMD_HEADER_LEN] = unit.get(..CMD_HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    if len.checked_add(CMD_HEADER_LEN)? != unit.len() || unit.len() < 4096 {
+        // Short units: a CRC call is as cheap as the shifts.
+        return None;
+    }
+    let stored = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+    let zeroed = match variant {
+        CrcVariant::BtrfsRaw => stored,
+        CrcVariant::Standard => !stored ^ crc32c_shift(!0, unit.len() as u64),
+    };
+    let field = CrcVariant::BtrfsRaw.checksum(&h[6..10]);
+    Some(zeroed ^ crc32c_shift(field, len as u64))
+}
+
+/// A required u64 attribute of a frame.
+pub fn u64_attr(c: &Command<'_>, ty: u16) -> Result<u64, SessionError> {
+    Ok(c.require(ty)?.as_u64()?)
+}
+
+/// Checks a frame's type.
+pub fn expect(c: &Command<'_>, ty: u16) -> Result<(), SessionError> {
+    if c.cmd() == ty {
+        Ok(())
+    } else {
+        Err(SessionError::Unexpected {
+            expected: frame::name(ty),
+            got: c.cmd(),
+            offset: c.offset(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit of `n` data bytes checksummed with `crc`: one command whose
+    /// data attribute runs to its end (as btrfs v2 and `PRSTREAM` data
+    /// commands do).
+    fn unit(crc: CrcVariant, data: &[u8]) -> Vec<u8> {
+        let profile = Profile {
+            crc,
+            max_payload_len: 1 << 20,
+            unbounded_data_attr: Some(7),
+            end_cmd: 0xffff,
+        };
+        let mut out = Vec::new();
+        let attrs = [
+            AttrValue::new(1, Value::U64(42)),
+            AttrValue::new(7, Value::Bytes(data)),
+        ];
+        encode_command(&profile, 16, &attrs, &mut out).unwrap();
+        out
+    }
+
+    /// For both CRC variants, the DATA frame's CRC derived from a command's
+    /// own CRC equals the CRC of its bytes; the fast path reads the frame
+    /// back under the right variant only; and a (long) command whose CRC is
+    /// wrong gives a frame the receiver refuses.
+    #[test]
+    fn data_crc_from_the_command_crc() {
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for variant in [CrcVariant::BtrfsRaw, CrcVariant::Standard] {
+            let other = match variant {
+                CrcVariant::BtrfsRaw => CrcVariant::Standard,
+                CrcVariant::Standard => CrcVariant::BtrfsRaw,
+            };
+            for n in [0, 1, 4095, 4096, 70_000, 200_000] {
+                let unit = unit(variant, &data[..n]);
+                for damage in [false, true] {
+                    let what = format!("{variant:?}, {n} bytes, damaged: {damage}");
+                    let mut unit = unit.clone();
+                    if damage {
+                        let last = unit.len() - 1;
+                        unit[last] ^= 1;
+                    }
+                    let mut f = Framer::new();
+                    let follows = f.write_data(7, &unit, Some(variant));
+                    assert_eq!(follows, unit.len() >= INLINE_MAX, "{what}");
+                    let mut out = f.pending().to_vec();
+                    if follows {
+                        out.extend_from_slice(&unit);
+                    }
+                    let r = decode_command(&out, &SESSION_PROFILE, 0, 0);
+                    // Short units are checksummed directly: their frame is
+                    // sound, and the receiver's check of the unit refuses it.
+                    let derived = unit.len() >= 4096;
+                    assert_eq!(r.is_ok(), !(damage && derived), "{what}");
+                    if let Ok((c, len)) = r {
+                        assert_eq!(len, out.len(), "{what}");
+                        assert!(c.attr(attr::PAYLOAD).unwrap().value() == &unit[..]);
+                    }
+                    let fast = fast_data(&out, variant);
+                    assert_eq!(fast.is_some(), derived, "{what}");
+                    if let Some((seq, payload)) = fast {
+                        assert_eq!(seq, 7, "{what}");
+                        assert!(payload == &unit[..], "{what}");
+                    }
+                    if derived && !damage {
+                        assert!(fast_data(&out, other).is_none(), "{what}: other variant");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames come out whole however the input is cut, a hostile length is
+    /// refused before anything is buffered for it, and a peer that closes
+    /// inside a frame is named with the offset it reached.
+    #[test]
+    fn frames_out_of_any_cut_and_closes_named() {
+        let mut a = Framer::new();
+        a.write_fixed(&crate::wire::SESSION_FORMAT, crate::wire::SESSION_VERSIONS);
+        for seq in 1..=20u64 {
+            a.write_seq(frame::ACK, seq).unwrap();
+        }
+        let wire = a.pending().to_vec();
+        for cut in [1, 2, 3, 7, 16, 17, 64, wire.len()] {
+            let mut b = Framer::new();
+            let mut fed = 0;
+            let mut feed = |b: &mut Framer| {
+                let buf = b.recv_buf();
+                let n = cut.min(wire.len() - fed).min(buf.len());
+                buf[..n].copy_from_slice(&wire[fed..fed + n]);
+                b.received(n);
+                fed += n;
+            };
+            while b.fixed(&crate::wire::SESSION_FORMAT).unwrap().is_none() {
+                feed(&mut b);
+            }
+            let mut seqs = Vec::new();
+            while seqs.len() < 20 {
+                match b.next_frame("test").unwrap() {
+                    Some(at) => seqs.push(u64_attr(&b.frame(at).unwrap(), attr::SEQ).unwrap()),
+                    None => feed(&mut b),
+                }
+            }
+            assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "cut {cut}");
+            assert_eq!(b.in_bytes(), wire.len() as u64);
+            // The peer closes inside the next frame.
+            let buf = b.recv_buf();
+            buf[..5].copy_from_slice(&wire[16..21]);
+            b.received(5);
+            assert!(b.next_frame("test").unwrap().is_none());
+            b.received(0);
+            match b.next_frame("in the test") {
+                Err(SessionError::Closed { during, offset }) => {
+                    assert_eq!((during, offset), ("in the test", wire.len() as u64 + 5));
+                }
+                r => panic!("{r:?}"),
+            }
+        }
+        // A frame header declaring more than the handshake allows.
+        let mut b = Framer::new();
+        let mut hostile = vec![0u8; CMD_HEADER_LEN];
+        hostile[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        b.recv_buf()[..CMD_HEADER_LEN].copy_from_slice(&hostile);
+        b.received(CMD_HEADER_LEN);
+        assert!(matches!(b.next_frame("test"), Err(SessionError::Frame(_))));
+        assert!(b.rbuf.len() <= RBUF_HANDSHAKE);
+    }
+}
