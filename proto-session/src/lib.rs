@@ -15,8 +15,13 @@
 //! own), and [`handshake`] is the one handshake both roles run (fixed
 //! headers, two-way version negotiation, HELLO with features, the
 //! required-feature check) with the typed `SELECT` and `ACCEPT` frames
-//! that end it. The data phase's state machines (sender and receiver)
-//! move here from the top crate's blocking session next.
+//! that end it. [`send`] is the sender across connections and restarts
+//! (resume by seq, or re-armed from the receiver's checkpoint token through
+//! the format's `Arm`, then units out of the window, tokens in band,
+//! FINISH, BYE), and [`receive`] the receiver (what it states in SELECT;
+//! every unit checked before it is handed out, duplicates discarded, ACKs
+//! once the caller made the output durable). The top crate's
+//! `session` is a blocking driver of these over `Read + Write`.
 //!
 //! ```
 //! use proto_session::replay::{Accept, Limits, Receiver, Sender};
@@ -38,7 +43,9 @@
 pub mod error;
 pub mod framer;
 pub mod handshake;
+pub mod receive;
 pub mod replay;
+pub mod send;
 pub mod wire;
 
 pub use error::{BoxError, ResumeError, SessionError};

@@ -314,6 +314,12 @@ impl Sender {
         self.acked
     }
 
+    /// Whether a held message waits to be transmitted
+    /// ([`Sender::next_to_send`] returns it).
+    pub fn has_unsent(&self) -> bool {
+        self.send_seq < self.next_seq()
+    }
+
     /// The seq the next pushed message will get.
     pub fn next_seq(&self) -> u64 {
         self.acked + self.lens.len() as u64 + 1

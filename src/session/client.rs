@@ -4,17 +4,15 @@ use std::io::{Read, Write};
 
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::{NativeFormat, PRSTREAM};
-use proto_checkpoint::{Format, Validator};
+use proto_checkpoint::Format;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
-use proto_session::framer::{u64_attr, Data, Incoming};
-use proto_session::handshake::{Accept as AcceptFrame, Handshake, Select};
-use proto_session::replay::{Accept, Limits, Receiver, ReplayError};
+use proto_session::handshake::{Accept, Handshake};
+use proto_session::receive::{Check, Receiving};
 use proto_tlv::CrcVariant;
 
 use super::conn::Conn;
 use super::{
-    attr, frame, BoxError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES,
-    SESSION_VERSIONS,
+    BoxError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_VERSIONS,
 };
 
 /// How a [`Fetcher`] behaves.
@@ -74,17 +72,11 @@ pub struct FetchStats {
 pub struct Fetcher<W: Write> {
     config: FetchConfig,
     out: W,
-    rx: Receiver,
-    validator: Box<dyn UnitCheck>,
-    instance: [u8; 16],
+    session: Receiving,
     offered: Vec<Context>,
     selection: Option<Vec<u32>>,
-    token: Option<(u64, Vec<u8>)>,
-    window: Limits,
-    unacked: (usize, usize),
-    last: Option<u64>,
-    done: bool,
-    stats: FetchStats,
+    /// Bytes read from all connections.
+    wire_bytes: u64,
 }
 
 impl<W: Write> Fetcher<W> {
@@ -96,45 +88,47 @@ impl<W: Write> Fetcher<W> {
     }
 
     /// A fetcher that takes streams of `format` only.
-    pub fn with_format<F: Format + 'static>(format: F, out: W, config: FetchConfig) -> Self {
+    pub fn with_format<F: Format + Send + 'static>(format: F, out: W, config: FetchConfig) -> Self {
         Self::with_check(Box::new(format.validator()), out, config)
     }
 
-    fn with_check(validator: Box<dyn UnitCheck>, out: W, config: FetchConfig) -> Self {
+    fn with_check(check: Box<dyn Check>, out: W, config: FetchConfig) -> Self {
         Fetcher {
             config,
             out,
-            rx: Receiver::new(0),
-            validator,
-            instance: [0; 16],
+            session: Receiving::new(check),
             offered: Vec::new(),
             selection: None,
-            token: None,
-            window: Limits {
-                max_bytes: 1,
-                max_messages: 1,
-            },
-            unacked: (0, 0),
-            last: None,
-            done: false,
-            stats: FetchStats::default(),
+            wire_bytes: 0,
         }
     }
 
     /// Whether the transfer is complete (the sender said goodbye).
     pub fn done(&self) -> bool {
-        self.done
+        self.session.done()
     }
 
     /// Whether every unit is here and durable (the sender's goodbye may
     /// still be missing).
     pub fn finished(&self) -> bool {
-        self.last.is_some()
+        self.session.finished()
     }
 
     /// What the fetcher did so far.
     pub fn stats(&self) -> FetchStats {
-        self.stats
+        let s = self.session.stats();
+        let connections = self.session.connections();
+        FetchStats {
+            connections,
+            reconnects: connections.saturating_sub(1),
+            resumed_by_token: s.resumed_by_token,
+            units: s.units,
+            bytes_written: s.bytes_delivered,
+            bytes_received: s.bytes_received,
+            bytes_resent: s.bytes_resent,
+            duplicates: s.duplicates,
+            wire_bytes: self.wire_bytes,
+        }
     }
 
     /// The contexts the sender offered (after a handshake).
@@ -149,7 +143,7 @@ impl<W: Write> Fetcher<W> {
 
     /// The last seq received.
     pub fn received(&self) -> u64 {
-        self.rx.last_received()
+        self.session.received()
     }
 
     /// The output.
@@ -163,20 +157,17 @@ impl<W: Write> Fetcher<W> {
     /// failure, connect again and call this again. A refusal is told to the
     /// peer before the error is returned.
     pub fn fetch<S: Read + Write>(&mut self, io: S) -> Result<(), SessionError> {
-        if self.stats.connections > 0 {
-            self.stats.reconnects += 1;
-            self.rx.reconnected();
+        if self.session.connections() > 0 {
             // The seq stated in the handshake lets the sender drop what it
             // covers: make it durable first.
             self.out.flush().map_err(SessionError::Output)?;
-            self.rx.mark_durable(self.rx.last_received())?;
         }
-        self.stats.connections += 1;
+        self.session.connect()?;
         let mut conn = Conn::new(io);
         let r = self
             .handshake(&mut conn)
             .and_then(|()| self.receive(&mut conn));
-        self.stats.wire_bytes += conn.in_bytes();
+        self.wire_bytes += conn.in_bytes();
         r.map_err(|e| conn.refuse(e))
     }
 
@@ -195,31 +186,12 @@ impl<W: Write> Fetcher<W> {
             Some(ids) => ids.clone(),
             None => self.resolve()?,
         };
-        Select {
-            contexts: ids.clone(),
-            received: self.rx.last_received(),
-            instance: self.instance,
-            token: self.token.as_ref().map(|(_, t)| &t[..]),
-        }
-        .write(conn.framer())?;
+        self.session.select(ids.clone()).write(conn.framer())?;
         conn.flush()?;
 
         let c = conn.read_frame("in the handshake (ACCEPT)")?;
-        let accept = AcceptFrame::read(&c)?;
-        let expected = self.rx.last_received() + 1;
-        if accept.next > expected {
-            return Err(ReplayError::Gap {
-                expected,
-                got: accept.next,
-            }
-            .into());
-        }
-        self.instance = accept.instance;
-        self.window = accept.window;
-        self.stats.bytes_resent += accept.resend.bytes;
-        if accept.resumed == Resumed::Token as u8 || accept.resumed == Resumed::Start as u8 {
-            self.stats.resumed_by_token += 1;
-        }
+        let accept = Accept::read(&c)?;
+        self.session.accepted(&accept)?;
         self.selection = Some(ids);
         conn.handshake_done();
         Ok(())
@@ -253,160 +225,31 @@ impl<W: Write> Fetcher<W> {
 
     fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         loop {
-            let unit_crc = self.validator.unit_crc();
-            let c = match conn.read_incoming("in the transfer", unit_crc)? {
-                Incoming::Data(d) => {
-                    if self.data(d.seq, d.payload, Some(&d))? {
-                        self.ack(conn)?;
-                    }
-                    continue;
-                }
-                Incoming::Frame(c) => c,
-            };
-            match c.cmd() {
-                frame::DATA => {
-                    let seq = u64_attr(&c, attr::SEQ)?;
-                    let payload = c.require(attr::PAYLOAD)?.value();
-                    if self.data(seq, payload, None)? {
-                        self.ack(conn)?;
-                    }
-                }
-                frame::TOKEN => {
-                    let seq = u64_attr(&c, attr::SEQ)?;
-                    if seq > self.rx.last_received() {
-                        return Err(ReplayError::FromTheFuture {
-                            peer: seq,
-                            sent: self.rx.last_received(),
-                        }
-                        .into());
-                    }
-                    let t = c.require(attr::TOKEN)?.value().to_vec();
-                    self.token = Some((seq, t));
-                }
-                frame::FINISH => {
-                    let last = u64_attr(&c, attr::SEQ)?;
-                    let received = self.rx.last_received();
-                    if last != received {
-                        return Err(SessionError::Finish { last, received });
-                    }
-                    self.validator
-                        .finish()
-                        .map_err(|source| SessionError::Unit { seq: last, source })?;
-
-                    self.last = Some(last);
-                    self.ack(conn)?;
-                }
-                frame::BYE if self.last.is_some() => {
-                    self.done = true;
-                    return Ok(());
-                }
-                got => {
-                    return Err(SessionError::Unexpected {
-                        expected: "DATA, TOKEN or FINISH",
-                        got,
-                        offset: c.offset(),
-                    })
-                }
+            let unit_crc = self.session.unit_crc();
+            let inc = conn.read_incoming("in the transfer", unit_crc)?;
+            let action = self.session.handle(inc)?;
+            if let Some(unit) = action.deliver {
+                self.out.write_all(unit).map_err(SessionError::Output)?;
+            }
+            let (ack, done) = (action.ack, action.done);
+            if ack {
+                self.out.flush().map_err(SessionError::Output)?;
+                self.session.durable(conn.framer())?;
+                conn.flush()?;
+            }
+            if done {
+                return Ok(());
             }
         }
-    }
-
-    /// One DATA frame: its unit delivered (checked and written) or, a
-    /// duplicate, discarded. `fast`: the frame when its own CRC was not
-    /// checked, only found to hold exactly when its unit's does
-    /// ([`Conn::read_incoming`]); it is checked before any error is
-    /// returned, and for a duplicate, whose unit is not checked, so that
-    /// every frame is checked and a damaged one is named as before. Returns
-    /// whether to acknowledge now.
-    fn data(
-        &mut self,
-        seq: u64,
-        payload: &[u8],
-        fast: Option<&Data<'_>>,
-    ) -> Result<bool, SessionError> {
-        let verify = || fast.map_or(Ok(()), Data::verify);
-        self.stats.bytes_received += payload.len() as u64;
-        let accept = match self.rx.accept(seq) {
-            Ok(a) => a,
-            Err(e) => {
-                verify()?;
-                return Err(e.into());
-            }
-        };
-        match accept {
-            Accept::Deliver => {
-                if let Err(e) = self.deliver(seq, payload) {
-                    verify()?;
-                    return Err(e);
-                }
-                Ok(self.unacked.0 * 4 >= self.window.max_messages
-                    || self.unacked.1 * 4 >= self.window.max_bytes)
-            }
-            Accept::Duplicate => {
-                verify()?;
-                self.stats.duplicates += 1;
-                self.stats.bytes_resent += payload.len() as u64;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Checks one unit and writes it.
-    fn deliver(&mut self, seq: u64, payload: &[u8]) -> Result<(), SessionError> {
-        self.validator
-            .unit(payload)
-            .map_err(|source| SessionError::Unit { seq, source })?;
-        self.out.write_all(payload).map_err(SessionError::Output)?;
-        self.stats.units += 1;
-        self.stats.bytes_written += payload.len() as u64;
-        self.unacked.0 += 1;
-        self.unacked.1 += payload.len();
-        Ok(())
-    }
-
-    /// Makes what was received durable (flushes the output) and
-    /// acknowledges it.
-    fn ack<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
-        self.out.flush().map_err(SessionError::Output)?;
-        self.rx.mark_durable(self.rx.last_received())?;
-        self.unacked = (0, 0);
-        if let Some(a) = self.rx.take_ack() {
-            conn.write_seq(frame::ACK, a)?;
-            conn.flush()?;
-        }
-        Ok(())
-    }
-}
-
-/// A receiver's check of units, whatever their format.
-trait UnitCheck {
-    /// Checks that `unit` is exactly the next unit of a valid stream.
-    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
-    /// Checks that the stream may end here.
-    fn finish(&self) -> Result<(), BoxError>;
-    /// The CRC variant of the commands of the stream being received, once
-    /// its header is in.
-    fn unit_crc(&self) -> Option<CrcVariant>;
-}
-
-impl<F: Format> UnitCheck for Validator<F> {
-    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
-        Validator::unit(self, unit).map_err(Into::into)
-    }
-    fn finish(&self) -> Result<(), BoxError> {
-        Validator::finish(self).map_err(Into::into)
-    }
-    fn unit_crc(&self) -> Option<CrcVariant> {
-        self.profile().map(|p| p.crc)
     }
 }
 
 /// The validator of the format the first unit (a stream header) names:
 /// the kit's native `PRSTREAM` by its magic, else btrfs (whose errors say
 /// what was found).
-struct Detect(Option<Box<dyn UnitCheck>>);
+struct Detect(Option<Box<dyn Check>>);
 
-impl UnitCheck for Detect {
+impl Check for Detect {
     fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
         let v = self.0.get_or_insert_with(|| {
             if PRSTREAM.recognises(unit) {

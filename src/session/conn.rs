@@ -5,7 +5,7 @@ use std::io::{self, IoSlice, Read, Write};
 
 use proto_session::framer::{FrameAt, Framer, Incoming};
 use proto_session::handshake::{Established, Handshake};
-use proto_tlv::{AttrValue, Command, CrcVariant};
+use proto_tlv::{Command, CrcVariant};
 
 use super::SessionError;
 
@@ -94,48 +94,19 @@ impl<S: Read + Write> Conn<S> {
         self.f.incoming(at, unit_crc)
     }
 
-    fn gathered(&mut self) -> Result<(), SessionError> {
+    /// Sends the gathered bytes once there are enough of them.
+    pub(crate) fn gathered(&mut self) -> Result<(), SessionError> {
         if self.f.pending().len() >= WBUF {
             self.flush()?;
         }
         Ok(())
     }
 
-    pub(crate) fn write_frame(
-        &mut self,
-        ty: u16,
-        attrs: &[AttrValue<'_>],
-    ) -> Result<(), SessionError> {
-        self.f.write_frame(ty, attrs)?;
-        self.gathered()
-    }
-
-    pub(crate) fn write_seq(&mut self, ty: u16, seq: u64) -> Result<(), SessionError> {
-        self.f.write_seq(ty, seq)?;
-        self.gathered()
-    }
-
-    /// A DATA frame; a large payload goes straight to the connection after
-    /// the gathered bytes (one copy fewer).
-    pub(crate) fn write_data(
-        &mut self,
-        seq: u64,
-        payload: &[u8],
-        unit_crc: Option<CrcVariant>,
-    ) -> Result<(), SessionError> {
-        if self.f.pending().len() + payload.len() + 64 > WBUF {
-            self.flush()?;
-        }
-        if self.f.write_data(seq, payload, unit_crc) {
-            self.write_with(payload)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the gathered bytes then `tail`, in one vectored write where
-    /// the connection takes it (a TCP socket with `TCP_NODELAY` would send
-    /// the gathered frame prefix as a segment of its own otherwise).
-    fn write_with(&mut self, tail: &[u8]) -> io::Result<()> {
+    /// Writes the gathered bytes then `tail` (a DATA payload the framer did
+    /// not copy), in one vectored write where the connection takes it (a
+    /// TCP socket with `TCP_NODELAY` would send the gathered frame prefix
+    /// as a segment of its own otherwise).
+    pub(crate) fn write_body(&mut self, tail: &[u8]) -> io::Result<()> {
         let (mut a, mut b) = (self.f.pending(), tail);
         while !a.is_empty() || !b.is_empty() {
             let n = match self.io.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {

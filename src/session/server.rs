@@ -1,6 +1,5 @@
 //! The sending side of a session.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -10,19 +9,17 @@ use std::sync::Arc;
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::PRSTREAM;
 use proto_checkpoint::{
-    list_streams, Emitter, FileSource, Fill, Format, Producer, Source, Spans, Split, StreamSpan,
-    Token,
+    list_streams, Emitter, FileSource, Format, Producer, Source, Spans, StreamSpan, Token,
 };
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
-use proto_session::framer::{expect, u64_attr};
-use proto_session::handshake::{Accept, Handshake, Select};
-use proto_session::replay::{Limits, ReplayError, Resend, Sender};
-use proto_tlv::{AttrValue, CrcVariant, Value};
+use proto_session::handshake::{Handshake, Select};
+use proto_session::replay::Limits;
+use proto_session::send::{SendConfig, Sending, Step, Units};
 
 use super::conn::Conn;
 use super::{
-    attr, frame, BoxError, ResumeError, Resumed, SessionError, FEATURE_DEPS, FEATURE_REPLAY,
-    KNOWN_FEATURES, MAX_UNIT, SESSION_VERSIONS,
+    BoxError, ResumeError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, MAX_UNIT,
+    SESSION_VERSIONS,
 };
 
 /// How a [`Server`] behaves.
@@ -103,52 +100,10 @@ pub struct Served {
 type BoxSource = Box<dyn Source + Send>;
 type Opener = Box<dyn FnMut() -> io::Result<BoxSource> + Send>;
 
-/// An emitter of any format, as the server drives it.
-trait Units: Send {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError>;
-    fn token(&self) -> Token;
-    fn ended(&self) -> bool;
-    fn set_units_per_fill(&mut self, n: u64);
-}
-
-impl<P, S> Units for Emitter<P, S>
-where
-    P: Producer + Send,
-    P::Error: Send + Sync,
-    S: Split + Send,
-{
-    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError> {
-        Emitter::fill(self, buf).map_err(Into::into)
-    }
-    fn token(&self) -> Token {
-        Emitter::token(self)
-    }
-    fn ended(&self) -> bool {
-        Emitter::ended(self)
-    }
-    fn set_units_per_fill(&mut self, n: u64) {
-        Emitter::set_units_per_fill(self, n)
-    }
-}
-
 /// Makes the emitter of the selected streams, from the start or re-armed
 /// from a token, in the file's format.
 type Arm =
     Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Units>, SessionError> + Send>;
-type StreamEmitter = Box<dyn Units>;
-
-/// What survives a reconnect: the emitter and the window.
-struct Transfer {
-    instance: [u8; 16],
-    selection: Vec<u32>,
-    emitter: StreamEmitter,
-    replay: Sender,
-    /// Tokens to send after the DATA of their seq.
-    tokens: VecDeque<(u64, Vec<u8>)>,
-    since_token: u64,
-    /// The seq of the last unit, once the emitter has ended.
-    last: Option<u64>,
-}
 
 /// The sending side: serves one btrfs send-stream file (one stream or
 /// several concatenated, each a context) to one receiver, over as many
@@ -158,13 +113,8 @@ pub struct Server {
     open: Opener,
     arm: Arm,
     streams: Vec<StreamSpan>,
-    /// The largest unit of the file: the emitter's buffer.
-    max_unit: usize,
-    /// The CRC variant of the file's commands, when all its streams have
-    /// the same (DATA frames take their CRC from their command's).
-    unit_crc: Option<CrcVariant>,
     hello: V1Header,
-    transfer: Option<Transfer>,
+    sending: Sending,
     killed: bool,
     stats: ServerStats,
 }
@@ -281,14 +231,22 @@ impl Server {
             contexts,
         };
         Ok(Server {
-            config,
             open,
             arm,
             streams,
-            max_unit,
-            unit_crc,
             hello,
-            transfer: None,
+            // The emitter fills buffers of the file's largest unit; large
+            // DATA frames take their CRC from their command's when all
+            // streams checksum their commands alike.
+            sending: Sending::new(
+                config.window,
+                SendConfig {
+                    token_every: config.token_every,
+                    max_unit,
+                    unit_crc,
+                },
+            ),
+            config,
             killed: false,
             stats: ServerStats::default(),
         })
@@ -301,13 +259,24 @@ impl Server {
 
     /// What the server did so far.
     pub fn stats(&self) -> ServerStats {
-        self.stats
+        let s = self.sending.stats();
+        ServerStats {
+            units_sent: s.units_sent,
+            bytes_sent: s.bytes_sent,
+            units_resent: s.units_resent,
+            bytes_resent: s.bytes_resent,
+            tokens_sent: s.tokens_sent,
+            resumed_by_seq: s.resumed_by_seq,
+            resumed_by_token: s.resumed_by_token,
+            units_skipped: s.units_skipped,
+            ..self.stats
+        }
     }
 
     /// Forgets the transfer (the window and the position), as a restarted
     /// sender would: the receiver must resume from its checkpoint token.
     pub fn forget(&mut self) {
-        self.transfer = None;
+        self.sending.forget();
     }
 
     /// Runs one connection: the handshake, then the transfer until it is
@@ -339,226 +308,73 @@ impl Server {
 
         let c = conn.read_frame("in the handshake (SELECT)")?;
         let select = Select::read(&c, &self.hello.context_ids())?;
-        let token = select.token.map(<[u8]>::to_vec);
-        let (selection, received, instance) = (select.contexts, select.received, select.instance);
-
-        let (how, resend) = self.resume(selection, received, instance, token)?;
-        let Some(t) = &self.transfer else {
-            return Err(ResumeError::NoTransfer.into());
-        };
-        Accept {
-            instance: t.instance,
-            resumed: how as u8,
-            next: t.replay.acked() + 1,
-            window: t.replay.limits(),
-            resend,
-        }
-        .write(conn.framer())?;
+        let (open, streams, arm) = (&mut self.open, &self.streams, &self.arm);
+        let mut arm =
+            |selection: &[u32], token: Option<&Token>| arm(spans(open, streams, selection)?, token);
+        let accept = self.sending.resume(&select, new_instance(), &mut arm)?;
+        accept.write(conn.framer())?;
         conn.handshake_done();
         Ok(())
-    }
-
-    /// Where the transfer resumes for a receiver that has every seq up to
-    /// `received`, last from sender `instance`.
-    fn resume(
-        &mut self,
-        selection: Vec<u32>,
-        received: u64,
-        instance: [u8; 16],
-        token: Option<Vec<u8>>,
-    ) -> Result<(Resumed, Resend), SessionError> {
-        if let Some(t) = self.transfer.as_mut().filter(|t| t.instance == instance) {
-            if t.selection != selection {
-                return Err(ResumeError::SelectionChanged {
-                    was: t.selection.clone(),
-                    asked: selection,
-                }
-                .into());
-            }
-            match t.replay.reconnect(received) {
-                Ok(r) => {
-                    self.stats.resumed_by_seq += 1;
-                    return Ok((Resumed::Seq, r));
-                }
-                // The receiver lost what it had acknowledged: only its
-                // token can help.
-                Err(ReplayError::PeerRegressed { .. }) if token.is_some() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let spans = self.spans(&selection)?;
-        let (emitter, how) = match token {
-            Some(bytes) => {
-                let token = Token::from_bytes(&bytes)?;
-                if token.seq > received {
-                    return Err(ResumeError::TokenAhead {
-                        token: token.seq,
-                        received,
-                    }
-                    .into());
-                }
-                ((self.arm)(spans, Some(&token))?, Resumed::Token)
-            }
-            // A receiver that has units but no token (the sender lost its
-            // window before the first token went out) is served from the
-            // start: the units it has are regenerated and skipped.
-            None => {
-                let e = (self.arm)(spans, None)?;
-                let how = if received == 0 {
-                    Resumed::Fresh
-                } else {
-                    Resumed::Start
-                };
-                (e, how)
-            }
-        };
-        let mut emitter = emitter;
-        emitter.set_units_per_fill(1);
-        let mut at = emitter.token().seq;
-        // A token from after the last unit: the receiver has everything
-        // (only the goodbye was lost), and there is nothing left to emit.
-        let mut last = emitter.ended().then_some(at);
-        if at < received {
-            // The receiver has units past the token (sent by the instance
-            // before this one): regenerate them without sending.
-            let mut scratch = vec![0u8; self.max_unit];
-            while at < received {
-                let fill = emitter.fill(&mut scratch).map_err(source_err)?;
-                if fill.written == 0 {
-                    return Err(ReplayError::FromTheFuture {
-                        peer: received,
-                        sent: at,
-                    }
-                    .into());
-                }
-                at += 1;
-                self.stats.units_skipped += 1;
-                if fill.ended {
-                    last = Some(at);
-                }
-            }
-        }
-        if matches!(how, Resumed::Token | Resumed::Start) {
-            self.stats.resumed_by_token += 1;
-        }
-        self.transfer = Some(Transfer {
-            instance: new_instance(),
-            selection,
-            emitter,
-            replay: Sender::new(self.config.window, received),
-            tokens: VecDeque::new(),
-            since_token: 0,
-            last,
-        });
-        Ok((how, Resend::default()))
-    }
-
-    fn spans(&mut self, selection: &[u32]) -> Result<Spans<BoxSource>, SessionError> {
-        let src = (self.open)().map_err(source_err)?;
-        let ranges: Vec<(u64, u64)> = selection
-            .iter()
-            .filter_map(|id| self.streams.get((*id as usize).checked_sub(1)?))
-            .map(|s| (s.offset, s.len))
-            .collect();
-        Spans::new(src, &ranges).map_err(source_err)
     }
 
     /// The data phase: units out, acks in, until the last unit is
     /// acknowledged.
     fn transmit<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<Served, SessionError> {
-        let mut finish_sent = false;
         loop {
-            let Some(t) = self.transfer.as_mut() else {
-                return Err(ResumeError::NoTransfer.into());
-            };
-            loop {
-                let high = t.replay.sent();
-                let Some((seq, bytes)) = t.replay.next_to_send() else {
-                    break;
-                };
-                // Counted when attempted: a unit cut off by a failure is
-                // sent again in full.
-                self.stats.units_sent += 1;
-                self.stats.bytes_sent += bytes.len() as u64;
-                if seq <= high {
-                    self.stats.units_resent += 1;
-                    self.stats.bytes_resent += bytes.len() as u64;
-                }
-                conn.write_data(seq, bytes, self.unit_crc)?;
-                while let Some((ts, _)) = t.tokens.front() {
-                    if *ts > seq {
-                        break;
+            match self.sending.poll(conn.framer())? {
+                Step::Data { body, .. } => {
+                    match body {
+                        Some(b) => conn.write_body(b)?,
+                        None => conn.gathered()?,
                     }
-                    if let Some((ts, tb)) = t.tokens.pop_front() {
-                        conn.write_frame(
-                            frame::TOKEN,
-                            &[
-                                AttrValue::new(attr::SEQ, Value::U64(ts)),
-                                AttrValue::new(attr::TOKEN, Value::Bytes(&tb)),
-                            ],
-                        )?;
-                        self.stats.tokens_sent += 1;
+                    let sent = self.sending.stats().bytes_sent;
+                    if let Some(k) = self.config.kill_after {
+                        if !self.killed && sent >= k {
+                            self.killed = true;
+                            self.stats.restarts += 1;
+                            self.sending.forget();
+                            return Err(io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                format!(
+                                    "fault injection: the sender was killed after {sent} payload bytes and lost its window"
+                                ),
+                            )
+                            .into());
+                        }
                     }
                 }
-                if let Some(k) = self.config.kill_after {
-                    if !self.killed && self.stats.bytes_sent >= k {
-                        self.killed = true;
-                        self.stats.restarts += 1;
-                        self.transfer = None;
-                        return Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            format!(
-                                "fault injection: the sender was killed after {} payload bytes and lost its window",
-                                self.stats.bytes_sent
-                            ),
-                        )
-                        .into());
-                    }
-                }
-            }
-            if t.last.is_none() && t.replay.has_room() {
-                let mut filled = None;
-                let pushed = t.replay.push_with(self.max_unit, |buf| {
-                    let f = t.emitter.fill(buf)?;
-                    let n = f.written;
-                    filled = Some(f);
-                    Ok(n)
-                })?;
-                let seq = pushed.map_err(SessionError::Source)?;
-                let Some(fill) = filled else { continue };
-                t.since_token += fill.written as u64;
-                if fill.ended {
-                    t.last = Some(seq);
-                }
-                if fill.ended || t.since_token >= self.config.token_every {
-                    t.since_token = 0;
-                    t.tokens.push_back((seq, fill.token.to_bytes()?));
-                }
-                continue;
-            }
-            if let Some(last) = t.last {
-                if !finish_sent && t.replay.sent() >= last {
-                    conn.write_seq(frame::FINISH, last)?;
-                    finish_sent = true;
-                }
-                if t.replay.acked() >= last {
-                    conn.write_frame(frame::BYE, &[])?;
+                Step::Wait => {
                     conn.flush()?;
-                    self.transfer = None;
+                    let c = conn.read_frame("waiting for an ACK")?;
+                    self.sending.handle(&c)?;
+                }
+                Step::Done { units } => {
+                    conn.flush()?;
+                    self.sending.forget();
                     // Let the receiver close first (its last ack may
                     // still be on the way); bounded by the connection's
                     // own timeouts.
                     while conn.read_frame("after BYE").is_ok() {}
-                    return Ok(Served { units: last });
+                    return Ok(Served { units });
                 }
             }
-            conn.flush()?;
-            let c = conn.read_frame("waiting for an ACK")?;
-            expect(&c, frame::ACK)?;
-            let seq = u64_attr(&c, attr::SEQ)?;
-            t.replay.ack(seq)?;
         }
     }
+}
+
+/// The selected streams of the file, opened again.
+fn spans(
+    open: &mut Opener,
+    streams: &[StreamSpan],
+    selection: &[u32],
+) -> Result<Spans<BoxSource>, SessionError> {
+    let src = open().map_err(source_err)?;
+    let ranges: Vec<(u64, u64)> = selection
+        .iter()
+        .filter_map(|id| streams.get((*id as usize).checked_sub(1)?))
+        .map(|s| (s.offset, s.len))
+        .collect();
+    Spans::new(src, &ranges).map_err(source_err)
 }
 
 /// The source stream failed (its own error kept).

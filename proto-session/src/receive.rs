@@ -1,0 +1,304 @@
+//! The receiver's side, sans-IO: where it stands across connections (last
+//! seq received, sender instance, latest token), what it states in SELECT,
+//! and the data phase: every unit checked before it is handed out,
+//! duplicates discarded, acknowledgements once what was handed out is
+//! durable.
+//!
+//! The caller owns the output and the I/O: [`Receiving::handle`] returns
+//! the unit to write ([`Action::deliver`]) and whether to make the output
+//! durable now ([`Action::ack`]); after it has, [`Receiving::durable`]
+//! queues the ACK that says so.
+
+use proto_checkpoint::{Format, Validator};
+use proto_tlv::CrcVariant;
+
+use crate::error::{BoxError, SessionError};
+use crate::framer::{u64_attr, Data, Framer, Incoming};
+use crate::handshake::{Accept, Select};
+use crate::replay::{self, Limits, Receiver, ReplayError};
+use crate::wire::{attr, frame, Resumed};
+
+/// A receiver's check of units, whatever their format.
+pub trait Check: Send {
+    /// Checks that `unit` is exactly the next unit of a valid stream.
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
+    /// Checks that the stream may end here.
+    fn finish(&self) -> Result<(), BoxError>;
+    /// The CRC variant of the commands of the stream being received, once
+    /// its header is in (large DATA frames are then read on the fast path).
+    fn unit_crc(&self) -> Option<CrcVariant>;
+}
+
+impl<F: Format + Send> Check for Validator<F> {
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
+        Validator::unit(self, unit).map_err(Into::into)
+    }
+    fn finish(&self) -> Result<(), BoxError> {
+        Validator::finish(self).map_err(Into::into)
+    }
+    fn unit_crc(&self) -> Option<CrcVariant> {
+        self.profile().map(|p| p.crc)
+    }
+}
+
+/// What a receiver got, over its connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveStats {
+    /// Reconnects where the sender had lost its window and re-armed from
+    /// this receiver's checkpoint token (or from the start, when none had
+    /// come yet), skipping what the receiver had.
+    pub resumed_by_token: u64,
+    /// Units handed out (checked).
+    pub units: u64,
+    /// Their bytes.
+    pub bytes_delivered: u64,
+    /// Payload bytes of every DATA frame that arrived (duplicates included).
+    pub bytes_received: u64,
+    /// Payload bytes the sender announced it would send again after a
+    /// reconnect, plus duplicates that arrived.
+    pub bytes_resent: u64,
+    /// Units that arrived twice (discarded).
+    pub duplicates: u64,
+}
+
+/// What to do with a frame's outcome ([`Receiving::handle`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Action<'a> {
+    /// A checked unit: write it to the output (in this order, before any
+    /// later one).
+    pub deliver: Option<&'a [u8]>,
+    /// Make the output durable now, then call [`Receiving::durable`].
+    pub ack: bool,
+    /// The sender said goodbye: the transfer is complete.
+    pub done: bool,
+}
+
+/// The receiving side of one transfer, across its connections.
+pub struct Receiving {
+    rx: Receiver,
+    check: Box<dyn Check>,
+    instance: [u8; 16],
+    token: Option<(u64, Vec<u8>)>,
+    window: Limits,
+    /// Units and bytes handed out since the last ack.
+    unacked: (usize, usize),
+    last: Option<u64>,
+    done: bool,
+    connections: u64,
+    stats: ReceiveStats,
+}
+
+impl std::fmt::Debug for Receiving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiving")
+            .field("received", &self.rx.last_received())
+            .field("last", &self.last)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiving {
+    /// A new transfer, each unit checked by `check`.
+    pub fn new(check: Box<dyn Check>) -> Self {
+        Receiving {
+            rx: Receiver::new(0),
+            check,
+            instance: [0; 16],
+            token: None,
+            window: Limits {
+                max_bytes: 1,
+                max_messages: 1,
+            },
+            unacked: (0, 0),
+            last: None,
+            done: false,
+            connections: 0,
+            stats: ReceiveStats::default(),
+        }
+    }
+
+    /// A connection starts. On every one after the first, the caller must
+    /// have made its output durable first: the seq stated in SELECT lets
+    /// the sender drop what it covers.
+    pub fn connect(&mut self) -> Result<(), SessionError> {
+        if self.connections > 0 {
+            self.rx.reconnected();
+            self.rx.mark_durable(self.rx.last_received())?;
+        }
+        self.connections += 1;
+        Ok(())
+    }
+
+    /// The SELECT frame for `contexts`: the last seq received, the sender
+    /// instance it came from, the latest token.
+    pub fn select(&self, contexts: Vec<u32>) -> Select<'_> {
+        Select {
+            contexts,
+            received: self.rx.last_received(),
+            instance: self.instance,
+            token: self.token.as_ref().map(|(_, t)| &t[..]),
+        }
+    }
+
+    /// The sender's ACCEPT.
+    pub fn accepted(&mut self, a: &Accept) -> Result<(), SessionError> {
+        let expected = self.rx.last_received() + 1;
+        if a.next > expected {
+            return Err(ReplayError::Gap {
+                expected,
+                got: a.next,
+            }
+            .into());
+        }
+        self.instance = a.instance;
+        self.window = a.window;
+        self.stats.bytes_resent += a.resend.bytes;
+        if a.resumed == Resumed::Token as u8 || a.resumed == Resumed::Start as u8 {
+            self.stats.resumed_by_token += 1;
+        }
+        Ok(())
+    }
+
+    /// The CRC variant to read DATA frames with ([`Framer::incoming`]).
+    pub fn unit_crc(&self) -> Option<CrcVariant> {
+        self.check.unit_crc()
+    }
+
+    /// One frame of the data phase.
+    pub fn handle<'a>(&mut self, inc: Incoming<'a>) -> Result<Action<'a>, SessionError> {
+        let c = match inc {
+            Incoming::Data(d) => return self.data(d.seq, d.payload, Some(&d)),
+            Incoming::Frame(c) => c,
+        };
+        match c.cmd() {
+            frame::DATA => {
+                let seq = u64_attr(&c, attr::SEQ)?;
+                let payload = c.require(attr::PAYLOAD)?.value();
+                self.data(seq, payload, None)
+            }
+            frame::TOKEN => {
+                let seq = u64_attr(&c, attr::SEQ)?;
+                if seq > self.rx.last_received() {
+                    return Err(ReplayError::FromTheFuture {
+                        peer: seq,
+                        sent: self.rx.last_received(),
+                    }
+                    .into());
+                }
+                self.token = Some((seq, c.require(attr::TOKEN)?.value().to_vec()));
+                Ok(Action::default())
+            }
+            frame::FINISH => {
+                let last = u64_attr(&c, attr::SEQ)?;
+                let received = self.rx.last_received();
+                if last != received {
+                    return Err(SessionError::Finish { last, received });
+                }
+                self.check
+                    .finish()
+                    .map_err(|source| SessionError::Unit { seq: last, source })?;
+                self.last = Some(last);
+                Ok(Action {
+                    ack: true,
+                    ..Action::default()
+                })
+            }
+            frame::BYE if self.last.is_some() => {
+                self.done = true;
+                Ok(Action {
+                    done: true,
+                    ..Action::default()
+                })
+            }
+            got => Err(SessionError::Unexpected {
+                expected: "DATA, TOKEN or FINISH",
+                got,
+                offset: c.offset(),
+            }),
+        }
+    }
+
+    /// One DATA frame: its unit checked and handed out or, a duplicate,
+    /// discarded. `fast`: the frame when its own CRC was not checked, only
+    /// found to hold exactly when its unit's does ([`Framer::incoming`]);
+    /// it is checked before any error is returned, and for a duplicate,
+    /// whose unit is not checked, so that every frame is checked and a
+    /// damaged one is named as such.
+    fn data<'a>(
+        &mut self,
+        seq: u64,
+        payload: &'a [u8],
+        fast: Option<&Data<'_>>,
+    ) -> Result<Action<'a>, SessionError> {
+        let verify = || fast.map_or(Ok(()), Data::verify);
+        self.stats.bytes_received += payload.len() as u64;
+        let accept = match self.rx.accept(seq) {
+            Ok(a) => a,
+            Err(e) => {
+                verify()?;
+                return Err(e.into());
+            }
+        };
+        match accept {
+            replay::Accept::Deliver => {
+                if let Err(source) = self.check.unit(payload) {
+                    verify()?;
+                    return Err(SessionError::Unit { seq, source });
+                }
+                self.stats.units += 1;
+                self.stats.bytes_delivered += payload.len() as u64;
+                self.unacked.0 += 1;
+                self.unacked.1 += payload.len();
+                Ok(Action {
+                    deliver: Some(payload),
+                    ack: self.unacked.0 * 4 >= self.window.max_messages
+                        || self.unacked.1 * 4 >= self.window.max_bytes,
+                    done: false,
+                })
+            }
+            replay::Accept::Duplicate => {
+                verify()?;
+                self.stats.duplicates += 1;
+                self.stats.bytes_resent += payload.len() as u64;
+                Ok(Action::default())
+            }
+        }
+    }
+
+    /// Everything handed out is durable: queues the ACK that says so.
+    pub fn durable(&mut self, f: &mut Framer) -> Result<(), SessionError> {
+        self.rx.mark_durable(self.rx.last_received())?;
+        self.unacked = (0, 0);
+        if let Some(a) = self.rx.take_ack() {
+            f.write_seq(frame::ACK, a)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the transfer is complete (the sender said goodbye).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether every unit is here and checked (the sender's goodbye may
+    /// still be missing).
+    pub fn finished(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// The last seq received.
+    pub fn received(&self) -> u64 {
+        self.rx.last_received()
+    }
+
+    /// Connections so far.
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// What arrived so far.
+    pub fn stats(&self) -> ReceiveStats {
+        self.stats
+    }
+}

@@ -1,0 +1,500 @@
+//! The sender's data phase, sans-IO: units out of an emitter into the
+//! replay window and onto the wire, checkpoint tokens in band, FINISH and
+//! BYE once the last unit is acknowledged.
+//!
+//! A [`Sending`] outlives its connections: each connection's handshake
+//! ends with the receiver's SELECT, which [`Sending::resume`] answers with
+//! ACCEPT (by seq when the window still holds what the receiver lacks,
+//! else re-armed from the receiver's token or from the start through the
+//! format's [`Arm`], the units the receiver has regenerated and skipped).
+//! The caller owns the I/O, the clock and the instance ids:
+//! [`Sending::poll`] writes frames into a [`Framer`] and says what to do
+//! next ([`Step`]).
+
+use std::collections::VecDeque;
+
+use proto_checkpoint::{Emitter, Fill, Producer, Split, Token};
+use proto_tlv::{AttrValue, Command, CrcVariant, Value};
+
+use crate::error::{BoxError, ResumeError, SessionError};
+use crate::framer::{expect, u64_attr, Framer};
+use crate::handshake::{Accept, Select};
+use crate::replay::{Limits, ReplayError, Resend, Sender};
+use crate::wire::{attr, frame, Resumed};
+
+/// An emitter of any format, as a sending session drives it.
+pub trait Units: Send {
+    /// Fills `buf` with the next units (one when
+    /// [`Units::set_units_per_fill`] is 1).
+    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError>;
+    /// Where the emission stands.
+    fn token(&self) -> Token;
+    /// Whether the stream has been emitted to its end.
+    fn ended(&self) -> bool;
+    /// Units per fill.
+    fn set_units_per_fill(&mut self, n: u64);
+}
+
+impl<P, S> Units for Emitter<P, S>
+where
+    P: Producer + Send,
+    P::Error: Send + Sync,
+    S: Split + Send,
+{
+    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError> {
+        Emitter::fill(self, buf).map_err(Into::into)
+    }
+    fn token(&self) -> Token {
+        Emitter::token(self)
+    }
+    fn ended(&self) -> bool {
+        Emitter::ended(self)
+    }
+    fn set_units_per_fill(&mut self, n: u64) {
+        Emitter::set_units_per_fill(self, n)
+    }
+}
+
+/// What a sender transmitted, over its connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// Units transmitted (resends included), counted when attempted: a unit
+    /// cut off by a failure is sent again in full.
+    pub units_sent: u64,
+    /// Payload bytes transmitted (resends included).
+    pub bytes_sent: u64,
+    /// Units transmitted again after a reconnect.
+    pub units_resent: u64,
+    /// Their bytes.
+    pub bytes_resent: u64,
+    /// Checkpoint tokens sent.
+    pub tokens_sent: u64,
+    /// Transfers resumed by seq exchange.
+    pub resumed_by_seq: u64,
+    /// Transfers re-armed from the receiver's checkpoint token (or from
+    /// the start when it had none yet).
+    pub resumed_by_token: u64,
+    /// Units a re-armed sender regenerated and skipped because the
+    /// receiver had them (sent by the instance before it).
+    pub units_skipped: u64,
+}
+
+/// What to do after [`Sending::poll`].
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A DATA frame went into the framer. `body`: its payload, when large,
+    /// was not copied: send it right after the pending bytes, before
+    /// anything else. Then poll again.
+    Data {
+        /// Its seq.
+        seq: u64,
+        /// The payload to send after the pending bytes, if not inline.
+        body: Option<&'a [u8]>,
+    },
+    /// Everything due is in the framer and the window is full or the
+    /// stream ended: send the output, read a frame, give it to
+    /// [`Sending::handle`], poll again.
+    Wait,
+    /// BYE is in the framer: every unit is acknowledged and the transfer
+    /// is complete. Send the output.
+    Done {
+        /// Units in the stream.
+        units: u64,
+    },
+}
+
+/// One transfer's sending side: the emitter, the window, the tokens to
+/// send; it survives reconnects.
+pub struct Transfer {
+    instance: [u8; 16],
+    selection: Vec<u32>,
+    units: Box<dyn Units>,
+    replay: Sender,
+    /// Tokens to send after the DATA of their seq.
+    tokens: VecDeque<(u64, Vec<u8>)>,
+    since_token: u64,
+    token_every: u64,
+    /// The emitter's buffer: the largest unit.
+    max_unit: usize,
+    unit_crc: Option<CrcVariant>,
+    /// The seq of the last unit, once the emitter has ended.
+    last: Option<u64>,
+    /// This connection: the DATA just written (its tokens follow it) and
+    /// whether FINISH went out.
+    just_sent: Option<u64>,
+    finish_sent: bool,
+}
+
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfer")
+            .field("selection", &self.selection)
+            .field("acked", &self.replay.acked())
+            .field("sent", &self.replay.sent())
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a [`Transfer`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendConfig {
+    /// A checkpoint token goes out after at least this many payload bytes
+    /// (and after the last unit).
+    pub token_every: u64,
+    /// The largest unit: the emitter fills buffers of this size, so it
+    /// never splits a command.
+    pub max_unit: usize,
+    /// The CRC variant of the stream's commands, when every stream sent
+    /// has the same: large DATA frames take their CRC from their command's.
+    pub unit_crc: Option<CrcVariant>,
+}
+
+impl Transfer {
+    /// A transfer of the units `units` emits, sender instance `instance`,
+    /// contexts `selection`, the window `replay` (its first seq after the
+    /// units the receiver has). `last`: the seq of the last unit when the
+    /// emitter has already ended (the receiver has everything).
+    pub(crate) fn new(
+        instance: [u8; 16],
+        selection: Vec<u32>,
+        units: Box<dyn Units>,
+        replay: Sender,
+        last: Option<u64>,
+        config: SendConfig,
+    ) -> Self {
+        Transfer {
+            instance,
+            selection,
+            units,
+            replay,
+            tokens: VecDeque::new(),
+            since_token: 0,
+            token_every: config.token_every,
+            max_unit: config.max_unit,
+            unit_crc: config.unit_crc,
+            last,
+            just_sent: None,
+            finish_sent: false,
+        }
+    }
+
+    /// The sender instance.
+    pub fn instance(&self) -> [u8; 16] {
+        self.instance
+    }
+
+    /// The contexts being sent.
+    pub fn selection(&self) -> &[u32] {
+        &self.selection
+    }
+
+    /// The window (for the seq exchange after a reconnect).
+    pub fn replay(&self) -> &Sender {
+        &self.replay
+    }
+
+    /// A new connection starts its data phase.
+    pub(crate) fn connected(&mut self) {
+        self.just_sent = None;
+        self.finish_sent = false;
+    }
+
+    /// Writes what is due into `f`: the tokens of the DATA written last,
+    /// the next DATA the window holds unsent (topped up from the emitter
+    /// while it has room), FINISH once the last unit is sent, BYE once it
+    /// is acknowledged.
+    pub(crate) fn poll(
+        &mut self,
+        f: &mut Framer,
+        stats: &mut SendStats,
+    ) -> Result<Step<'_>, SessionError> {
+        if let Some(seq) = self.just_sent.take() {
+            while let Some((ts, _)) = self.tokens.front() {
+                if *ts > seq {
+                    break;
+                }
+                if let Some((ts, tb)) = self.tokens.pop_front() {
+                    f.write_frame(
+                        frame::TOKEN,
+                        &[
+                            AttrValue::new(attr::SEQ, Value::U64(ts)),
+                            AttrValue::new(attr::TOKEN, Value::Bytes(&tb)),
+                        ],
+                    )?;
+                    stats.tokens_sent += 1;
+                }
+            }
+        }
+        if !self.replay.has_unsent() && self.last.is_none() && self.replay.has_room() {
+            self.top_up()?;
+        }
+        if self.replay.has_unsent() {
+            let high = self.replay.sent();
+            // Every path returns: the borrow of the window ends here.
+            let Some((seq, bytes)) = self.replay.next_to_send() else {
+                return Ok(Step::Wait);
+            };
+            stats.units_sent += 1;
+            stats.bytes_sent += bytes.len() as u64;
+            if seq <= high {
+                stats.units_resent += 1;
+                stats.bytes_resent += bytes.len() as u64;
+            }
+            let follows = f.write_data(seq, bytes, self.unit_crc);
+            self.just_sent = Some(seq);
+            return Ok(Step::Data {
+                seq,
+                body: follows.then_some(bytes),
+            });
+        }
+        if let Some(last) = self.last {
+            if !self.finish_sent && self.replay.sent() >= last {
+                f.write_seq(frame::FINISH, last)?;
+                self.finish_sent = true;
+            }
+            if self.replay.acked() >= last {
+                f.write_frame(frame::BYE, &[])?;
+                return Ok(Step::Done { units: last });
+            }
+        }
+        Ok(Step::Wait)
+    }
+
+    /// Takes the emitter's next unit into the window, and queues a token
+    /// after it when one is due.
+    fn top_up(&mut self) -> Result<(), SessionError> {
+        let units = &mut self.units;
+        let mut filled = None;
+        let pushed = self.replay.push_with(self.max_unit, |buf| {
+            let fill = units.fill(buf)?;
+            let n = fill.written;
+            filled = Some(fill);
+            Ok(n)
+        })?;
+        let seq = pushed.map_err(SessionError::Source)?;
+        let Some(fill) = filled else {
+            return Ok(());
+        };
+        self.since_token += fill.written as u64;
+        if fill.ended {
+            self.last = Some(seq);
+        }
+        if fill.ended || self.since_token >= self.token_every {
+            self.since_token = 0;
+            self.tokens.push_back((seq, fill.token.to_bytes()?));
+        }
+        Ok(())
+    }
+
+    /// A frame from the receiver during the data phase: an ACK.
+    pub(crate) fn handle(&mut self, c: &Command<'_>) -> Result<(), SessionError> {
+        expect(c, frame::ACK)?;
+        self.replay.ack(u64_attr(c, attr::SEQ)?)?;
+        Ok(())
+    }
+}
+
+/// Makes the emitter of the contexts `selection`, from the start or
+/// re-armed from a checkpoint token: the format's part of a resume.
+pub trait Arm {
+    /// The emitter, positioned at `token` when given.
+    fn arm(
+        &mut self,
+        selection: &[u32],
+        token: Option<&Token>,
+    ) -> Result<Box<dyn Units>, SessionError>;
+}
+
+impl<F> Arm for F
+where
+    F: FnMut(&[u32], Option<&Token>) -> Result<Box<dyn Units>, SessionError>,
+{
+    fn arm(
+        &mut self,
+        selection: &[u32],
+        token: Option<&Token>,
+    ) -> Result<Box<dyn Units>, SessionError> {
+        self(selection, token)
+    }
+}
+
+/// The sending side of a transfer across connections: resume by seq when
+/// the window still holds what the receiver lacks, else re-armed from the
+/// receiver's checkpoint token (or from the start), the units it has
+/// regenerated and skipped.
+#[derive(Debug)]
+pub struct Sending {
+    transfer: Option<Transfer>,
+    window: Limits,
+    config: SendConfig,
+    stats: SendStats,
+}
+
+impl Sending {
+    /// A sender with no transfer yet; each transfer gets a window of
+    /// `window`.
+    pub fn new(window: Limits, config: SendConfig) -> Self {
+        Sending {
+            transfer: None,
+            window,
+            config,
+            stats: SendStats::default(),
+        }
+    }
+
+    /// The transfer in progress.
+    pub fn transfer(&self) -> Option<&Transfer> {
+        self.transfer.as_ref()
+    }
+
+    /// Forgets the transfer (the window and the position), as a restarted
+    /// sender would, or once it is complete.
+    pub fn forget(&mut self) {
+        self.transfer = None;
+    }
+
+    /// What went out so far.
+    pub fn stats(&self) -> SendStats {
+        self.stats
+    }
+
+    /// The answer to a receiver's SELECT: the transfer it names resumes by
+    /// seq, or a new one (sender instance `instance`, supplied by the
+    /// caller) is armed by `arm` from the receiver's token or from the
+    /// start, skipping the units the receiver has. Then the connection's
+    /// data phase starts.
+    pub fn resume(
+        &mut self,
+        select: &Select<'_>,
+        instance: [u8; 16],
+        arm: &mut dyn Arm,
+    ) -> Result<Accept, SessionError> {
+        let received = select.received;
+        let (how, resend) = self.settle(select, instance, arm)?;
+        let Some(t) = self.transfer.as_mut() else {
+            return Err(ResumeError::NoTransfer.into());
+        };
+        t.connected();
+        let _ = received;
+        Ok(Accept {
+            instance: t.instance,
+            resumed: how as u8,
+            next: t.replay.acked() + 1,
+            window: t.replay.limits(),
+            resend,
+        })
+    }
+
+    fn settle(
+        &mut self,
+        select: &Select<'_>,
+        instance: [u8; 16],
+        arm: &mut dyn Arm,
+    ) -> Result<(Resumed, Resend), SessionError> {
+        let received = select.received;
+        if let Some(t) = self
+            .transfer
+            .as_mut()
+            .filter(|t| t.instance == select.instance)
+        {
+            if t.selection != select.contexts {
+                return Err(ResumeError::SelectionChanged {
+                    was: t.selection.clone(),
+                    asked: select.contexts.clone(),
+                }
+                .into());
+            }
+            match t.replay.reconnect(received) {
+                Ok(r) => {
+                    self.stats.resumed_by_seq += 1;
+                    return Ok((Resumed::Seq, r));
+                }
+                // The receiver lost what it had acknowledged: only its
+                // token can help.
+                Err(ReplayError::PeerRegressed { .. }) if select.token.is_some() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (mut units, how) = match select.token {
+            Some(bytes) => {
+                let token = Token::from_bytes(bytes)?;
+                if token.seq > received {
+                    return Err(ResumeError::TokenAhead {
+                        token: token.seq,
+                        received,
+                    }
+                    .into());
+                }
+                (arm.arm(&select.contexts, Some(&token))?, Resumed::Token)
+            }
+            // A receiver that has units but no token (the sender lost its
+            // window before the first token went out) is served from the
+            // start: the units it has are regenerated and skipped.
+            None => {
+                let how = if received == 0 {
+                    Resumed::Fresh
+                } else {
+                    Resumed::Start
+                };
+                (arm.arm(&select.contexts, None)?, how)
+            }
+        };
+        units.set_units_per_fill(1);
+        let mut at = units.token().seq;
+        // A token from after the last unit: the receiver has everything
+        // (only the goodbye was lost), and there is nothing left to emit.
+        let mut last = units.ended().then_some(at);
+        if at < received {
+            // The receiver has units past the token (sent by the instance
+            // before this one): regenerate them without sending.
+            let mut scratch = vec![0u8; self.config.max_unit];
+            while at < received {
+                let fill = units.fill(&mut scratch).map_err(SessionError::Source)?;
+                if fill.written == 0 {
+                    return Err(ReplayError::FromTheFuture {
+                        peer: received,
+                        sent: at,
+                    }
+                    .into());
+                }
+                at += 1;
+                self.stats.units_skipped += 1;
+                if fill.ended {
+                    last = Some(at);
+                }
+            }
+        }
+        if matches!(how, Resumed::Token | Resumed::Start) {
+            self.stats.resumed_by_token += 1;
+        }
+        self.transfer = Some(Transfer::new(
+            instance,
+            select.contexts.clone(),
+            units,
+            Sender::new(self.window, received),
+            last,
+            self.config,
+        ));
+        Ok((how, Resend::default()))
+    }
+
+    /// Writes what is due into `f`: the tokens of the DATA written last,
+    /// the next DATA the window holds unsent (topped up from the emitter
+    /// while it has room), FINISH once the last unit is sent, BYE once it
+    /// is acknowledged.
+    pub fn poll(&mut self, f: &mut Framer) -> Result<Step<'_>, SessionError> {
+        match self.transfer.as_mut() {
+            Some(t) => t.poll(f, &mut self.stats),
+            None => Err(ResumeError::NoTransfer.into()),
+        }
+    }
+
+    /// A frame from the receiver during the data phase: an ACK.
+    pub fn handle(&mut self, c: &Command<'_>) -> Result<(), SessionError> {
+        match self.transfer.as_mut() {
+            Some(t) => t.handle(c),
+            None => Err(ResumeError::NoTransfer.into()),
+        }
+    }
+}
