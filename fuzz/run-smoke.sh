@@ -40,7 +40,9 @@ session_replay) max_len=8192 ;;
 # A mode byte then a peer's bytes: a whole server transcript of the fixture
 # streams is about 77 KiB.
 session_handshake) max_len=131072 ;;
-*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump, header_fixed, header_version, header_negotiate, header_contexts, native_reader, checkpoint_token, checkpoint_resume, checkpoint_compare, checkpoint_format, session_replay, session_handshake)" >&2; exit 2 ;;
+# A fault plan: 17 bytes and up to 8 drop points.
+session_pair) max_len=64 ;;
+*) echo "$0: unknown target $target (tlv_decode, tlv_roundtrip, btrfs_dump, header_fixed, header_version, header_negotiate, header_contexts, native_reader, checkpoint_token, checkpoint_resume, checkpoint_compare, checkpoint_format, session_replay, session_handshake, session_pair)" >&2; exit 2 ;;
 esac
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

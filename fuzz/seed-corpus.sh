@@ -27,6 +27,8 @@
 #   main workspace: what a fetcher sent to the server (whole transfer, one
 #   context selected, a refusal, a resume from a checkpoint token) and what
 #   the server sent to the fetcher.
+# - session_pair: fault plans (clean, drops, drops with a sender that
+#   forgets, one damaged byte) for both shipped native streams.
 #
 # Seeds are named after their source, so running the script again rewrites
 # the same files.
@@ -92,6 +94,20 @@ TOKENS
         mkdir -p "$CORPUS/$t"
         cargo run -q --manifest-path "$ROOT/Cargo.toml" --example session_transcript -- "$CORPUS/$t"
         n=$((n + $(find "$CORPUS/$t" -maxdepth 1 -type f \( -name 'server-*' -o -name 'fetcher-*' \) | wc -l)))
+        ;;
+    # Fault plans (see the target): clean, drops, drops with a sender
+    # that forgets, damage; each for both shipped native streams.
+    session_pair)
+        mkdir -p "$CORPUS/$t"
+        #            window 1 MiB  msgs token 64 KiB safe chunk  mask flip
+        plan='\x00\x00\x10\x00 \x40 \x00\x00\x01\x00 \x01 \x00\x00'
+        for m in 0 1; do
+            printf "\x0${m}${plan// /}\x00\x00\x00\x00\x00" >"$CORPUS/$t/clean-$m"
+            printf "\x0${m}${plan// /}\x00\x00\x00\x00\x00\x40\x0d\x03\x00" >"$CORPUS/$t/drops-$m"
+            printf "\x0${m}${plan// /}\xff\x00\x00\x00\x00\x40\x0d\x03\x00\x10\x27\x00\x00" >"$CORPUS/$t/forget-$m"
+            printf "\x0$((m + 2))${plan// /}\x00\xe8\x03\x00\x00" >"$CORPUS/$t/damage-$m"
+            n=$((n + 4))
+        done
         ;;
     *) echo "seed-corpus.sh: unknown target $t" >&2; exit 2 ;;
     esac

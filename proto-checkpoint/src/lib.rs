@@ -95,5 +95,5 @@ pub use format::{Fault, Format, Head, StreamHead, Validator};
 pub use producer::{CommandsError, CommandsProducer, Producer, Unit, UnitKind};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, Split};
-pub use stream::{list_streams, FormatProducer, StreamSpan};
+pub use stream::{contexts, list_streams, FormatProducer, StreamSpan};
 pub use token::{Token, TokenError};

@@ -91,6 +91,21 @@ pub struct StreamSpan {
     pub name: String,
 }
 
+/// The contexts of a file of `streams` ([`list_streams`]): one per stream,
+/// id 1 for the first, named after its first command
+/// ([`Format::context_name`]). A session offers these; a selection of ids
+/// names the streams `id - 1`.
+pub fn contexts(streams: &[StreamSpan]) -> Vec<proto_header::Context> {
+    streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| proto_header::Context {
+            id: i as u32 + 1,
+            name: s.name.clone(),
+        })
+        .collect()
+}
+
 /// The streams of `src` (one, or several concatenated where the format
 /// allows it), found by walking command headers alone: each is framed
 /// (header, lengths within the profile's maximum, END present) but no CRC

@@ -137,15 +137,20 @@ impl Framer {
     }
 
     /// Where to put bytes read from the peer: never empty, and large enough
-    /// for the header or frame asked for last.
+    /// for the header or frame asked for last. The buffer grows only to
+    /// what was asked for, unless the caller feeds more than it asks to
+    /// parse (a blocking driver reads only when a parse asked for more).
     pub fn recv_buf(&mut self) -> &mut [u8] {
         let n = self.need.max(1);
         if self.rbuf.len() - self.rs < n || self.re == self.rbuf.len() {
             self.rbuf.copy_within(self.rs..self.re, 0);
             self.re -= self.rs;
             self.rs = 0;
-            if self.rbuf.len() < n.max(self.rmin) {
-                self.rbuf.resize(n.max(self.rmin), 0);
+            // Room for the item asked for, and never an empty slice (a
+            // caller may feed bytes beyond what it has asked to parse).
+            let want = n.max(self.rmin).max(self.re + self.rmin.min(64 * 1024));
+            if self.rbuf.len() < want {
+                self.rbuf.resize(want, 0);
             }
         }
         &mut self.rbuf[self.re..]
@@ -609,6 +614,21 @@ mod tests {
                 r => panic!("{r:?}"),
             }
         }
+        // A caller that feeds more than it asks to parse (the whole wire at
+        // once, in pieces as large as it is offered) always gets room.
+        let mut b = Framer::new();
+        let big: Vec<u8> = wire.iter().copied().cycle().take(200_000).collect();
+        let mut rest = &big[..];
+        while !rest.is_empty() {
+            let buf = b.recv_buf();
+            assert!(!buf.is_empty());
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            b.received(n);
+            rest = &rest[n..];
+        }
+        assert!(b.fixed(&crate::wire::SESSION_FORMAT).unwrap().is_some());
+        assert!(b.next_frame("test").unwrap().is_some());
         // A frame header declaring more than the handshake allows.
         let mut b = Framer::new();
         let mut hostile = vec![0u8; CMD_HEADER_LEN];

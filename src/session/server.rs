@@ -215,14 +215,7 @@ impl Server {
                 None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
             })
         });
-        let contexts = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Context {
-                id: i as u32 + 1,
-                name: s.name.clone(),
-            })
-            .collect();
+        let contexts = proto_checkpoint::contexts(&streams);
         let hello = V1Header {
             byte_order: Endian::Little,
             features_supported: advertised(config.features, FEATURE_DEPS),
