@@ -1608,3 +1608,78 @@ fn every_frame_a_server_sends_checks_in_full() {
         );
     }
 }
+
+// ------------------------------------------------ the reconnecting driver
+
+/// `Fetcher::fetch_retrying` (what `proto-stream fetch` runs): through
+/// connections that drop it completes; when every connection is cut before
+/// a whole unit it gives up after the policy's stalls; with nobody
+/// listening it gives up after `retry_for`.
+#[test]
+fn fetch_retrying_completes_gives_up_on_stalls_and_on_silence() {
+    use proto_stream::session::{FetchError, RetryPolicy};
+    let file = std::fs::read(testdata().join("incr-v2.stream")).unwrap();
+    let policy = RetryPolicy {
+        retry_for: Duration::from_secs(10),
+        max_stalls: 3,
+    };
+    let enough = largest(&file) + SLACK + 1000;
+    for (drop, stalls) in [(enough, false), (120, true)] {
+        let deadline = Instant::now() + DEADLINE;
+        let (listener, addr) = listen();
+        let bytes = file.clone();
+        let server = spawn("server retrying", move || {
+            let mut server = Server::from_bytes(bytes, ServerConfig::default()).unwrap();
+            // Serve until the fetcher stops coming (a refused connection
+            // after it gave up ends the loop through the deadline).
+            listener.set_nonblocking(true).unwrap();
+            let mut idle = Instant::now();
+            loop {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        setup(&conn);
+                        idle = Instant::now();
+                        if server.serve(DropEvery::new(&conn, drop)).is_ok() {
+                            return server.stats();
+                        }
+                    }
+                    Err(_) if idle.elapsed() > Duration::from_secs(2) => return server.stats(),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+                assert!(Instant::now() < deadline, "server: hung");
+            }
+        });
+        let mut f = Fetcher::new(Vec::new(), FetchConfig::default());
+        let r = f.fetch_retrying(|| connect(addr), policy);
+        let stats = server.join(deadline);
+        if stalls {
+            match r {
+                Err(FetchError::Stalled { stalls: 3, last }) => assert!(last.retryable(), "{last}"),
+                r => panic!("drop {drop}: {r:?}"),
+            }
+            assert!(file.starts_with(&f.into_inner()));
+        } else {
+            assert!(r.unwrap(), "the goodbye arrived");
+            assert!(f.stats().reconnects > 0);
+            assert_same("fetch_retrying", &f.into_inner(), &file);
+            assert!(stats.connections > 1);
+        }
+    }
+    // Nobody listens: the port of a listener just closed.
+    let (listener, addr) = listen();
+    drop(listener);
+    let quick = RetryPolicy {
+        retry_for: Duration::from_millis(300),
+        max_stalls: 3,
+    };
+    let started = Instant::now();
+    let mut f = Fetcher::new(Vec::new(), FetchConfig::default());
+    match f.fetch_retrying(|| connect(addr), quick) {
+        Err(e @ FetchError::Unreachable { .. }) => {
+            assert!(e.to_string().contains("no connection for"), "{e}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -4,10 +4,12 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto_stream::session::replay::Limits;
-use proto_stream::session::{DropEvery, FetchConfig, Fetcher, Server, ServerConfig, SessionError};
+use proto_stream::session::{
+    DropEvery, FetchConfig, FetchError, Fetcher, RetryPolicy, Server, ServerConfig,
+};
 
 use crate::Failure;
 
@@ -65,6 +67,51 @@ fn with_faults<T>(
 /// `Read + Write` as one object type.
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+/// A connection, dropped every N bytes when `--drop-every` says so.
+enum Faulty {
+    Plain(TcpStream),
+    Drops(DropEvery<TcpStream>),
+}
+
+impl Faulty {
+    fn new(conn: TcpStream, drop_every: Option<u64>) -> Faulty {
+        match drop_every {
+            Some(n) => Faulty::Drops(DropEvery::new(conn, n)),
+            None => Faulty::Plain(conn),
+        }
+    }
+}
+
+impl Read for Faulty {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Faulty::Plain(c) => c.read(buf),
+            Faulty::Drops(c) => c.read(buf),
+        }
+    }
+}
+
+impl Write for Faulty {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Faulty::Plain(c) => c.write(buf),
+            Faulty::Drops(c) => c.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Faulty::Plain(c) => c.write_vectored(bufs),
+            Faulty::Drops(c) => c.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Faulty::Plain(c) => c.flush(),
+            Faulty::Drops(c) => c.flush(),
+        }
+    }
+}
 
 fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Io(format!("{what}: {e}"))
@@ -164,65 +211,27 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
         ..FetchConfig::default()
     };
     let mut f = Fetcher::new(BufWriter::with_capacity(1 << 20, file), config);
-    let retry_for = Duration::from_secs_f64(a.retry_for.max(0.0));
-    let mut since = Instant::now();
-    let mut stalls = 0;
-    let mut last_err: Option<SessionError> = None;
-    let bye = loop {
-        let conn = match TcpStream::connect(a.addr) {
-            Ok(c) => c,
-            Err(e) => {
-                if f.finished() {
-                    // Everything is here and acknowledged; only the
-                    // sender's goodbye went missing with the connection.
-                    break false;
-                }
-                if since.elapsed() >= retry_for {
-                    let last = last_err.map(|e| format!("; last error: {e}"));
-                    return Err(Failure::Io(format!(
-                        "connecting to {}: {e} (gave up after {} s{}; {} holds the {} units received)",
-                        a.addr,
-                        retry_for.as_secs_f64(),
-                        last.unwrap_or_default(),
-                        out_name,
-                        f.stats().units
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if let Err(e) = setup(&conn, a.io_timeout) {
-            return Err(failure(a.addr, e));
-        }
-        let before = f.received();
-        let r = with_faults(&conn, a.drop_every, |io| f.fetch(io));
-        drop(conn);
-        match r {
-            Ok(()) => break true,
-            Err(e) if e.retryable() => {
-                if f.received() > before || f.finished() {
-                    stalls = 0;
-                    since = Instant::now();
-                } else {
-                    stalls += 1;
-                    if stalls >= MAX_STALLS {
-                        return Err(Failure::Io(format!(
-                            "fetch from {}: no unit arrived over {MAX_STALLS} connections in a row (is --drop-every smaller than a unit?); last error: {e}",
-                            a.addr
-                        )));
-                    }
-                }
-                last_err = Some(e);
-            }
-            Err(e) => {
-                return Err(Failure::Io(format!(
-                    "fetch from {}: {e} ({} holds the {} valid units received before)",
-                    a.addr,
-                    out_name,
-                    f.stats().units
-                )))
-            }
+    let policy = RetryPolicy {
+        retry_for: Duration::from_secs_f64(a.retry_for.max(0.0)),
+        max_stalls: MAX_STALLS,
+    };
+    let connect = || {
+        let conn = TcpStream::connect(a.addr)?;
+        setup(&conn, a.io_timeout)?;
+        Ok(Faulty::new(conn, a.drop_every))
+    };
+    let bye = match f.fetch_retrying(connect, policy) {
+        Ok(bye) => bye,
+        Err(e) => {
+            let hint = match e {
+                FetchError::Stalled { .. } => " (is --drop-every smaller than a unit?)",
+                _ => "",
+            };
+            return Err(Failure::Io(format!(
+                "fetch from {}: {e}{hint}; {out_name} holds the {} valid units received before",
+                a.addr,
+                f.stats().units
+            )));
         }
     };
     let stats = f.stats();

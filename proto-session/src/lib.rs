@@ -45,6 +45,7 @@ pub mod framer;
 pub mod handshake;
 pub mod receive;
 pub mod replay;
+pub mod retry;
 pub mod send;
 pub mod wire;
 

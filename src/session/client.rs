@@ -1,6 +1,7 @@
 //! The receiving side of a session.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::{NativeFormat, PRSTREAM};
@@ -8,6 +9,7 @@ use proto_checkpoint::Format;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{Accept, Handshake};
 use proto_session::receive::{Check, Receiving};
+use proto_session::retry::{Retry, RetryPolicy, Verdict};
 use proto_tlv::CrcVariant;
 
 use super::conn::Conn;
@@ -171,6 +173,61 @@ impl<W: Write> Fetcher<W> {
         r.map_err(|e| conn.refuse(e))
     }
 
+    /// Runs the whole transfer, as `proto-stream fetch` does: connects
+    /// with `connect`, runs [`Fetcher::fetch`] on each connection, and
+    /// after every retryable failure connects again, as `policy` allows
+    /// (for `retry_for` since the last progress; at most `max_stalls`
+    /// connections in a row without a new unit). Returns whether the
+    /// sender's goodbye arrived: `false` when every unit was acknowledged
+    /// but the sender was gone before it said goodbye. Failed connection
+    /// attempts are spaced 50 ms apart.
+    pub fn fetch_retrying<S, C>(
+        &mut self,
+        mut connect: C,
+        policy: RetryPolicy,
+    ) -> Result<bool, FetchError>
+    where
+        S: Read + Write,
+        C: FnMut() -> io::Result<S>,
+    {
+        let mut retry = Retry::new(policy, Instant::now());
+        let mut last: Option<SessionError> = None;
+        loop {
+            let conn = match connect() {
+                Ok(c) => c,
+                // The sender is gone after its goodbye; one lost on the way
+                // is fine once everything is acknowledged.
+                Err(_) if self.finished() => return Ok(false),
+                Err(error) => {
+                    if retry.connect_failed(Instant::now()) == Verdict::GiveUp {
+                        return Err(FetchError::Unreachable {
+                            waited: retry.waited(Instant::now()),
+                            error,
+                            last: last.map(Box::new),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let before = self.received();
+            match self.fetch(conn) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.retryable() => {
+                    let progressed = self.received() > before || self.finished();
+                    if retry.ended(progressed, Instant::now()) == Verdict::GiveUp {
+                        return Err(FetchError::Stalled {
+                            stalls: retry.stalls(),
+                            last: Box::new(e),
+                        });
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(FetchError::Session(e)),
+            }
+        }
+    }
+
     fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         let hello = V1Header {
             byte_order: Endian::Little,
@@ -242,6 +299,36 @@ impl<W: Write> Fetcher<W> {
             }
         }
     }
+}
+
+/// Why [`Fetcher::fetch_retrying`] stopped short of the whole stream (the
+/// output holds the valid units received before).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No connection could be made for the policy's `retry_for`.
+    #[error("{error} (no connection for {} s since the last progress{})", waited.as_secs_f64(), last.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    Unreachable {
+        /// How long it tried.
+        waited: Duration,
+        /// The last connection error.
+        error: io::Error,
+        /// The error that ended the last connection, if one was made.
+        last: Option<Box<SessionError>>,
+    },
+    /// The policy's `max_stalls` connections in a row ended without a new
+    /// unit.
+    #[error("no unit arrived over {stalls} connections in a row; last error: {last}")]
+    Stalled {
+        /// Connections in a row without progress.
+        stalls: u32,
+        /// The error that ended the last one.
+        last: Box<SessionError>,
+    },
+    /// A failure that connecting again cannot mend (a refusal, a bad unit,
+    /// the output).
+    #[error(transparent)]
+    Session(SessionError),
 }
 
 /// The validator of the format the first unit (a stream header) names:

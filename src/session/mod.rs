@@ -13,6 +13,11 @@
 //! and lost its window, the receiver's latest checkpoint token (sent in
 //! band every [`ServerConfig::token_every`] bytes) re-arms it.
 //!
+//! [`Fetcher::fetch_retrying`] is the whole reconnect loop of
+//! `proto-stream fetch` (a [`RetryPolicy`]: how long to keep connecting
+//! since the last progress, how many connections in a row may end without
+//! a new unit), for a library user who gives it a way to connect.
+//!
 //! # The handshake
 //!
 //! The sans-IO [`proto_session::handshake`], one for both roles: fixed
@@ -68,9 +73,10 @@ mod server;
 
 use std::io::{self, Read, Write};
 
-pub use client::{FetchConfig, FetchStats, Fetcher};
+pub use client::{FetchConfig, FetchError, FetchStats, Fetcher};
 /// The sans-IO seq/ack replay this session is built on (`proto-session`).
 pub use proto_session::replay;
+pub use proto_session::retry::RetryPolicy;
 pub use server::{Served, Server, ServerConfig, ServerStats};
 
 pub use proto_session::error::{BoxError, ResumeError, SessionError};
