@@ -58,27 +58,33 @@ where
     Failure: From<F::Error>,
 {
     if file == Path::new("-") {
-        return Err(Failure::Io(
-            "this command needs a stream file it can seek in, not standard input".into(),
-        ));
+        return Err(Failure::NeedsSeekableFile);
     }
-    let f = File::open(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    let src = FileSource::new(f).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
+    let f = File::open(file).map_err(|e| Failure::io(file.display(), e))?;
+    let src = FileSource::new(f).map_err(|e| Failure::io(file.display(), e))?;
     Ok(format.producer(src, safe_every)?)
 }
 
-impl<E: std::error::Error + From<proto_stream::tlv::Error>> From<EmitError<E>> for Failure
+impl<E> From<EmitError<E>> for Failure
 where
+    E: std::error::Error + From<proto_stream::tlv::Error> + Send + Sync + 'static,
     Failure: From<E>,
 {
     fn from(e: EmitError<E>) -> Self {
         match e {
             EmitError::Producer(e) => Failure::from(e),
             EmitError::Corrupt(t) => Failure::from(E::from(t)),
-            EmitError::DoesNotFit { index, offset, .. } => {
-                Failure::Emit(e.to_string(), (Some(index), Some(offset)))
-            }
-            other => Failure::Emit(other.to_string(), (None, None)),
+            EmitError::DoesNotFit { index, offset, .. } => Failure::Emit {
+                source: Box::new(e),
+                index: Some(index),
+                offset: Some(offset),
+            },
+            EmitError::Token(t) => Failure::Token(t),
+            other => Failure::Emit {
+                source: Box::new(other),
+                index: None,
+                offset: None,
+            },
         }
     }
 }
@@ -96,11 +102,11 @@ fn existing_chunks(dir: &Path) -> Result<Vec<u64>, Failure> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Failure::Io(format!("{}: {e}", dir.display()))),
+        Err(e) => return Err(Failure::io(dir.display(), e)),
     };
     let mut out = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| Failure::Io(format!("{}: {e}", dir.display())))?;
+        let entry = entry.map_err(|e| Failure::io(dir.display(), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if let Some(n) = name
@@ -122,17 +128,16 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Failure> {
     let fin = dir.join(name);
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &fin))
-        .map_err(|e| Failure::Io(format!("writing {}: {e}", fin.display())))
+        .map_err(|e| Failure::io(format!("writing {}", fin.display()), e))
 }
 
 pub fn chunk(a: &ChunkArgs<'_>) -> Result<(), Failure> {
     let existing = existing_chunks(a.out_dir)?;
     if let Some(n) = existing.first() {
-        return Err(Failure::Io(format!(
-            "{} already holds chunks ({} first): use an empty directory, or `resume` to continue a run",
-            a.out_dir.display(),
-            chunk_name(*n)
-        )));
+        return Err(Failure::ChunksExist {
+            dir: a.out_dir.display().to_string(),
+            first: chunk_name(*n),
+        });
     }
     with_format!(a.file, |f| {
         let emitter = Emitter::new(open(&f, a.file, a.safe_every)?, f.split())?;
@@ -151,7 +156,7 @@ fn read_token(t: &str) -> Result<(Token, Option<u64>), Failure> {
     } else {
         let p = PathBuf::from(t);
         let text = std::fs::read_to_string(&p)
-            .map_err(|e| Failure::Io(format!("token file {}: {e}", p.display())))?;
+            .map_err(|e| Failure::io(format!("token file {}", p.display()), e))?;
         let after = p
             .file_name()
             .and_then(|n| n.to_str())
@@ -160,7 +165,7 @@ fn read_token(t: &str) -> Result<(Token, Option<u64>), Failure> {
             .and_then(|n| n.parse().ok());
         (text, after)
     };
-    let token = Token::from_text(&text).map_err(|e| Failure::Io(format!("token: {e}")))?;
+    let token = Token::from_text(&text).map_err(Failure::Token)?;
     Ok((token, after))
 }
 
@@ -171,11 +176,11 @@ pub fn resume(a: &ChunkArgs<'_>, token: &str, start_index: Option<u64>) -> Resul
         .into_iter()
         .find(|n| *n >= first)
     {
-        return Err(Failure::Io(format!(
-            "{} already holds {}: it would mix with the resumed chunks (numbered from {first}); remove the chunks after the token's, or use another --out-dir",
-            a.out_dir.display(),
-            chunk_name(n)
-        )));
+        return Err(Failure::ChunksWouldMix {
+            dir: a.out_dir.display().to_string(),
+            found: chunk_name(n),
+            first,
+        });
     }
     with_format!(a.file, |f| {
         let emitter = Emitter::resume(open(&f, a.file, a.safe_every)?, f.split(), &token)?;
@@ -194,10 +199,9 @@ where
     Failure: From<F::Error>,
 {
     if a.buffer_size == 0 {
-        return Err(Failure::Io("--buffer-size must be at least 1".into()));
+        return Err(Failure::ZeroBufferSize);
     }
-    std::fs::create_dir_all(a.out_dir)
-        .map_err(|err| Failure::Io(format!("{}: {err}", a.out_dir.display())))?;
+    std::fs::create_dir_all(a.out_dir).map_err(|err| Failure::io(a.out_dir.display(), err))?;
     if let Some(n) = a.units_per_fill {
         e.set_units_per_fill(n);
     }
@@ -222,10 +226,7 @@ where
         }
         let i = first + chunks;
         write_atomic(a.out_dir, &chunk_name(i), &buf[..f.written])?;
-        let mut text = f
-            .token
-            .to_text()
-            .map_err(|err| Failure::Io(format!("token: {err}")))?;
+        let mut text = f.token.to_text().map_err(Failure::Token)?;
         text.push('\n');
         write_atomic(a.out_dir, &token_name(i), text.as_bytes())?;
         last_token = Some(a.out_dir.join(token_name(i)));
@@ -279,20 +280,12 @@ where
 pub fn compare(a: &Path, b: &Path, json: bool) -> Result<bool, Failure> {
     let (na, nb) = (is_native(a)?, is_native(b)?);
     if na != nb {
-        let name = |n| {
-            if n {
-                "a native stream"
-            } else {
-                "a btrfs send stream"
-            }
-        };
-        return Err(Failure::Io(format!(
-            "A ({}) is {} and B ({}) is {}: streams of different formats never carry the same commands",
-            a.display(),
-            name(na),
-            b.display(),
-            name(nb)
-        )));
+        return Err(Failure::FormatsDiffer {
+            a: a.display().to_string(),
+            a_native: na,
+            b: b.display().to_string(),
+            b_native: nb,
+        });
     }
     with_format!(a, |f| compare_as(&f, a, b, json))
 }
@@ -316,7 +309,11 @@ where
         CompareError::Corrupt { side: s, error } => {
             Failure::Side(side(s), Box::new(Failure::from(F::Error::from(error))))
         }
-        other => Failure::Io(other.to_string()),
+        other => Failure::Emit {
+            source: Box::new(other),
+            index: None,
+            offset: None,
+        },
     })?;
     let mut out = io::stdout();
     match outcome {

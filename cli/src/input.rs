@@ -97,7 +97,7 @@ pub fn open(path: &Path) -> Result<Opened, Failure> {
     Ok(if path.as_os_str() == "-" {
         (Box::new(io::stdin()), None)
     } else {
-        let f = File::open(path).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+        let f = File::open(path).map_err(|e| Failure::io(path.display(), e))?;
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     })
@@ -115,10 +115,11 @@ pub fn sniff(path: &Path, n: usize) -> Result<(Vec<u8>, Opened), Failure> {
             Ok(k) => got += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                return Err(Failure::Io(format!(
-                    "{}: read failed at byte offset {got}: {e}",
-                    path.display()
-                )))
+                return Err(Failure::Io {
+                    place: path.display().to_string(),
+                    offset: Some(got as u64),
+                    source: e,
+                })
             }
         }
     }
@@ -145,11 +146,10 @@ pub fn each_event(
     let mut dec = StreamDecoder::new();
     let mut offset = 0u64;
     while let Ok(chunk) = chunks.rx.recv() {
-        let (chunk, start, n) = chunk.map_err(|e| {
-            Failure::Io(format!(
-                "{}: read failed at byte offset {offset}: {e}",
-                path.display()
-            ))
+        let (chunk, start, n) = chunk.map_err(|e| Failure::Io {
+            place: path.display().to_string(),
+            offset: Some(offset),
+            source: e,
         })?;
         let mut p = &chunk[start..start + n];
         while !p.is_empty() {

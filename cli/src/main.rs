@@ -252,26 +252,84 @@ pub(crate) fn progress(len: Option<u64>) -> ProgressBar {
     pb
 }
 
+/// Why a command failed: the lower layers' own errors, kept with their
+/// types and positions, plus what the command itself refuses.
 pub(crate) enum Failure {
     Stream(Error),
     Native(proto_stream::native::Error),
     Header(proto_stream::header::Error),
-    Io(String),
-    /// A checkpoint or emission error, with its (command index, byte offset).
-    Emit(String, (Option<u64>, Option<u64>)),
+    /// I/O on a named place (a file, a directory, an address, standard
+    /// output), at a byte offset when a read failed part way.
+    Io {
+        place: String,
+        offset: Option<u64>,
+        source: io::Error,
+    },
+    /// A checkpoint token that does not decode or encode.
+    Token(proto_stream::checkpoint::TokenError),
+    /// A checkpoint or emission error of the stream's format, with its
+    /// command index and byte offset where it names them.
+    Emit {
+        source: Box<dyn std::error::Error + Send + Sync>,
+        index: Option<u64>,
+        offset: Option<u64>,
+    },
+    /// A session ended (`serve`), or a fetch stopped short (`fetch`; the
+    /// output holds `units` valid units).
+    Session(proto_stream::session::SessionError),
+    Fetch {
+        from: String,
+        error: proto_stream::session::FetchError,
+        out: String,
+        units: u64,
+    },
+    /// Standard input where the command needs a file it can seek in.
+    NeedsSeekableFile,
+    /// `--buffer-size 0`.
+    ZeroBufferSize,
+    /// `chunk` into a directory that already holds chunks.
+    ChunksExist {
+        dir: String,
+        first: String,
+    },
+    /// `resume` into a directory whose chunks would mix with the resumed.
+    ChunksWouldMix {
+        dir: String,
+        found: String,
+        first: u64,
+    },
+    /// `compare` of streams of two formats.
+    FormatsDiffer {
+        a: String,
+        a_native: bool,
+        b: String,
+        b_native: bool,
+    },
     /// A failure in one of two streams (`compare`).
     Side(&'static str, Box<Failure>),
 }
 
 impl Failure {
+    /// An I/O error on `place`.
+    pub(crate) fn io(place: impl std::fmt::Display, source: io::Error) -> Failure {
+        Failure::Io {
+            place: place.to_string(),
+            offset: None,
+            source,
+        }
+    }
+
     /// (command index, byte offset) of the fault, where known.
     fn position(&self) -> (Option<u64>, Option<u64>) {
         match self {
             Failure::Stream(e) => (e.command_index(), e.offset()),
             Failure::Native(e) => (e.command_index(), e.offset()),
-            Failure::Emit(_, p) => *p,
+            Failure::Header(e) => (None, e.offset()),
+            Failure::Emit { index, offset, .. } => (*index, *offset),
+            Failure::Io { offset, .. } => (None, *offset),
+            Failure::Session(e) => (None, e.offset()),
             Failure::Side(_, f) => f.position(),
-            Failure::Header(_) | Failure::Io(_) => (None, None),
+            _ => (None, None),
         }
     }
 }
@@ -295,7 +353,64 @@ impl std::fmt::Display for Failure {
             Failure::Stream(e) => e.fmt(f),
             Failure::Native(e) => e.fmt(f),
             Failure::Header(e) => write!(f, "stream header: {e}"),
-            Failure::Io(e) | Failure::Emit(e, _) => f.write_str(e),
+            Failure::Io {
+                place,
+                offset: Some(o),
+                source,
+            } => write!(f, "{place}: read failed at byte offset {o}: {source}"),
+            Failure::Io { place, source, .. } => write!(f, "{place}: {source}"),
+            Failure::Token(e) => write!(f, "token: {e}"),
+            Failure::Emit { source, .. } => source.fmt(f),
+            Failure::Session(e) => e.fmt(f),
+            Failure::Fetch {
+                from,
+                error,
+                out,
+                units,
+            } => {
+                let hint = match error {
+                    proto_stream::session::FetchError::Stalled { .. } => {
+                        " (is --drop-every smaller than a unit?)"
+                    }
+                    _ => "",
+                };
+                write!(
+                    f,
+                    "fetch from {from}: {error}{hint}; {out} holds the {units} valid units received before"
+                )
+            }
+            Failure::NeedsSeekableFile => f.write_str(
+                "this command needs a stream file it can seek in, not standard input",
+            ),
+            Failure::ZeroBufferSize => f.write_str("--buffer-size must be at least 1"),
+            Failure::ChunksExist { dir, first } => write!(
+                f,
+                "{dir} already holds chunks ({first} first): use an empty directory, or `resume` to continue a run"
+            ),
+            Failure::ChunksWouldMix { dir, found, first } => write!(
+                f,
+                "{dir} already holds {found}: it would mix with the resumed chunks (numbered from {first}); remove the chunks after the token's, or use another --out-dir"
+            ),
+            Failure::FormatsDiffer {
+                a,
+                a_native,
+                b,
+                b_native,
+            } => {
+                let name = |n: bool| {
+                    if n {
+                        "a native stream"
+                    } else {
+                        "a btrfs send stream"
+                    }
+                };
+                write!(
+                    f,
+                    "A ({a}) is {} and B ({b}) is {}: streams of different formats never carry the same commands",
+                    name(*a_native),
+                    name(*b_native)
+                )
+            }
             Failure::Side(side, e) => write!(f, "stream {side}: {e}"),
         }
     }
@@ -382,7 +497,7 @@ pub(crate) fn flush_out(out: &mut impl Write, buf: &mut Vec<u8>) -> Result<(), F
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(Failure::Io(format!("writing standard output: {e}"))),
+        Err(e) => Err(Failure::io("writing standard output", e)),
     }
 }
 

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use proto_stream::session::replay::Limits;
-use proto_stream::session::{
-    DropEvery, FetchConfig, FetchError, Fetcher, RetryPolicy, Server, ServerConfig,
-};
+use proto_stream::session::{DropEvery, FetchConfig, Fetcher, RetryPolicy, Server, ServerConfig};
 
 use crate::Failure;
 
@@ -113,10 +111,6 @@ impl Write for Faulty {
     }
 }
 
-fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::Io(format!("{what}: {e}"))
-}
-
 pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
     let config = ServerConfig {
         window: Limits {
@@ -128,10 +122,11 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
         kill_after: a.kill_sender_after,
         ..ServerConfig::default()
     };
-    let mut server =
-        Server::open(a.file, config).map_err(|e| failure(&a.file.display().to_string(), e))?;
-    let listener = TcpListener::bind(a.listen).map_err(|e| failure(a.listen, e))?;
-    let local = listener.local_addr().map_err(|e| failure(a.listen, e))?;
+    let mut server = Server::open(a.file, config).map_err(Failure::Session)?;
+    let listener = TcpListener::bind(a.listen).map_err(|e| Failure::io(a.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::io(a.listen, e))?;
     {
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "listening on {local}");
@@ -151,7 +146,7 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
         });
     }
     loop {
-        let (conn, peer) = listener.accept().map_err(|e| failure("accept", e))?;
+        let (conn, peer) = listener.accept().map_err(|e| Failure::io("accept", e))?;
         if let Err(e) = setup(&conn, a.io_timeout) {
             eprintln!("proto-stream: serve: connection from {peer}: {e}");
             continue;
@@ -201,7 +196,7 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
 
 pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
     let out_name = a.out.display().to_string();
-    let file = File::create(a.out).map_err(|e| failure(&out_name, e))?;
+    let file = File::create(a.out).map_err(|e| Failure::io(&out_name, e))?;
     let contexts = a
         .contexts
         .map(|s| s.split(',').map(|c| c.trim().to_owned()).collect())
@@ -222,16 +217,13 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
     };
     let bye = match f.fetch_retrying(connect, policy) {
         Ok(bye) => bye,
-        Err(e) => {
-            let hint = match e {
-                FetchError::Stalled { .. } => " (is --drop-every smaller than a unit?)",
-                _ => "",
-            };
-            return Err(Failure::Io(format!(
-                "fetch from {}: {e}{hint}; {out_name} holds the {} valid units received before",
-                a.addr,
-                f.stats().units
-            )));
+        Err(error) => {
+            return Err(Failure::Fetch {
+                from: a.addr.to_string(),
+                error,
+                out: out_name,
+                units: f.stats().units,
+            })
         }
     };
     let stats = f.stats();
@@ -245,8 +237,8 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
     let w = f.into_inner();
     let file = w
         .into_inner()
-        .map_err(|e| failure(&out_name, e.into_error()))?;
-    file.sync_all().map_err(|e| failure(&out_name, e))?;
+        .map_err(|e| Failure::io(&out_name, e.into_error()))?;
+    file.sync_all().map_err(|e| Failure::io(&out_name, e))?;
     if a.json {
         let v = serde_json::json!({
             "ok": true,
