@@ -17,6 +17,18 @@ pub enum Error {
         /// Stream offset of the header (0 for the first stream).
         offset: u64,
     },
+    /// A stream header declares a version this crate does not read (the
+    /// negotiation's own error, from `proto-header`, inside).
+    #[error("unsupported stream version {version} at byte offset {offset}: {source}")]
+    Version {
+        /// The version declared.
+        version: u32,
+        /// Stream offset of the version field.
+        offset: u64,
+        /// Why `proto-header`'s negotiation refused it.
+        #[source]
+        source: proto_header::Error,
+    },
     /// A stream header error not covered above, from `proto-header`.
     #[error(transparent)]
     Header(proto_header::Error),
@@ -70,6 +82,15 @@ impl Clone for Error {
             },
             Error::Tlv(e) => Error::Tlv(e.clone()),
             Error::Header(e) => Error::Header(e.clone()),
+            Error::Version {
+                version,
+                offset,
+                source,
+            } => Error::Version {
+                version: *version,
+                offset: *offset,
+                source: source.clone(),
+            },
             Error::Io { offset, source } => Error::Io {
                 offset: *offset,
                 source: std::io::Error::new(source.kind(), source.to_string()),
@@ -102,6 +123,15 @@ impl Error {
                 found,
                 offset: base + offset,
             },
+            Error::Version {
+                version,
+                offset,
+                source,
+            } => Error::Version {
+                version,
+                offset: base + offset,
+                source,
+            },
             other => other,
         }
     }
@@ -110,6 +140,7 @@ impl Error {
     pub fn offset(&self) -> Option<u64> {
         match self {
             Error::BadMagic { offset, .. }
+            | Error::Version { offset, .. }
             | Error::Io { offset, .. }
             | Error::UnspecCommand { offset, .. }
             | Error::Dump { offset, .. } => Some(*offset),
@@ -123,9 +154,11 @@ impl Error {
         match self {
             Error::Tlv(t) => Some(t.index),
             Error::UnspecCommand { index, .. } | Error::Dump { index, .. } => Some(*index),
-            Error::BadMagic { .. } | Error::Io { .. } | Error::Header(_) | Error::State { .. } => {
-                None
-            }
+            Error::BadMagic { .. }
+            | Error::Version { .. }
+            | Error::Io { .. }
+            | Error::Header(_)
+            | Error::State { .. } => None,
         }
     }
 

@@ -33,6 +33,9 @@ pub fn write_header(version: u32, out: &mut Vec<u8>) -> Result<(), Error> {
         .map_err(header_error)
 }
 
+/// Where the version field is in a stream header.
+const VERSION_OFFSET: u64 = 13;
+
 /// The versions this crate reads.
 pub const SUPPORTED_VERSIONS: [u32; 3] = [1, 2, 3];
 
@@ -44,15 +47,10 @@ pub const SUPPORTED_VERSIONS: [u32; 3] = [1, 2, 3];
 /// found), or a version outside 1..=3 (naming it).
 pub fn parse_header(bytes: &[u8]) -> Result<u32, Error> {
     let parsed = proto_header::BTRFS.parse(bytes).map_err(header_error)?;
-    proto_header::negotiate(&SUPPORTED_VERSIONS, parsed.range()).map_err(|_| {
-        Error::Tlv(
-            ErrorKind::UnsupportedVersion {
-                version: parsed.version,
-                min: MIN_VERSION,
-                max: MAX_VERSION,
-            }
-            .at(0, 13),
-        )
+    proto_header::negotiate(&SUPPORTED_VERSIONS, parsed.range()).map_err(|source| Error::Version {
+        version: parsed.version,
+        offset: VERSION_OFFSET,
+        source,
     })
 }
 
@@ -89,14 +87,18 @@ fn header_error(e: proto_header::Error) -> Error {
 /// the unbounded DATA attribute, and the per-version maximum command length.
 pub fn profile(version: u32) -> Result<Profile, Error> {
     if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
-        return Err(Error::Tlv(
-            ErrorKind::UnsupportedVersion {
-                version,
-                min: MIN_VERSION,
-                max: MAX_VERSION,
-            }
-            .at(0, 13),
-        ));
+        let offered = proto_header::VersionRange {
+            min: version,
+            max: version,
+        };
+        return Err(Error::Version {
+            version,
+            offset: VERSION_OFFSET,
+            source: proto_header::Error::Unsupported {
+                offered,
+                supported: SUPPORTED_VERSIONS.to_vec(),
+            },
+        });
     }
     Ok(Profile {
         crc: CrcVariant::BtrfsRaw,

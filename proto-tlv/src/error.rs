@@ -85,16 +85,6 @@ pub enum ErrorKind {
         /// How many (at least) trailing bytes were seen.
         len: u64,
     },
-    /// The stream declares a version this crate does not read.
-    #[error("unsupported stream version {version} (supported: {min}..={max})")]
-    UnsupportedVersion {
-        /// Version found.
-        version: u32,
-        /// Lowest supported.
-        min: u32,
-        /// Highest supported.
-        max: u32,
-    },
     /// Encoding: an attribute value is longer than its 16-bit length allows.
     #[error("attribute {attr_type} value of {len} bytes does not fit a 16-bit length")]
     AttrTooLong {
