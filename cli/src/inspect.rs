@@ -12,10 +12,6 @@ use crate::input::sniff;
 use crate::native::CLI_OPTIONS;
 use crate::Failure;
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Prints the fixed header, the chosen version and the version-specific
 /// header (features, contexts) of `path`, as text or JSON.
 pub fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
@@ -34,7 +30,7 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
                 "endian": match h.byte_order { Endian::Big => "big", Endian::Little => "little" },
                 "features_supported": format!("{:#018x}", h.features_supported),
                 "features_required": format!("{:#018x}", h.features_required),
-                "stream_id": hex(&h.stream_id),
+                "stream_id": proto_stream::header::stream_id_hex(&h.stream_id),
                 "contexts": h.contexts.iter().map(|c| json!({"id": c.id, "name": c.name})).collect::<Vec<_>>(),
             },
         })

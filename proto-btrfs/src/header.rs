@@ -12,11 +12,6 @@ pub const MAGIC: &[u8; 13] = b"btrfs-stream\0";
 pub const HEADER_LEN: usize = 17;
 const _: () = assert!(MAGIC.len() + 4 == HEADER_LEN);
 
-/// Lowest protocol version read.
-pub const MIN_VERSION: u32 = 1;
-/// Highest protocol version read.
-pub const MAX_VERSION: u32 = 3;
-
 /// Largest command payload accepted in a v1 stream: the kernel's v1 send
 /// buffer is 64 KiB, header included.
 pub const V1_MAX_PAYLOAD: u32 = 64 * 1024;
@@ -86,7 +81,7 @@ fn header_error(e: proto_header::Error) -> Error {
 /// The TLV profile of protocol `version`: raw CRC32C, END = 21, from v2 on
 /// the unbounded DATA attribute, and the per-version maximum command length.
 pub fn profile(version: u32) -> Result<Profile, Error> {
-    if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
+    if !SUPPORTED_VERSIONS.contains(&version) {
         let offered = proto_header::VersionRange {
             min: version,
             max: version,

@@ -122,7 +122,7 @@ pub enum TokenError {
         supported: u16,
     },
     /// The token belongs to another stream.
-    #[error("checkpoint token is for stream {found}, not for this stream ({expected})", found = hex(.found), expected = hex(.expected))]
+    #[error("checkpoint token is for stream {found}, not for this stream ({expected})", found = proto_header::stream_id_hex(.found), expected = proto_header::stream_id_hex(.expected))]
     WrongStream {
         /// This stream's id.
         expected: [u8; 16],
@@ -147,16 +147,6 @@ pub enum TokenError {
         /// What is wrong there.
         why: &'static str,
     },
-}
-
-/// Lower-case hex of a stream id.
-pub fn hex(id: &[u8; 16]) -> String {
-    use core::fmt::Write as _;
-    let mut s = String::with_capacity(32);
-    for b in id {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 fn out_of_range(field: &'static str, value: u64, why: &'static str) -> TokenError {

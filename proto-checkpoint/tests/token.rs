@@ -370,8 +370,8 @@ proptest! {
         prop_assert_eq!(t.check_stream(&t.stream_id), Ok(()));
         // The message names both ids in hex.
         let msg = t.check_stream(&other).unwrap_err().to_string();
-        prop_assert!(msg.contains(&proto_checkpoint::token::hex(&other)), "{}", msg);
-        prop_assert!(msg.contains(&proto_checkpoint::token::hex(&t.stream_id)), "{}", msg);
+        prop_assert!(msg.contains(&proto_header::stream_id_hex(&other)), "{}", msg);
+        prop_assert!(msg.contains(&proto_header::stream_id_hex(&t.stream_id)), "{}", msg);
     }
 }
 

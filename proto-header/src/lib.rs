@@ -90,8 +90,8 @@ pub use fixed::{
 };
 pub use negotiate::{negotiate, negotiate_two_way, VersionRange};
 pub use v1::{
-    Context, ContextHead, V1Header, V1Prefix, CONTEXT_HEAD_LEN, ENDIAN_TAG, KIT_VERSIONS,
-    MAX_CONTEXTS, MAX_CONTEXT_NAME_LEN, V1_FIELDS, V1_MAX_BODY_LEN, V1_PREFIX_LEN,
+    stream_id_hex, Context, V1Header, ENDIAN_TAG, KIT_VERSIONS, MAX_CONTEXTS, MAX_CONTEXT_NAME_LEN,
+    V1_FIELDS, V1_MAX_BODY_LEN, V1_PREFIX_LEN,
 };
 pub use version::{
     read_body, read_header, write_body, write_header, DecodeFn, EncodeFn, Header, ReadOptions,

@@ -44,7 +44,7 @@ pub const V1_FIELDS: &[&str] = &[
 /// The fixed part of the v1 body, in byte order `O`.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
-pub struct V1Prefix<O: ByteOrder> {
+pub(crate) struct V1Prefix<O: ByteOrder> {
     /// [`ENDIAN_TAG`].
     pub endian_tag: U32<O>,
     /// Features the sender supports.
@@ -56,21 +56,22 @@ pub struct V1Prefix<O: ByteOrder> {
     /// Number of contexts that follow.
     pub context_count: U32<O>,
 }
-/// Size of [`V1Prefix`].
+/// Size of the fixed part of the v1 body (endian tag, features supported
+/// and required, stream id, context count).
 pub const V1_PREFIX_LEN: usize = 40;
 const _: () = assert!(core::mem::size_of::<V1Prefix<BigEndian>>() == V1_PREFIX_LEN);
 
 /// The head of one context entry, in byte order `O`.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
-pub struct ContextHead<O: ByteOrder> {
+pub(crate) struct ContextHead<O: ByteOrder> {
     /// The context id.
     pub id: U32<O>,
     /// Bytes of UTF-8 name that follow.
     pub name_len: U16<O>,
 }
 /// Size of [`ContextHead`].
-pub const CONTEXT_HEAD_LEN: usize = 6;
+pub(crate) const CONTEXT_HEAD_LEN: usize = 6;
 const _: () = assert!(core::mem::size_of::<ContextHead<BigEndian>>() == CONTEXT_HEAD_LEN);
 
 /// A context the sender can produce.
@@ -284,4 +285,15 @@ fn decode_in<O: ByteOrder>(
         stream_id: p.stream_id,
         contexts,
     })
+}
+
+/// A stream id as 32 lower-case hex digits, as messages and `inspect` show
+/// it.
+pub fn stream_id_hex(id: &[u8; 16]) -> String {
+    use core::fmt::Write as _;
+    let mut s = String::with_capacity(32);
+    for b in id {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }

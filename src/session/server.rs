@@ -42,6 +42,7 @@ pub struct ServerConfig {
     /// drops the connection and forgets the transfer (its window, its
     /// position), as a restarted process would; the receiver must then
     /// resume from its checkpoint token. Once per server.
+    #[cfg(feature = "fault-injection")]
     pub kill_after: Option<u64>,
 }
 
@@ -57,6 +58,7 @@ impl Default for ServerConfig {
             },
             token_every: 1 << 20,
             safe_every: 1,
+            #[cfg(feature = "fault-injection")]
             kill_after: None,
         }
     }
@@ -115,6 +117,7 @@ pub struct Server {
     streams: Vec<StreamSpan>,
     hello: V1Header,
     sending: Sending,
+    #[cfg(feature = "fault-injection")]
     killed: bool,
     stats: ServerStats,
 }
@@ -240,6 +243,7 @@ impl Server {
                 },
             ),
             config,
+            #[cfg(feature = "fault-injection")]
             killed: false,
             stats: ServerStats::default(),
         })
@@ -320,21 +324,8 @@ impl Server {
                         Some(b) => conn.write_body(b)?,
                         None => conn.gathered()?,
                     }
-                    let sent = self.sending.stats().bytes_sent;
-                    if let Some(k) = self.config.kill_after {
-                        if !self.killed && sent >= k {
-                            self.killed = true;
-                            self.stats.restarts += 1;
-                            self.sending.forget();
-                            return Err(io::Error::new(
-                                io::ErrorKind::ConnectionAborted,
-                                format!(
-                                    "fault injection: the sender was killed after {sent} payload bytes and lost its window"
-                                ),
-                            )
-                            .into());
-                        }
-                    }
+                    #[cfg(feature = "fault-injection")]
+                    self.kill_if_due()?;
                 }
                 Step::Wait => {
                     conn.flush()?;
@@ -351,6 +342,28 @@ impl Server {
                     return Ok(Served { units });
                 }
             }
+        }
+    }
+
+    /// Fault injection: past `kill_after` payload bytes, once, the sender
+    /// forgets its transfer and drops the connection, as a killed process.
+    #[cfg(feature = "fault-injection")]
+    fn kill_if_due(&mut self) -> Result<(), SessionError> {
+        let sent = self.sending.stats().bytes_sent;
+        match self.config.kill_after {
+            Some(k) if !self.killed && sent >= k => {
+                self.killed = true;
+                self.stats.restarts += 1;
+                self.sending.forget();
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!(
+                        "fault injection: the sender was killed after {sent} payload bytes and lost its window"
+                    ),
+                )
+                .into())
+            }
+            _ => Ok(()),
         }
     }
 }
