@@ -140,7 +140,7 @@ fn chunk_crash_resume(
     for _ in 0..crash {
         let f = e.fill(&mut buf)?;
         chunks.push(buf[..f.written].to_vec());
-        saved = f.token.to_text()?;
+        saved = e.token().to_text()?;
     }
     drop(e); // the crash
     let token: Token = saved.parse()?;

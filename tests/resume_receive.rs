@@ -37,7 +37,7 @@ fn crash_and_resume(bytes: &[u8], safe_every: u64, first: usize, then: usize) ->
     loop {
         let f = e.fill(&mut buf).unwrap();
         chunks.push(buf[..f.written].to_vec());
-        tokens.push(f.token.to_text().unwrap());
+        tokens.push(e.token().to_text().unwrap());
         pieces += f.pieces;
         if f.ended {
             break;

@@ -1097,10 +1097,10 @@ fn foreign_token(seq: u64) -> Vec<u8> {
     let mut e = Emitter::new(Btrfs.producer(&other[..], 1).unwrap(), WRITE_SPLIT).unwrap();
     e.set_units_per_fill(1);
     let mut buf = vec![0u8; 1 << 20];
-    let mut token = e.token();
     for _ in 0..seq {
-        token = e.fill(&mut buf).unwrap().token;
+        e.fill(&mut buf).unwrap();
     }
+    let token = e.token();
     assert_eq!(token.seq, seq);
     token.to_bytes().unwrap()
 }

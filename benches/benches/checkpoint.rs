@@ -127,7 +127,7 @@ fn tokens_at(bytes: &[u8], safe_every: u64, fractions: &[f64]) -> Vec<Token> {
         if f.ended {
             break;
         }
-        all.push(f.token);
+        all.push(e.token());
     }
     fractions
         .iter()

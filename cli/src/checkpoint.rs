@@ -226,7 +226,7 @@ where
         }
         let i = first + chunks;
         write_atomic(a.out_dir, &chunk_name(i), &buf[..f.written])?;
-        let mut text = f.token.to_text().map_err(Failure::Token)?;
+        let mut text = e.token().to_text().map_err(Failure::Token)?;
         text.push('\n');
         write_atomic(a.out_dir, &token_name(i), text.as_bytes())?;
         last_token = Some(a.out_dir.join(token_name(i)));

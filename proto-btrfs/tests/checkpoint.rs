@@ -113,7 +113,7 @@ fn drain(
             break;
         }
         run.chunks.push(buf[..f.written].to_vec());
-        run.tokens.push(f.token);
+        run.tokens.push(e.token());
         run.pieces += f.pieces;
         if f.ended {
             break;
@@ -211,7 +211,7 @@ fn check(name: &str, bytes: &[u8], safe_every: u64, size: usize, per_fill: Optio
                     i + 1
                 );
                 assert_eq!(
-                    &f.token,
+                    &e.token(),
                     &run.tokens[i + 1],
                     "{what}: token {} after resume",
                     i + 1
@@ -343,7 +343,7 @@ fn tokens_that_do_not_fit_are_refused() {
     let mut buf = vec![0u8; 4096];
     let f = e.fill(&mut buf).unwrap();
     assert_eq!(&buf[..f.written], &run.chunks[i + 1][..]);
-    assert_eq!(f.token, run.tokens[i + 1]);
+    assert_eq!(e.token(), run.tokens[i + 1]);
     // Skipping more units than there are since the safe point.
     let mut t = mid.clone();
     t.seq += 5;
@@ -555,7 +555,7 @@ fn file_source_agrees_with_memory() {
     for (i, chunk) in run.chunks.iter().enumerate() {
         let f = e.fill(&mut buf).unwrap();
         assert_eq!(&buf[..f.written], &chunk[..], "{name}: chunk {i}");
-        assert_eq!(f.token, run.tokens[i]);
+        assert_eq!(e.token(), run.tokens[i]);
     }
     for i in [run.tokens.len() / 3, run.tokens.len() - 2] {
         let mut e = Emitter::resume(file(), WRITE_SPLIT, &run.tokens[i]).unwrap();

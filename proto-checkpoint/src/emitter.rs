@@ -9,11 +9,9 @@ use crate::{Producer, Unit, UnitKind};
 /// What one [`Emitter::fill`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fill {
-    /// Bytes written at the start of the buffer.
+    /// Bytes written at the start of the buffer. Where the emission
+    /// stands after them is [`Emitter::token`], made when asked.
     pub written: usize,
-    /// Where the emission stands after these bytes: give it to
-    /// [`Emitter::resume`] to continue from here.
-    pub token: Token,
     /// Whether the stream has been emitted to its end (no later fill
     /// writes anything).
     pub ended: bool,
@@ -21,6 +19,46 @@ pub struct Fill {
     pub units: u64,
     /// Pieces of split data commands written by this fill.
     pub pieces: u64,
+}
+
+/// Where an emission stands: the position a [`Token`] carries, kept in one
+/// place (the emitter's) and copied into a token only when one is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    /// Units completely emitted: the index of the next one.
+    seq: u64,
+    /// Output bytes emitted so far.
+    offset: u64,
+    /// Units completed since the producer's last safe point.
+    since_safe_point: u64,
+    /// Data bytes of unit `seq` already emitted in split pieces.
+    split_done: u64,
+    /// Whether the whole stream has been emitted.
+    ended: bool,
+}
+
+impl Cursor {
+    fn of(t: &Token) -> Cursor {
+        Cursor {
+            seq: t.seq,
+            offset: t.offset,
+            since_safe_point: t.since_safe_point,
+            split_done: t.split_done,
+            ended: t.ended,
+        }
+    }
+
+    fn token(self, stream_id: [u8; 16], state: Vec<u8>) -> Token {
+        Token {
+            stream_id,
+            seq: self.seq,
+            offset: self.offset,
+            since_safe_point: self.since_safe_point,
+            split_done: self.split_done,
+            ended: self.ended,
+            state,
+        }
+    }
 }
 
 /// Why a token does not fit the stream it was given for. Nothing is
@@ -422,11 +460,9 @@ pub struct Emitter<P, S> {
     producer: P,
     framer: Framer<S>,
     stream_id: [u8; 16],
-    seq: u64,
-    offset: u64,
-    since_safe_point: u64,
-    split_done: u64,
-    ended: bool,
+    /// Where the emission stands (what a token carries besides the stream
+    /// id and the producer's state).
+    at: Cursor,
     /// The state of the producer's last safe point, as the token carries
     /// it; written out only when a token is made after the safe point moved.
     safe_state: Vec<u8>,
@@ -461,11 +497,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 marks: Vec::new(),
             },
             stream_id: t.stream_id,
-            seq: t.seq,
-            offset: t.offset,
-            since_safe_point: t.since_safe_point,
-            split_done: t.split_done,
-            ended: t.ended,
+            at: Cursor::of(&t),
             safe_state: t.state,
             safe_state_stale: false,
             units_per_fill: u64::MAX,
@@ -554,25 +586,17 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// The token for where the emission stands now: after a failed fill,
     /// where the last good fill left it.
     pub fn token(&self) -> Token {
-        Token {
-            stream_id: self.stream_id,
-            seq: self.seq,
-            offset: self.offset,
-            since_safe_point: self.since_safe_point,
-            split_done: self.split_done,
-            ended: self.ended,
-            state: self.safe_state.clone(),
-        }
+        self.at.token(self.stream_id, self.safe_state.clone())
     }
 
     /// Whether the stream has been emitted to its end.
     pub fn ended(&self) -> bool {
-        self.ended
+        self.at.ended
     }
 
     /// Output bytes emitted so far.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.at.offset
     }
 
     /// The producer.
@@ -582,7 +606,8 @@ impl<P: Producer, S: Split> Emitter<P, S> {
 
     /// Fills the start of `buf` with whole units, and with a piece of a data
     /// command when the next one does not fit whole; returns how many bytes
-    /// it wrote and the token for what follows them.
+    /// it wrote. [`Emitter::token`] then says where the emission stands
+    /// (made only when asked: a fill clones no state).
     ///
     /// A buffer too small for the next unit that may not be split (or for
     /// a piece with one data byte) is a [`EmitError::DoesNotFit`] error,
@@ -597,27 +622,15 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         // Where the last good fill left the emission: what `token` says
         // after a failure (the producer has moved on, so the emitter stays
         // failed, but the caller's last token stays right).
-        let before = (
-            self.seq,
-            self.since_safe_point,
-            self.split_done,
-            self.ended,
-            self.safe_state_stale,
-        );
+        let before = (self.at, self.safe_state_stale);
         match self.fill_inner(buf) {
             Ok(fill) => Ok(fill),
             // Nothing was written and nothing moved: the caller may try
             // again with a larger buffer.
             Err(e @ EmitError::DoesNotFit { .. }) => Err(e),
             Err(e) => {
-                let failed_at = self.seq;
-                (
-                    self.seq,
-                    self.since_safe_point,
-                    self.split_done,
-                    self.ended,
-                    self.safe_state_stale,
-                ) = before;
+                let failed_at = self.at.seq;
+                (self.at, self.safe_state_stale) = before;
                 self.failed = Some(failed_at);
                 Err(e)
             }
@@ -628,21 +641,21 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         let mut w = 0usize;
         let (mut units, mut pieces, mut steps) = (0u64, 0u64, 0u64);
         let buf_len = buf.len();
-        while !self.ended {
+        while !self.at.ended {
             let step = match self.producer.current().map_err(EmitError::Producer)? {
                 None => None,
                 Some(_) if steps >= self.units_per_fill => break,
                 Some(u) => Some(self.framer.step(
                     &u,
-                    self.seq,
-                    self.split_done,
+                    self.at.seq,
+                    self.at.split_done,
                     &mut buf[w..],
                     w == 0,
                     buf_len,
                 )?),
             };
             match step {
-                None => self.ended = true,
+                None => self.at.ended = true,
                 Some(Step::Full) => break,
                 Some(Step::Whole(n)) => {
                     w += n;
@@ -659,13 +672,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                         self.complete()?;
                     } else {
                         // Split because the buffer is full: the fill ends.
-                        self.split_done = self.framer.progress.map_or(0, |p| p.at);
+                        self.at.split_done = self.framer.progress.map_or(0, |p| p.at);
                         break;
                     }
                 }
             }
         }
-        self.offset += w as u64;
+        self.at.offset += w as u64;
         if self.safe_state_stale {
             self.safe_state.clear();
             self.producer
@@ -675,8 +688,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         }
         Ok(Fill {
             written: w,
-            token: self.token(),
-            ended: self.ended,
+            ended: self.at.ended,
             units,
             pieces,
         })
@@ -686,13 +698,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// safe point if the producer is at one.
     fn complete(&mut self) -> Result<(), EmitError<P::Error>> {
         self.producer.advance().map_err(EmitError::Producer)?;
-        self.seq += 1;
-        self.split_done = 0;
+        self.at.seq += 1;
+        self.at.split_done = 0;
         if self.producer.safe_point().map_err(EmitError::Producer)? {
             self.safe_state_stale = true;
-            self.since_safe_point = 0;
+            self.at.since_safe_point = 0;
         } else {
-            self.since_safe_point += 1;
+            self.at.since_safe_point += 1;
         }
         Ok(())
     }

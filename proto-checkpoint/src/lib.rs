@@ -54,7 +54,7 @@
 //! let mut buf = [0u8; 64];
 //! let fill = emitter.fill(&mut buf).unwrap();
 //! out.extend_from_slice(&buf[..fill.written]);
-//! let saved = fill.token.to_text().unwrap();
+//! let saved = emitter.token().to_text().unwrap();
 //! drop(emitter);
 //!
 //! // Later: re-arm from the token and finish.

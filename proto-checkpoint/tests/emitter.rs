@@ -47,6 +47,8 @@ struct Rec {
     buf: usize,
     chunk: Vec<u8>,
     fill: Fill,
+    /// The emitter's token after the fill.
+    token: Token,
 }
 
 /// Fills until the end, through buffers of `base + extra` bytes in turn.
@@ -74,6 +76,7 @@ fn drain(
             buf: size,
             chunk: buf[..fill.written].to_vec(),
             fill,
+            token: e.token(),
         });
         if ended {
             break;
@@ -288,7 +291,7 @@ fn check_emission(m: &Model, safe_every: u64, per_fill: Option<u64>, recs: &[Rec
         j += per_chunk[i];
         offset += r.chunk.len() as u64;
         let want = expected_token(m, safe_every, chunk_map.last().copied(), offset);
-        assert_eq!(r.fill.token, want, "{what}: token after chunk {i}");
+        assert_eq!(r.token, want, "{what}: token after chunk {i}");
         assert_eq!(r.fill.ended, want.ended, "{what}: chunk {i}");
         assert_eq!(r.fill.units, want.seq - seq, "{what}: units of chunk {i}");
         let p = chunk_map.iter().filter(|c| c.piece.is_some()).count() as u64;
@@ -330,10 +333,10 @@ proptest! {
         // An ended emitter writes nothing more.
         let f = e.fill(&mut [0u8; 16]).unwrap();
         prop_assert!(f.written == 0 && f.ended);
-        prop_assert_eq!(&f.token, &recs.last().unwrap().fill.token);
+        prop_assert_eq!(&e.token(), &recs.last().unwrap().token);
 
         // Token i, resumed, gives chunk i + 1 and token i + 1 again.
-        let tokens: Vec<&Token> = std::iter::once(&start).chain(recs.iter().map(|r| &r.fill.token)).collect();
+        let tokens: Vec<&Token> = std::iter::once(&start).chain(recs.iter().map(|r| &r.token)).collect();
         for (i, t) in tokens.iter().enumerate() {
             let mut e = Emitter::resume(m.producer(safe_every), WRITE, t)
                 .unwrap_or_else(|err| panic!("resume from token {i}: {err}"));
@@ -390,7 +393,7 @@ proptest! {
             match e.fill(&mut buf) {
                 Ok(f) => {
                     prop_assert!(!f.ended && f.written > 0 && f.written <= small);
-                    recs.push(Rec { buf: small, chunk: buf[..f.written].to_vec(), fill: f });
+                    recs.push(Rec { buf: small, chunk: buf[..f.written].to_vec(), fill: f, token: e.token() });
                 }
                 Err(err) => break err,
             }
@@ -445,7 +448,7 @@ proptest! {
             match e.fill(&mut buf) {
                 Ok(f) => {
                     prop_assert!(!f.ended, "the damage went unnoticed");
-                    recs.push(Rec { buf: size, chunk: buf[..f.written].to_vec(), fill: f });
+                    recs.push(Rec { buf: size, chunk: buf[..f.written].to_vec(), fill: f, token: e.token() });
                 }
                 // The damage may change a command's layout: take a larger buffer.
                 Err(EmitError::DoesNotFit { needed, available, .. }) => {
@@ -485,7 +488,7 @@ proptest! {
         let map = carried(&m, &out_cmds, false);
         prop_assert!(map.iter().all(|c| c.input < k), "{:?}", map.last());
         for r in &recs {
-            prop_assert!(r.fill.token.seq <= k as u64);
+            prop_assert!(r.token.seq <= k as u64);
         }
     }
 
@@ -505,7 +508,7 @@ proptest! {
         let min = m.min_workable();
         let mut e = m.emitter(safe_every);
         let mut tokens = vec![e.token()];
-        tokens.extend(drain(&mut e, min, &sizes).into_iter().map(|r| r.fill.token));
+        tokens.extend(drain(&mut e, min, &sizes).into_iter().map(|r| r.token));
         let t = tokens[pick.index(tokens.len())].clone();
         let (n, k) = (m.n(), safe_every);
         let base = t.seq - t.since_safe_point;

@@ -64,7 +64,7 @@ fn chunks<F: Format>(format: &F, bytes: &[u8], size: usize) -> Vec<(Vec<u8>, Tok
     loop {
         let f = e.fill(&mut buf).unwrap();
         if f.written > 0 {
-            out.push((buf[..f.written].to_vec(), f.token));
+            out.push((buf[..f.written].to_vec(), e.token()));
         }
         if f.ended {
             return out;

@@ -282,7 +282,7 @@ impl Transfer {
         }
         if fill.ended || self.since_token >= self.token_every {
             self.since_token = 0;
-            self.tokens.push_back((seq, fill.token.to_bytes()?));
+            self.tokens.push_back((seq, self.units.token().to_bytes()?));
         }
         Ok(())
     }
