@@ -10,7 +10,7 @@
 
 use core::fmt;
 
-use proto_tlv::{decode_command, CMD_HEADER_LEN};
+use proto_tlv::{decode_command, CmdBuf, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
 use crate::{Producer, Unit, UnitKind};
@@ -369,10 +369,9 @@ fn step<S: Split>(
         _ => return Next::Differ(differ(DivergenceKind::Raw, &sa, &sb, whole)),
     }
     let (ba, bb) = (ua.unit.bytes, ub.unit.bytes);
-    let (ta, tb) = (
-        u16::from_le_bytes([ba[4], ba[5]]),
-        u16::from_le_bytes([bb[4], bb[5]]),
-    );
+    // Command units hold at least a header (they were framed).
+    let cmd_of = |b| CmdBuf::new_checked(b).map_or(0, |c| c.cmd());
+    let (ta, tb) = (cmd_of(ba), cmd_of(bb));
     match (&ua.data, &ub.data) {
         (Some(la), Some(lb)) => {
             if ca.key != cb.key {

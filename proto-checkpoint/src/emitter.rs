@@ -1,6 +1,6 @@
 //! Bounded-buffer emission with checkpoint tokens, and re-arming from one.
 
-use proto_tlv::{crc32c_shift, frame_len, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
+use proto_tlv::{crc32c_shift, frame_len, CmdBuf, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
 use crate::token::{Token, TokenError};
@@ -206,7 +206,7 @@ fn stored_crc(cmd: &[u8]) -> u32 {
 fn crc_error<E: std::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) -> EmitError<E> {
     EmitError::Corrupt(
         ErrorKind::CrcMismatch {
-            cmd: u16::from_le_bytes([u.bytes[4], u.bytes[5]]),
+            cmd: CmdBuf::new_checked(u.bytes).map_or(0, |c| c.cmd()),
             stored,
             computed,
         }
@@ -441,7 +441,9 @@ impl<S: Split> Framer<S> {
             .write_prefix(profile, cmd, layout, from, len, &mut out[..ds]);
         let prefix_state = crc.update(crc.header_state(out), &out[CMD_HEADER_LEN..ds]);
         let piece_state = state_to ^ crc32c_shift(state_from ^ prefix_state, len as u64);
-        out[6..10].copy_from_slice(&crc.finish(piece_state).to_le_bytes());
+        if let Some(mut c) = CmdBuf::new_checked(&mut *out) {
+            c.set_crc(crc.finish(piece_state));
+        }
         Ok(out.len())
     }
 }

@@ -1,6 +1,6 @@
 //! Splitting data commands into valid commands: the profile's rule.
 
-use proto_tlv::{Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN};
+use proto_tlv::{CmdBuf, Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN};
 
 /// Where the data of a splittable command lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,8 +152,7 @@ impl DataSplit {
 
 impl Split for DataSplit {
     fn layout(&self, profile: &Profile, cmd: &[u8]) -> Option<DataLayout> {
-        let hdr = cmd.get(..CMD_HEADER_LEN)?;
-        if u16::from_le_bytes([hdr[4], hdr[5]]) != self.cmd {
+        if CmdBuf::new_checked(cmd)?.cmd() != self.cmd {
             return None;
         }
         let (mut offsets, mut datas) = (0u32, 0u32);
@@ -201,8 +200,10 @@ impl Split for DataSplit {
         let start = layout.data_start;
         prefix.copy_from_slice(&cmd[..start]);
         let payload = (start - CMD_HEADER_LEN + len) as u32;
-        prefix[0..4].copy_from_slice(&payload.to_le_bytes());
-        prefix[6..10].fill(0);
+        if let Some(mut c) = CmdBuf::new_checked(&mut *prefix) {
+            c.set_payload_len(payload);
+            c.set_crc(0);
+        }
         if let Some(at) = self.offset_value_at(profile, cmd) {
             let pos = layout.position.wrapping_add(from);
             prefix[at..at + 8].copy_from_slice(&pos.to_le_bytes());
@@ -214,7 +215,9 @@ impl Split for DataSplit {
     }
 
     fn object_key(&self, profile: &Profile, cmd: &[u8], _: &DataLayout, key: &mut Vec<u8>) {
-        key.extend_from_slice(&cmd[4..6]);
+        if let Some(c) = CmdBuf::new_checked(cmd) {
+            key.extend_from_slice(&c.cmd().to_le_bytes());
+        }
         let _ = walk(profile, cmd, |a| {
             if a.ty != self.offset_attr && a.ty != self.data_attr {
                 key.extend_from_slice(&a.ty.to_le_bytes());

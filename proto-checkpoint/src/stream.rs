@@ -1,7 +1,7 @@
 //! The producer over a stream file of any [`Format`], and the streams
 //! (contexts) of a file.
 
-use proto_tlv::{decode_command, frame_len, ErrorKind, CMD_HEADER_LEN};
+use proto_tlv::{decode_command, frame_len, CmdBuf, ErrorKind, CMD_HEADER_LEN};
 
 use crate::format::{Fault, Format, Head, StreamHead};
 use crate::{Producer, Source, Unit, UnitKind};
@@ -132,7 +132,7 @@ pub fn list_streams<F: Format, S: Source + ?Sized>(
         loop {
             let total = frame_command::<F, S>(src, &p, index, pos)?;
             let h = src.read_at(pos, CMD_HEADER_LEN).map_err(io_fault(pos))?;
-            let cmd = u16::from_le_bytes([h[4], h[5]]);
+            let cmd = CmdBuf::new_checked(h).map(|c| c.cmd());
             if index == 0 {
                 // Named after the first command when it decodes; a damaged
                 // one (its CRC or attributes) is left to whoever emits or
@@ -145,7 +145,7 @@ pub fn list_streams<F: Format, S: Source + ?Sized>(
             largest = largest.max(total);
             pos += total as u64;
             index += 1;
-            if cmd == p.end_cmd {
+            if cmd == Some(p.end_cmd) {
                 break;
             }
         }
@@ -348,7 +348,7 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
                     .src
                     .read_at(self.pos, CMD_HEADER_LEN)
                     .map_err(io_fault(self.pos))?;
-                if u16::from_le_bytes([h[4], h[5]]) == p.end_cmd {
+                if CmdBuf::new_checked(h).map(|c| c.cmd()) == Some(p.end_cmd) {
                     self.profile = None;
                 }
                 self.cmd_index += 1;

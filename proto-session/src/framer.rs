@@ -46,8 +46,8 @@
 
 use proto_header::{FixedHeaderFormat, ParsedFixed, VersionRange};
 use proto_tlv::{
-    crc32c_shift, decode_command, encode_command, frame_len, AttrValue, Command, CrcVariant,
-    Profile, Value, CMD_HEADER_LEN,
+    crc32c_shift, decode_command, encode_command, frame_len, AttrValue, CmdBuf, Command,
+    CrcVariant, Profile, Value, CMD_HEADER_LEN,
 };
 
 use crate::error::SessionError;
@@ -311,8 +311,10 @@ impl Framer {
     pub fn write_data(&mut self, seq: u64, payload: &[u8], unit_crc: Option<CrcVariant>) -> bool {
         let len = (DATA_PREFIX - CMD_HEADER_LEN + payload.len()) as u32;
         let mut p = [0u8; DATA_PREFIX];
-        p[0..4].copy_from_slice(&len.to_le_bytes());
-        p[4..6].copy_from_slice(&frame::DATA.to_le_bytes());
+        if let Some(mut head) = CmdBuf::new_checked(&mut p[..]) {
+            head.set_payload_len(len);
+            head.set_cmd(frame::DATA);
+        }
         p[10..12].copy_from_slice(&attr::SEQ.to_le_bytes());
         p[12..14].copy_from_slice(&8u16.to_le_bytes());
         p[14..22].copy_from_slice(&seq.to_le_bytes());
@@ -326,7 +328,9 @@ impl Framer {
             let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
             crc.finish(crc.update(state, payload))
         });
-        p[6..10].copy_from_slice(&sum.to_le_bytes());
+        if let Some(mut head) = CmdBuf::new_checked(&mut p[..]) {
+            head.set_crc(sum);
+        }
         self.out.extend_from_slice(&p);
         if payload.len() >= INLINE_MAX {
             return true;
@@ -399,8 +403,9 @@ pub enum Incoming<'a> {
 /// the one derived from the unit's own CRC.
 fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
     let p = bytes.get(..DATA_PREFIX)?;
+    let head = CmdBuf::new_checked(p)?;
     let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
-    if u16_at(4) != frame::DATA
+    if head.cmd() != frame::DATA
         || u16_at(10) != attr::SEQ
         || u16_at(12) != 8
         || u16_at(22) != attr::PAYLOAD
@@ -408,8 +413,7 @@ fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
         return None;
     }
     let payload = &bytes[DATA_PREFIX..];
-    let stored = u32::from_le_bytes([p[6], p[7], p[8], p[9]]);
-    if data_crc_from_unit(p, payload, unit_crc)? != stored {
+    if data_crc_from_unit(p, payload, unit_crc)? != head.crc() {
         return None;
     }
     let mut seq = [0u8; 8];
@@ -459,19 +463,19 @@ fn data_crc_from_unit(prefix: &[u8], unit: &[u8], unit_crc: CrcVariant) -> Optio
 /// `variant` not its stream's), the DATA frame's CRC would come out wrong
 /// and the receiver would refuse the frame: nothing wrong is ever accepted.
 fn command_register(unit: &[u8], variant: CrcVariant) -> Option<u32> {
-    let h: [u8; CMD_HEADER_LEN] = unit.get(..CMD_HEADER_LEN)?.try_into().ok()?;
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    if len.checked_add(CMD_HEADER_LEN)? != unit.len() || unit.len() < 4096 {
+    let c = CmdBuf::new_checked(unit)?;
+    if !c.is_whole() || unit.len() < 4096 {
         // Short units: a CRC call is as cheap as the shifts.
         return None;
     }
-    let stored = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+    let len = c.payload_len();
+    let stored = c.crc();
     let zeroed = match variant {
         CrcVariant::BtrfsRaw => stored,
         CrcVariant::Standard => !stored ^ crc32c_shift(!0, unit.len() as u64),
     };
-    let field = CrcVariant::BtrfsRaw.checksum(&h[6..10]);
-    Some(zeroed ^ crc32c_shift(field, len as u64))
+    let field = CrcVariant::BtrfsRaw.checksum(&stored.to_le_bytes());
+    Some(zeroed ^ crc32c_shift(field, u64::from(len)))
 }
 
 /// A required u64 attribute of a frame.

@@ -1,6 +1,7 @@
 //! Encoding: attributes first, then the header's length and CRC.
 
 use crate::attr::{AttrValue, ATTR_HEADER_LEN};
+use crate::cmdbuf::CmdBuf;
 use crate::{Command, Error, ErrorKind, Profile, CMD_HEADER_LEN};
 
 /// Checks the attribute list against the profile's rules and returns the
@@ -70,11 +71,11 @@ fn write_into(profile: &Profile, cmd: u16, attrs: &[AttrValue<'_>], out: &mut [u
         a.value.write_to(&mut out[pos..pos + vlen]);
         pos += vlen;
     }
-    out[0..4].copy_from_slice(&payload_len.to_le_bytes());
-    out[4..6].copy_from_slice(&cmd.to_le_bytes());
-    out[6..10].fill(0);
-    let crc = profile.crc.checksum(out);
-    out[6..10].copy_from_slice(&crc.to_le_bytes());
+    if let Some(mut c) = CmdBuf::new_checked(out) {
+        c.set_payload_len(payload_len);
+        c.set_cmd(cmd);
+        c.seal(profile.crc);
+    }
 }
 
 /// Appends one command to `out`. Returns the number of bytes appended. On

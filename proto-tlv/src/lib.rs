@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 mod attr;
+mod cmdbuf;
 mod crc;
 mod decode;
 mod encode;
@@ -59,6 +60,7 @@ mod io;
 mod profile;
 
 pub use attr::{Attr, AttrHeader, AttrValue, Attrs, Timespec, Value, ATTR_HEADER_LEN};
+pub use cmdbuf::CmdBuf;
 pub use crc::{crc32c_shift, CrcVariant};
 pub use decode::{
     decode_command, frame_len, CmdHeader, Command, Commands, Decoder, Step, CMD_HEADER_LEN,
