@@ -1,6 +1,6 @@
 //! Splitting data commands into valid commands: the profile's rule.
 
-use proto_tlv::{CmdBuf, Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN};
+use proto_tlv::{Attrs, CmdBuf, Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN};
 
 /// Where the data of a splittable command lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,29 +111,21 @@ struct Found {
     len: usize,
 }
 
-/// Walks the attributes of a whole command, calling `f` for each; `None`
-/// when the layout is broken.
+/// Walks the attributes of a whole command (`proto_tlv::Attrs`, its layout
+/// checked first), calling `f` for each; `None` when the layout is broken.
 fn walk(profile: &Profile, cmd: &[u8], mut f: impl FnMut(Found)) -> Option<()> {
-    let mut at = CMD_HEADER_LEN;
-    while at < cmd.len() {
-        let ty = u16::from_le_bytes([*cmd.get(at)?, *cmd.get(at + 1)?]);
-        if profile.unbounded_data_attr == Some(ty) {
-            // Runs to the end of the command; its 2-byte header is there.
-            let value_at = at + 2;
-            f(Found {
-                ty,
-                value_at,
-                len: cmd.len() - value_at,
-            });
-            return Some(());
-        }
-        let len = usize::from(u16::from_le_bytes([*cmd.get(at + 2)?, *cmd.get(at + 3)?]));
-        let value_at = at + ATTR_HEADER_LEN;
-        if value_at + len > cmd.len() {
-            return None;
-        }
-        f(Found { ty, value_at, len });
-        at = value_at + len;
+    let data_attr = profile.unbounded_data_attr;
+    for a in Attrs::checked(cmd.get(CMD_HEADER_LEN..)?, data_attr).ok()? {
+        let header = if data_attr == Some(a.ty()) {
+            2
+        } else {
+            ATTR_HEADER_LEN
+        };
+        f(Found {
+            ty: a.ty(),
+            value_at: usize::try_from(a.offset()).ok()? + header,
+            len: a.value().len(),
+        });
     }
     Some(())
 }

@@ -189,6 +189,17 @@ pub struct Attrs<'a> {
 }
 
 impl<'a> Attrs<'a> {
+    /// The attributes of a command payload not decoded with
+    /// [`decode_command`](crate::decode_command) (which checks them): the
+    /// layout is checked first (every header and value within the
+    /// payload; `data_attr`, the profile's unbounded data attribute, runs
+    /// to the end). Offsets are counted from the command's start, so an
+    /// attribute's value starts at `offset() + 4` (`+ 2` for `data_attr`).
+    pub fn checked(payload: &'a [u8], data_attr: Option<u16>) -> Result<Self, ErrorKind> {
+        validate(payload, data_attr).map_err(|(kind, _)| kind)?;
+        Ok(Attrs::new(payload, data_attr, 0, 0))
+    }
+
     pub(crate) fn new(
         payload: &'a [u8],
         data_attr: Option<u16>,
