@@ -79,6 +79,18 @@ fn header_error(e: &Error, tlv_base: u64, at: u64) -> Event {
             kind: format!("BadMagic({found:?})"),
             offset: at,
         },
+        Error::Version {
+            version, offset, ..
+        } => {
+            // The version field, 13 bytes into the refused header
+            // (`tlv_base` for errors of a parser given the stream alone).
+            let offset = tlv_base + offset;
+            assert_eq!(offset, at + 13, "a version error names its field: {e}");
+            Event::BadHeader {
+                kind: format!("Version({version})"),
+                offset,
+            }
+        }
         other => panic!("unexpected header error: {other:?}"),
     }
 }
