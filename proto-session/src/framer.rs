@@ -67,11 +67,15 @@ const DATA_PREFIX: usize = CMD_HEADER_LEN + 12 + 2;
 const REFUSE_MESSAGE_MAX: usize = 4096;
 
 /// Where a frame is in the input buffer ([`Framer::next_frame`]); valid
-/// until the next [`Framer::recv_buf`].
+/// until the buffer is next compacted by [`Framer::recv_buf`]. A stale one
+/// reads as no bytes (its decode fails as truncated), never as other bytes
+/// and never with a panic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameAt {
     start: usize,
     len: usize,
+    /// The framer's compaction count when it was returned.
+    moved: u64,
     /// Its frame index on this connection.
     pub index: u64,
     /// Its byte offset in the peer's input (fixed header included).
@@ -93,6 +97,9 @@ pub struct Framer {
     profile: Profile,
     rmin: usize,
     closed: bool,
+    /// Times the buffer was compacted (a [`FrameAt`] of an earlier count
+    /// is stale).
+    moved: u64,
     out: Vec<u8>,
 }
 
@@ -115,6 +122,7 @@ impl Framer {
             profile: HANDSHAKE_PROFILE,
             rmin: RBUF_HANDSHAKE,
             closed: false,
+            moved: 0,
             out: Vec::new(),
         }
     }
@@ -146,6 +154,7 @@ impl Framer {
             self.rbuf.copy_within(self.rs..self.re, 0);
             self.re -= self.rs;
             self.rs = 0;
+            self.moved += 1;
             // Room for the item asked for, and never an empty slice (a
             // caller may feed bytes beyond what it has asked to parse).
             let want = n.max(self.rmin).max(self.re + self.rmin.min(64 * 1024));
@@ -209,6 +218,7 @@ impl Framer {
         let at = FrameAt {
             start: self.rs,
             len,
+            moved: self.moved,
             index,
             offset,
         };
@@ -219,9 +229,12 @@ impl Framer {
         Ok(Some(at))
     }
 
-    /// The frame's bytes.
+    /// The frame's bytes (none when `at` is stale).
     pub fn bytes(&self, at: FrameAt) -> &[u8] {
-        &self.rbuf[at.start..at.start + at.len]
+        if at.moved != self.moved {
+            return &[];
+        }
+        self.rbuf.get(at.start..at.start + at.len).unwrap_or(&[])
     }
 
     /// Decodes a frame (CRC checked). A REFUSE frame is returned as
@@ -572,6 +585,16 @@ mod tests {
         }
     }
 
+    fn feed_all(b: &mut Framer, mut rest: &[u8]) {
+        while !rest.is_empty() {
+            let buf = b.recv_buf();
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            b.received(n);
+            rest = &rest[n..];
+        }
+    }
+
     /// Frames come out whole however the input is cut, a hostile length is
     /// refused before anything is buffered for it, and a peer that closes
     /// inside a frame is named with the offset it reached.
@@ -633,6 +656,24 @@ mod tests {
         }
         assert!(b.fixed(&crate::wire::SESSION_FORMAT).unwrap().is_some());
         assert!(b.next_frame("test").unwrap().is_some());
+        // A frame position kept past a compaction reads as nothing: a
+        // typed error, not another frame's bytes.
+        let mut b = Framer::new();
+        feed_all(&mut b, &wire[16..]);
+        let at = b.next_frame("test").unwrap().unwrap();
+        assert!(b.frame(at).is_ok());
+        // Bytes fed while the position is held do not move it...
+        feed_all(&mut b, &[0; 100]);
+        assert!(b.frame(at).is_ok());
+        // ...a compaction does.
+        let before = b.moved;
+        while b.moved == before {
+            let buf = b.recv_buf();
+            let n = buf.len();
+            b.received(n);
+        }
+        assert!(matches!(b.frame(at), Err(SessionError::Frame(_))));
+        assert!(b.bytes(at).is_empty());
         // A frame header declaring more than the handshake allows.
         let mut b = Framer::new();
         let mut hostile = vec![0u8; CMD_HEADER_LEN];
