@@ -1,7 +1,7 @@
 //! `serve` and `fetch`: a transfer over TCP that survives disconnects.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -50,67 +50,6 @@ fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
     conn.set_write_timeout(secs(io_timeout))
 }
 
-/// Runs one connection, through the fault injector when asked.
-fn with_faults<T>(
-    conn: &TcpStream,
-    drop_every: Option<u64>,
-    run: impl FnOnce(&mut dyn ReadWrite) -> T,
-) -> T {
-    match drop_every {
-        Some(n) => run(&mut DropEvery::new(conn, n)),
-        None => run(&mut &*conn),
-    }
-}
-
-/// `Read + Write` as one object type.
-pub trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// A connection, dropped every N bytes when `--drop-every` says so.
-enum Faulty {
-    Plain(TcpStream),
-    Drops(DropEvery<TcpStream>),
-}
-
-impl Faulty {
-    fn new(conn: TcpStream, drop_every: Option<u64>) -> Faulty {
-        match drop_every {
-            Some(n) => Faulty::Drops(DropEvery::new(conn, n)),
-            None => Faulty::Plain(conn),
-        }
-    }
-}
-
-impl Read for Faulty {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Faulty::Plain(c) => c.read(buf),
-            Faulty::Drops(c) => c.read(buf),
-        }
-    }
-}
-
-impl Write for Faulty {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Faulty::Plain(c) => c.write(buf),
-            Faulty::Drops(c) => c.write(buf),
-        }
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Faulty::Plain(c) => c.write_vectored(bufs),
-            Faulty::Drops(c) => c.write_vectored(bufs),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Faulty::Plain(c) => c.flush(),
-            Faulty::Drops(c) => c.flush(),
-        }
-    }
-}
-
 pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
     let config = ServerConfig {
         window: Limits {
@@ -151,7 +90,7 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
             eprintln!("proto-stream: serve: connection from {peer}: {e}");
             continue;
         }
-        let r = with_faults(&conn, a.drop_every, |io| server.serve(io));
+        let r = server.serve(DropEvery::new(&conn, a.drop_every.unwrap_or(0)));
         drop(conn);
         match r {
             Ok(served) => {
@@ -213,7 +152,7 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
     let connect = || {
         let conn = TcpStream::connect(a.addr)?;
         setup(&conn, a.io_timeout)?;
-        Ok(Faulty::new(conn, a.drop_every))
+        Ok(DropEvery::new(conn, a.drop_every.unwrap_or(0)))
     };
     let bye = match f.fetch_retrying(connect, policy) {
         Ok(bye) => bye,
