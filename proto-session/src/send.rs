@@ -105,7 +105,7 @@ pub enum Step<'a> {
 
 /// One transfer's sending side: the emitter, the window, the tokens to
 /// send; it survives reconnects.
-pub struct Transfer {
+pub(crate) struct Transfer {
     instance: [u8; 16],
     selection: Vec<u32>,
     units: Box<dyn Units>,
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Transfer {
     }
 }
 
-/// How a [`Transfer`] sends.
+/// How a [`Sending`] sends each transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendConfig {
     /// A checkpoint token goes out after at least this many payload bytes
@@ -177,21 +177,6 @@ impl Transfer {
             just_sent: None,
             finish_sent: false,
         }
-    }
-
-    /// The sender instance.
-    pub fn instance(&self) -> [u8; 16] {
-        self.instance
-    }
-
-    /// The contexts being sent.
-    pub fn selection(&self) -> &[u32] {
-        &self.selection
-    }
-
-    /// The window (for the seq exchange after a reconnect).
-    pub fn replay(&self) -> &Sender {
-        &self.replay
     }
 
     /// A new connection starts its data phase.
@@ -341,11 +326,6 @@ impl Sending {
             config,
             stats: SendStats::default(),
         }
-    }
-
-    /// The transfer in progress.
-    pub fn transfer(&self) -> Option<&Transfer> {
-        self.transfer.as_ref()
     }
 
     /// Forgets the transfer (the window and the position), as a restarted
