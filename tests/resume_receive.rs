@@ -175,10 +175,10 @@ fn a_changed_byte_after_resume_is_noticed() {
     let original = read(&dir, "full-v2.stream");
     let (mut resumed, _) = crash_and_resume(&original, 1, 40_000, 4099);
     // The last write piece before END: change its last data byte, re-CRC it.
-    let mut p = Btrfs.producer(&resumed[..], 1).unwrap();
+    let mut p = Btrfs.units(&resumed[..]);
     let mut last = None;
-    use proto_stream::checkpoint::{Producer, Split, UnitKind};
-    while let Some(u) = proto_stream::checkpoint::Producer::current(&mut p).unwrap() {
+    use proto_stream::checkpoint::{Split, UnitKind, Units};
+    while let Some(u) = p.current().unwrap() {
         if let UnitKind::Command(pr) = u.kind {
             if let Some(l) = WRITE_SPLIT.layout(&pr, u.bytes) {
                 last = Some((u.offset as usize, u.bytes.len(), l));

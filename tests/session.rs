@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use proto_stream::btrfs::checkpoint::WRITE_SPLIT;
 use proto_stream::btrfs::Btrfs;
 use proto_stream::btrfs::{BtrfsStream, StreamReader};
-use proto_stream::checkpoint::{list_streams, Emitter, Format, Producer, TokenError};
+use proto_stream::checkpoint::{list_streams, Emitter, Format, TokenError, Units};
 use proto_stream::header::{
     encode_selection, Context, Endian, Error as HeaderError, V1Header, VersionRange, KIT_VERSIONS,
 };
@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 
 /// The unit lengths of a stream file (stream headers and commands).
 fn units(bytes: &[u8]) -> Vec<usize> {
-    let mut p = Btrfs.producer(bytes, 1).unwrap();
+    let mut p = Btrfs.units(bytes);
     let mut out = Vec::new();
     while let Some(u) = p.current().unwrap() {
         out.push(u.bytes.len());

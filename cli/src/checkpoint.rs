@@ -53,16 +53,21 @@ pub struct ChunkArgs<'a> {
     pub json: bool,
 }
 
-fn open<F: Format>(format: &F, file: &Path, safe_every: u64) -> Result<Producer<F>, Failure>
-where
-    Failure: From<F::Error>,
-{
+/// `file` as a random-access source (standard input is refused: the
+/// commands here re-read and seek).
+fn source(file: &Path) -> Result<FileSource<File>, Failure> {
     if file == Path::new("-") {
         return Err(Failure::NeedsSeekableFile);
     }
     let f = File::open(file).map_err(|e| Failure::io(file.display(), e))?;
-    let src = FileSource::new(f).map_err(|e| Failure::io(file.display(), e))?;
-    Ok(format.producer(src, safe_every)?)
+    FileSource::new(f).map_err(|e| Failure::io(file.display(), e))
+}
+
+fn open<F: Format>(format: &F, file: &Path, safe_every: u64) -> Result<Producer<F>, Failure>
+where
+    Failure: From<F::Error>,
+{
+    Ok(format.producer(source(file)?, safe_every)?)
 }
 
 impl<E> From<EmitError<E>> for Failure
@@ -294,8 +299,8 @@ fn compare_as<F: Format>(f: &F, a: &Path, b: &Path, json: bool) -> Result<bool, 
 where
     Failure: From<F::Error>,
 {
-    let mut pa = open(f, a, 1)?;
-    let mut pb = open(f, b, 1)?;
+    let mut pa = f.units(source(a)?);
+    let mut pb = f.units(source(b)?);
     let side = |s| {
         if s == proto_stream::checkpoint::Side::A {
             "A"

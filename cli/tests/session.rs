@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use proto_stream::btrfs::Btrfs;
-use proto_stream::checkpoint::Producer;
+use proto_stream::checkpoint::Units;
 use proto_stream::checkpoint::{list_streams, Format, StreamSpan};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -87,7 +87,7 @@ fn spans(bytes: &[u8]) -> Vec<StreamSpan> {
 }
 
 fn largest_unit(bytes: &[u8]) -> u64 {
-    let mut p = Btrfs.producer(bytes, 1).unwrap();
+    let mut p = Btrfs.units(bytes);
     let mut max = 0;
     while let Some(u) = p.current().unwrap() {
         max = max.max(u.bytes.len() as u64);

@@ -1,5 +1,5 @@
 //! `checkpoint_compare`: `proto_checkpoint::compare` over two
-//! `CommandsProducer`s (btrfs v1-like and v2-like profiles, both CRC
+//! `Commands` cursors (btrfs v1-like and v2-like profiles, both CRC
 //! variants, the WRITE rule).
 //!
 //! Input: one command list (writes of up to 12 KiB, other commands, END
@@ -38,7 +38,7 @@ use arbitrary::Arbitrary;
 use common::*;
 use libfuzzer_sys::fuzz_target;
 use proto_checkpoint::{
-    compare, At, CommandsError, CommandsProducer, CompareError, Divergence, DivergenceKind,
+    compare, At, Commands, CommandsError, CompareError, Divergence, DivergenceKind,
     Outcome, Side,
 };
 use proto_tlv::{frame_len, OwnedCommand, Profile};
@@ -140,8 +140,8 @@ fn split(profile: &Profile, list: &[OwnedCommand], cuts: &[u16]) -> SideStream {
     SideStream::new(profile, cmds, src)
 }
 
-fn producer(bytes: &[u8], profile: Profile) -> CommandsProducer<'_> {
-    CommandsProducer::new(bytes, profile, [0; 16], 1)
+fn producer(bytes: &[u8], profile: Profile) -> Commands<'_> {
+    Commands::new(bytes, profile)
 }
 
 type Result_ = Result<Outcome, CompareError<CommandsError, CommandsError>>;

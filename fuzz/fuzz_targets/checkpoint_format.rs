@@ -19,11 +19,12 @@
 use libfuzzer_sys::fuzz_target;
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::PRSTREAM;
-use proto_checkpoint::{compare, list_streams, Emitter, Format, Outcome, Producer};
+use proto_checkpoint::{compare, list_streams, Emitter, Format, Outcome, Units};
 
-/// Every unit of `data` as the producer frames it, or its error.
+/// Every unit of `data` as the format's cursor (the producer's) frames it,
+/// or its error.
 fn units<F: Format>(f: &F, data: &[u8]) -> Result<Vec<Vec<u8>>, F::Error> {
-    let mut p = f.producer(data, 1)?;
+    let mut p = f.units(data);
     let mut out = Vec::new();
     while let Some(u) = p.current()? {
         assert!(!u.bytes.is_empty());
@@ -78,8 +79,8 @@ fn check<F: Format>(f: &F, data: &[u8], size: usize) {
     }
     let again = units_of(f, &out);
     assert!(validates(f, &again), "re-emitted stream does not validate");
-    let mut a = f.producer(data, 1).unwrap();
-    let mut b = f.producer(&out[..], 1).unwrap();
+    let mut a = f.units(data);
+    let mut b = f.units(&out[..]);
     match compare(&mut a, &mut b, &f.split()) {
         Ok(Outcome::Equal { .. }) => {}
         other => panic!("re-emitted stream differs: {other:?}"),

@@ -14,8 +14,8 @@ use proto_btrfs::Btrfs;
 use proto_btrfs::{BtrfsCommand, StreamReader};
 use proto_checkpoint::Format;
 use proto_checkpoint::{
-    compare, DivergenceKind, EmitError, Emitter, FileSource, Outcome, Producer, RearmError, Split,
-    Token, TokenError, UnitKind,
+    compare, DivergenceKind, EmitError, Emitter, FileSource, Outcome, RearmError, Split, Token,
+    TokenError, UnitKind, Units,
 };
 
 fn workspace() -> PathBuf {
@@ -68,7 +68,7 @@ fn producer(bytes: &[u8], safe_every: u64) -> StreamProducer<&[u8]> {
 /// may not be split, or a split command's prefix plus one data byte.
 /// Also returns the largest unit.
 fn smallest_workable(bytes: &[u8]) -> (usize, usize) {
-    let mut p = producer(bytes, 1);
+    let mut p = Btrfs.units(bytes);
     let (mut min, mut max) = (0, 0);
     while let Some(u) = p.current().unwrap() {
         let need = match u.kind {
@@ -133,8 +133,8 @@ fn emit(bytes: &[u8], safe_every: u64, buf_size: usize, units_per_fill: Option<u
 #[track_caller]
 fn assert_equal(original: &[u8], out: &[u8], what: &str) {
     let outcome = compare(
-        &mut producer(original, 1),
-        &mut producer(out, 1),
+        &mut Btrfs.units(original),
+        &mut Btrfs.units(out),
         &WRITE_SPLIT,
     )
     .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -416,7 +416,7 @@ fn damaged_commands_are_refused_not_laundered() {
         .find(|(n, _)| n.ends_with("incr-v2.stream"))
         .unwrap();
     // The big write of incr-v2: flip a byte deep in its data.
-    let mut p = producer(bytes, 1);
+    let mut p = Btrfs.units(&bytes[..]);
     let mut write = None;
     while let Some(u) = p.current().unwrap() {
         if let UnitKind::Command(pr) = u.kind {
@@ -460,8 +460,8 @@ fn damaged_commands_are_refused_not_laundered() {
     }
     // compare says where.
     let got = compare(
-        &mut producer(bytes, 1),
-        &mut producer(&bad, 1),
+        &mut Btrfs.units(&bytes[..]),
+        &mut Btrfs.units(&bad[..]),
         &WRITE_SPLIT,
     );
     assert!(matches!(
@@ -487,7 +487,7 @@ fn compare_finds_the_first_divergence() {
     assert_equal(bytes, &out, "full-v1 through 5000-byte buffers");
     // Change one data byte in a piece, and give the piece a valid CRC again:
     // only the comparison can see it.
-    let mut p = producer(&out, 1);
+    let mut p = Btrfs.units(&out[..]);
     let mut target = None;
     while let Some(u) = p.current().unwrap() {
         if let UnitKind::Command(pr) = u.kind {
@@ -513,8 +513,8 @@ fn compare_finds_the_first_divergence() {
     let crc = proto_tlv::CrcVariant::BtrfsRaw.checksum(c);
     c[6..10].copy_from_slice(&crc.to_le_bytes());
     match compare(
-        &mut producer(bytes, 1),
-        &mut producer(&out, 1),
+        &mut Btrfs.units(&bytes[..]),
+        &mut Btrfs.units(&out[..]),
         &WRITE_SPLIT,
     )
     .unwrap()

@@ -13,7 +13,7 @@ use core::fmt;
 use proto_tlv::{decode_command, CmdBuf, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
-use crate::{Producer, Unit, UnitKind};
+use crate::{Unit, UnitKind, Units};
 
 /// Which of the two streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,7 +269,7 @@ const WHOLE: Next = Next::Matched {
 /// equal, and stops at the first divergence otherwise.
 ///
 /// ```
-/// use proto_checkpoint::{compare, CommandsProducer, DataSplit, Outcome};
+/// use proto_checkpoint::{compare, Commands, DataSplit, Outcome};
 /// use proto_tlv::{encode_command, AttrValue, CrcVariant, Profile, Value};
 ///
 /// let profile = Profile { crc: CrcVariant::BtrfsRaw, max_payload_len: 1 << 16,
@@ -285,12 +285,12 @@ const WHOLE: Next = Next::Matched {
 /// for s in [&mut one, &mut two] { encode_command(&profile, 21, &[], s).unwrap(); }
 ///
 /// let rule = DataSplit { cmd: 15, offset_attr: 18, data_attr: 19, path_attr: Some(15) };
-/// let mut a = CommandsProducer::new(&one, profile, [0; 16], 1);
-/// let mut b = CommandsProducer::new(&two, profile, [0; 16], 1);
+/// let mut a = Commands::new(&one, profile);
+/// let mut b = Commands::new(&two, profile);
 /// let outcome = compare(&mut a, &mut b, &rule).unwrap();
 /// assert_eq!(outcome, Outcome::Equal { units_a: 2, units_b: 3, data_bytes: 11 });
 /// ```
-pub fn compare<A: Producer, B: Producer, S: Split>(
+pub fn compare<A: Units, B: Units, S: Split>(
     a: &mut A,
     b: &mut B,
     split: &S,

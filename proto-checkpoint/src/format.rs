@@ -23,7 +23,7 @@ use proto_header::FixedHeaderFormat;
 use proto_tlv::{decode_command, Command, ErrorKind, Profile};
 
 use crate::split::Split;
-use crate::stream::FormatProducer;
+use crate::stream::{FormatProducer, FormatUnits};
 use crate::Source;
 
 /// A stream header, as [`Format::head`] reads it.
@@ -124,6 +124,12 @@ pub trait Format: Clone + fmt::Debug {
     /// the context a receiver selects it by.
     fn context_name(&self, n: usize, _first: Option<&Command<'_>>) -> String {
         format!("stream:{n}")
+    }
+
+    /// The units of `src`, for walking or comparing it (no safe points, no
+    /// stream id: nothing read ahead of the cursor).
+    fn units<S: Source>(&self, src: S) -> FormatUnits<Self, S> {
+        FormatUnits::new(self.clone(), src)
     }
 
     /// A producer over `src` (a safe point every `safe_every` units; 0 is

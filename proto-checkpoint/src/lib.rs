@@ -10,8 +10,10 @@
 //!   [`native::NativeFormat`] for any native format, the kit's own
 //!   `PRSTREAM` ([`native::PRSTREAM`]) among them, with a generic
 //!   [`native::Reader`]/[`native::Writer`].
-//! - [`Producer`]: a source of units (stream headers and TLV commands) with
-//!   *safe points*, where its state can be written down as bytes. Between
+//! - [`Units`]: a cursor over the units of a stream (stream headers and TLV
+//!   commands), over memory ([`Commands`]) or a stream file of any format
+//!   ([`FormatUnits`]); what [`compare`] walks.
+//! - [`Producer`]: units with *safe points*, where its state can be written down as bytes. Between
 //!   safe points it cannot checkpoint, so a re-armed producer regenerates
 //!   the units since its last safe point and skips them (the design of the
 //!   btrfs send-with-checkpoint patch).
@@ -30,7 +32,7 @@
 //!   the command index, path, file offset and byte offset.
 //!
 //! ```
-//! use proto_checkpoint::{compare, CommandsProducer, DataSplit, Emitter, Outcome, Token};
+//! use proto_checkpoint::{compare, Commands, CommandsProducer, DataSplit, Emitter, Outcome, Token};
 //! use proto_tlv::{encode_command, AttrValue, CrcVariant, Profile, Value};
 //!
 //! // A stream of three commands: a 100-byte write, a chmod, END.
@@ -69,8 +71,8 @@
 //!
 //! // Cut differently, the same commands.
 //! assert_ne!(out, stream);
-//! let mut a = CommandsProducer::new(&stream, profile, id, 1);
-//! let mut b = CommandsProducer::new(&out, profile, id, 1);
+//! let mut a = Commands::new(&stream, profile);
+//! let mut b = Commands::new(&out, profile);
 //! assert!(matches!(compare(&mut a, &mut b, &write).unwrap(), Outcome::Equal { .. }));
 //!
 //! // A token for another stream is refused, and nothing is emitted.
@@ -92,8 +94,8 @@ pub mod token;
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
 pub use format::{Fault, Format, Head, StreamHead, Validator};
-pub use producer::{CommandsError, CommandsProducer, Producer, Unit, UnitKind};
+pub use producer::{Commands, CommandsError, CommandsProducer, Producer, Unit, UnitKind, Units};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, Split};
-pub use stream::{contexts, list_streams, FormatProducer, StreamSpan};
+pub use stream::{contexts, list_streams, FormatProducer, FormatUnits, StreamSpan};
 pub use token::{Token, TokenError};

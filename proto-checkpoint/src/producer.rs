@@ -1,7 +1,9 @@
 //! Producers: what an [`Emitter`](crate::Emitter) emits, one unit at a time,
 //! with safe points where the producer's state can be saved as bytes.
 
-use proto_tlv::{frame_len, Profile};
+use proto_tlv::{frame_len, CmdBuf, Profile, CMD_HEADER_LEN};
+use zerocopy::byteorder::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// One unit of output: a stream header, or one encoded TLV command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,15 +31,12 @@ pub enum UnitKind {
     Command(Profile),
 }
 
-/// A source of units with safe points, as the btrfs patch that this design
-/// comes from has it: the kernel cannot checkpoint between any two commands,
-/// only where its state can be written down; from there, it regenerates the
-/// commands since and skips them.
+/// A cursor over the units of a stream: what [`compare`](crate::compare)
+/// walks, and what a [`Producer`] builds its safe points on.
 ///
-/// The producer is a cursor: [`current`](Producer::current) shows the unit
-/// at the cursor (the same one until [`advance`](Producer::advance)), and
-/// `None` at the end of the stream.
-pub trait Producer {
+/// [`current`](Units::current) shows the unit at the cursor (the same one
+/// until [`advance`](Units::advance)), and `None` at the end of the stream.
+pub trait Units {
     /// What can go wrong while producing (I/O, a malformed input stream).
     type Error: std::error::Error + 'static;
 
@@ -49,7 +48,13 @@ pub trait Producer {
     /// when the producer can (the work is then proportional to the number of
     /// units skipped, not to their size).
     fn advance(&mut self) -> Result<(), Self::Error>;
+}
 
+/// A source of units with safe points, as the btrfs patch that this design
+/// comes from has it: the kernel cannot checkpoint between any two commands,
+/// only where its state can be written down; from there, it regenerates the
+/// commands since and skips them.
+pub trait Producer: Units {
     /// Whether the cursor is at a safe point. When it is, the producer
     /// remembers this point as its last safe point (cheaply: the emitter
     /// asks at every unit boundary, and needs the state written out only
@@ -72,7 +77,7 @@ pub trait Producer {
     fn stream_id(&self) -> [u8; 16];
 }
 
-/// Why [`CommandsProducer`] refused its input or a state.
+/// Why [`Commands`] or [`CommandsProducer`] refused its input or a state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandsError {
@@ -88,63 +93,51 @@ pub enum CommandsError {
     },
 }
 
-/// A producer over TLV commands held in memory: one profile, commands up
-/// to and including END, and a safe point every `safe_every` commands (the
-/// start included; not right after END when bytes follow it, which are
-/// ignored). Its state is the byte offset and index of the command at the
-/// safe point, and whether the stream has ended there (18 bytes).
-///
-/// It frames commands (length within the profile's maximum, END present,
-/// nothing after it) but leaves their CRCs to the emitter, which checks each
-/// as it copies. Its state is not tied to the bytes: a token forged for
-/// another command boundary of the same input would be taken (the btrfs
-/// producer records a fingerprint of the bytes at its safe point).
+/// The units of TLV commands held in memory: one profile, commands up to
+/// and including END (bytes after it are an error). Each command is framed
+/// (length within the profile's maximum, END present) as the cursor reaches
+/// it; its CRC is left to whoever reads the unit (the emitter checks each
+/// as it copies, [`compare`](crate::compare) compares bytes).
 #[derive(Clone, Debug)]
-pub struct CommandsProducer<'a> {
+pub struct Commands<'a> {
     input: &'a [u8],
     profile: Profile,
-    stream_id: [u8; 16],
-    safe_every: u64,
-    pos: usize,
-    index: u64,
-    /// Length of the command at `pos`, once framed.
+    at: CommandsAt,
+    /// Length of the command at `at.pos`, once framed.
     current: Option<usize>,
-    ended: bool,
-    /// (pos, index, ended) at the last safe point.
-    last_safe: (usize, u64, bool),
 }
 
-const COMMANDS_STATE_VERSION: u8 = 1;
-const COMMANDS_STATE_LEN: usize = 18;
+/// Where a [`Commands`] cursor is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CommandsAt {
+    pos: usize,
+    index: u64,
+    ended: bool,
+}
 
-impl<'a> CommandsProducer<'a> {
-    /// A producer over `input` (commands only, no stream header). A
-    /// `safe_every` of 0 is taken as 1.
-    pub fn new(input: &'a [u8], profile: Profile, stream_id: [u8; 16], safe_every: u64) -> Self {
-        CommandsProducer {
+impl<'a> Commands<'a> {
+    /// A cursor at the start of `input` (commands only, no stream header).
+    pub fn new(input: &'a [u8], profile: Profile) -> Self {
+        Commands {
             input,
             profile,
-            stream_id,
-            safe_every: safe_every.max(1),
-            pos: 0,
-            index: 0,
+            at: CommandsAt::default(),
             current: None,
-            ended: false,
-            last_safe: (0, 0, false),
         }
     }
 }
 
-impl Producer for CommandsProducer<'_> {
+impl Units for Commands<'_> {
     type Error = CommandsError;
 
     fn current(&mut self) -> Result<Option<Unit<'_>>, CommandsError> {
-        if self.ended {
+        let CommandsAt { pos, index, ended } = self.at;
+        if ended {
             // Bytes after END are an error, as in every decoder of the kit.
-            let left = self.input.len() - self.pos;
+            let left = self.input.len() - pos;
             if left > 0 {
                 return Err(proto_tlv::ErrorKind::TrailingData { len: left as u64 }
-                    .at(self.index, self.pos as u64)
+                    .at(index, pos as u64)
                     .into());
             }
             return Ok(None);
@@ -152,19 +145,20 @@ impl Producer for CommandsProducer<'_> {
         let len = match self.current {
             Some(len) => len,
             None => {
-                let rest = &self.input[self.pos..];
-                let at = (self.index, self.pos as u64);
+                let rest = &self.input[pos..];
                 if rest.is_empty() {
-                    return Err(proto_tlv::ErrorKind::MissingEnd.at(at.0, at.1).into());
+                    return Err(proto_tlv::ErrorKind::MissingEnd
+                        .at(index, pos as u64)
+                        .into());
                 }
-                let len = frame_len(rest, &self.profile, at.0, at.1)?;
+                let len = frame_len(rest, &self.profile, index, pos as u64)?;
                 if len > rest.len() {
                     return Err(proto_tlv::ErrorKind::Truncated {
                         what: "command payload",
                         needed: len as u64,
                         available: rest.len() as u64,
                     }
-                    .at(at.0, at.1)
+                    .at(index, pos as u64)
                     .into());
                 }
                 self.current = Some(len);
@@ -173,9 +167,9 @@ impl Producer for CommandsProducer<'_> {
         };
         Ok(Some(Unit {
             kind: UnitKind::Command(self.profile),
-            bytes: &self.input[self.pos..self.pos + len],
-            index: self.index,
-            offset: self.pos as u64,
+            bytes: &self.input[pos..pos + len],
+            index,
+            offset: pos as u64,
         }))
     }
 
@@ -188,77 +182,128 @@ impl Producer for CommandsProducer<'_> {
             },
         };
         self.current = None;
-        let cmd = u16::from_le_bytes([self.input[self.pos + 4], self.input[self.pos + 5]]);
-        self.pos += len;
-        self.index += 1;
-        if cmd == self.profile.end_cmd {
-            self.ended = true;
+        let cmd = CmdBuf::new_checked(&self.input[self.at.pos..]).map(|c| c.cmd());
+        self.at.pos += len;
+        self.at.index += 1;
+        if cmd == Some(self.profile.end_cmd) {
+            self.at.ended = true;
         }
         Ok(())
     }
+}
 
+/// A [`Producer`] over TLV commands held in memory ([`Commands`]), with a
+/// safe point every `safe_every` commands (the start included; not right
+/// after END when bytes follow it). Its state is the byte offset and index
+/// of the command at the safe point, and whether the stream has ended
+/// there (18 bytes).
+///
+/// Its state is not tied to the bytes: a token forged for another command
+/// boundary of the same input would be taken (the producer over stream
+/// files, [`FormatProducer`](crate::FormatProducer), records a fingerprint
+/// of the bytes at its safe point).
+#[derive(Clone, Debug)]
+pub struct CommandsProducer<'a> {
+    units: Commands<'a>,
+    stream_id: [u8; 16],
+    safe_every: u64,
+    last_safe: CommandsAt,
+}
+
+/// The state of a [`CommandsProducer`] safe point, as its tokens carry it.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct CommandsState {
+    version: u8,
+    /// 1: the stream has ended here.
+    ended: u8,
+    pos: U64,
+    index: U64,
+}
+const _: () = assert!(size_of::<CommandsState>() == 18);
+const COMMANDS_STATE_VERSION: u8 = 1;
+
+impl<'a> CommandsProducer<'a> {
+    /// A producer over `input` (commands only, no stream header). A
+    /// `safe_every` of 0 is taken as 1.
+    pub fn new(input: &'a [u8], profile: Profile, stream_id: [u8; 16], safe_every: u64) -> Self {
+        CommandsProducer {
+            units: Commands::new(input, profile),
+            stream_id,
+            safe_every: safe_every.max(1),
+            last_safe: CommandsAt::default(),
+        }
+    }
+}
+
+impl Units for CommandsProducer<'_> {
+    type Error = CommandsError;
+
+    fn current(&mut self) -> Result<Option<Unit<'_>>, CommandsError> {
+        self.units.current()
+    }
+
+    fn advance(&mut self) -> Result<(), CommandsError> {
+        self.units.advance()
+    }
+}
+
+impl Producer for CommandsProducer<'_> {
     fn safe_point(&mut self) -> Result<bool, CommandsError> {
-        if self.index % self.safe_every != 0 {
+        if self.units.at.index % self.safe_every != 0 {
             return Ok(false);
         }
-        self.last_safe = (self.pos, self.index, self.ended);
+        self.last_safe = self.units.at;
         Ok(true)
     }
 
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), CommandsError> {
-        let (pos, index, ended) = self.last_safe;
-        state.push(COMMANDS_STATE_VERSION);
-        state.push(u8::from(ended));
-        state.extend_from_slice(&(pos as u64).to_le_bytes());
-        state.extend_from_slice(&index.to_le_bytes());
+        let CommandsAt { pos, index, ended } = self.last_safe;
+        let s = CommandsState {
+            version: COMMANDS_STATE_VERSION,
+            ended: u8::from(ended),
+            pos: U64::new(pos as u64),
+            index: U64::new(index),
+        };
+        state.extend_from_slice(s.as_bytes());
         Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), CommandsError> {
         let bad = |why| CommandsError::BadState { why };
-        let Ok::<&[u8; COMMANDS_STATE_LEN], _>(state) = state.try_into() else {
-            return Err(bad("not 18 bytes long"));
-        };
-        if state[0] != COMMANDS_STATE_VERSION {
+        let s = CommandsState::ref_from_bytes(state).map_err(|_| bad("not 18 bytes long"))?;
+        if s.version != COMMANDS_STATE_VERSION {
             return Err(bad("unknown state version"));
         }
-        let ended = match state[1] {
+        let ended = match s.ended {
             0 => false,
             1 => true,
             _ => return Err(bad("flags other than `ended`")),
         };
-        let le = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&state[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        let (pos, index) = (le(2), le(10));
+        let (pos, index) = (s.pos.get(), s.index.get());
         if index % self.safe_every != 0 {
             return Err(bad("command index is not a safe point"));
         }
+        let input = self.units.input;
         let pos = usize::try_from(pos)
             .ok()
-            .filter(|p| *p <= self.input.len())
+            .filter(|p| *p <= input.len())
             .ok_or(bad("byte offset beyond the input"))?;
-        if index > pos as u64 / 10 {
+        if index > pos as u64 / CMD_HEADER_LEN as u64 {
             return Err(bad("more commands than fit before the byte offset"));
         }
-        if ended && (pos != self.input.len() || index == 0) {
+        if ended && (pos != input.len() || index == 0) {
             return Err(bad("ended before the end of the input"));
         }
-        *self = CommandsProducer {
-            pos,
-            index,
-            current: None,
-            ended,
-            last_safe: (pos, index, ended),
-            ..*self
-        };
+        let at = CommandsAt { pos, index, ended };
+        self.units.at = at;
+        self.units.current = None;
+        self.last_safe = at;
         Ok(())
     }
 
     fn position(&self) -> u64 {
-        self.index
+        self.units.at.index
     }
 
     fn stream_id(&self) -> [u8; 16] {

@@ -4,7 +4,9 @@
 use proto_tlv::{decode_command, frame_len, CmdBuf, ErrorKind, CMD_HEADER_LEN};
 
 use crate::format::{Fault, Format, Head, StreamHead};
-use crate::{Producer, Source, Unit, UnitKind};
+use crate::{Producer, Source, Unit, UnitKind, Units};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 fn io_fault(offset: u64) -> impl FnOnce(std::io::Error) -> Fault {
     move |source| Fault::Io { offset, source }
@@ -165,17 +167,169 @@ const ID_SPAN: u64 = 64 * 1024;
 /// Bytes at a safe point whose CRC the state records.
 const FINGERPRINT_SPAN: u64 = 64;
 const STATE_VERSION: u8 = 1;
-const STATE_LEN: usize = 42;
 const FLAG_HEADER_NEXT: u8 = 1;
 
-/// A [`Producer`] over a stream file of format `F` (one stream, or several
-/// concatenated where the format allows it), unit by unit: each stream
-/// header, then each command as it is in the file. A safe point comes every
-/// `safe_every` units; re-arming then skips the units since.
+/// The units of a stream file of format `F` (one stream, or several
+/// concatenated where the format allows it): each stream header, then each
+/// command as it is in the file. What [`compare`](crate::compare) walks;
+/// [`FormatProducer`] adds safe points to it.
 ///
 /// Each unit is framed (header, command length within the profile's
-/// maximum, END present) as the cursor reaches it; CRCs are checked by the
-/// emitter as it copies.
+/// maximum, END present) as the cursor reaches it; CRCs are left to whoever
+/// reads the units (the emitter checks each as it copies).
+#[derive(Debug)]
+pub struct FormatUnits<F, S> {
+    format: F,
+    src: S,
+    at: At,
+    /// The current stream's profile; `None`: a stream header comes next
+    /// (or the end of the input, after an END).
+    profile: Option<proto_tlv::Profile>,
+    /// Length and kind of the unit at `at.pos`, once framed.
+    framed: Option<(usize, UnitKind)>,
+    /// The version and profile of the header at `at.pos`, once framed.
+    head: Option<StreamHead>,
+}
+
+/// Where a cursor over a stream file is: what a safe point's state records
+/// (with its fingerprint).
+#[derive(Clone, Copy, Debug, Default)]
+struct At {
+    /// Byte offset of the unit at the cursor.
+    pos: u64,
+    /// Units advanced past.
+    unit: u64,
+    /// Index in its stream of the next command.
+    cmd_index: u64,
+    /// The current stream's version (0 before the first header).
+    version: u32,
+}
+
+impl<F: Format, S: Source> FormatUnits<F, S> {
+    /// A cursor at the start of `src`.
+    pub fn new(format: F, src: S) -> Self {
+        FormatUnits {
+            format,
+            src,
+            at: At::default(),
+            profile: None,
+            framed: None,
+            head: None,
+        }
+    }
+
+    /// The format.
+    pub fn format(&self) -> &F {
+        &self.format
+    }
+
+    /// Byte offset of the unit at the cursor.
+    pub fn offset(&self) -> u64 {
+        self.at.pos
+    }
+
+    /// Frames the unit at the cursor: its length and kind, or `None` at the
+    /// end of the input.
+    fn frame(&mut self) -> Result<Option<(usize, UnitKind)>, F::Error> {
+        if let Some(f) = self.framed {
+            return Ok(Some(f));
+        }
+        let At {
+            pos,
+            unit,
+            cmd_index,
+            ..
+        } = self.at;
+        let left = self.src.len() - pos;
+        let framed = match self.profile {
+            None if left == 0 && unit > 0 => return Ok(None),
+            None if unit > 0 && !self.format.concatenates() => {
+                return Err(ErrorKind::TrailingData { len: left }
+                    .at(cmd_index, pos)
+                    .into())
+            }
+            None => {
+                let head = read_head(&self.format, &mut self.src, pos)?;
+                self.head = Some(head);
+                (head.len, UnitKind::Raw)
+            }
+            Some(p) => {
+                let total = frame_command::<F, S>(&mut self.src, &p, cmd_index, pos)?;
+                (total, UnitKind::Command(p))
+            }
+        };
+        self.framed = Some(framed);
+        Ok(Some(framed))
+    }
+
+    /// Puts the cursor at `at`, where a stream header comes next when
+    /// `profile` is `None`.
+    fn seek(&mut self, at: At, profile: Option<proto_tlv::Profile>) {
+        self.at = at;
+        self.profile = profile;
+        self.framed = None;
+        self.head = None;
+    }
+
+    /// CRC-32C of the (up to) 64 bytes at `pos` (within the stream).
+    fn fingerprint_at(&mut self, pos: u64) -> Result<u32, F::Error> {
+        let n = (self.src.len() - pos).min(FINGERPRINT_SPAN) as usize;
+        let b = self.src.read_at(pos, n).map_err(io_fault(pos))?;
+        Ok(crc32c::crc32c(b))
+    }
+}
+
+impl<F: Format, S: Source> Units for FormatUnits<F, S> {
+    type Error = F::Error;
+
+    fn current(&mut self) -> Result<Option<Unit<'_>>, F::Error> {
+        let Some((len, kind)) = self.frame()? else {
+            return Ok(None);
+        };
+        let pos = self.at.pos;
+        let bytes = self.src.read_at(pos, len).map_err(io_fault(pos))?;
+        Ok(Some(Unit {
+            kind,
+            bytes,
+            index: self.at.cmd_index,
+            offset: pos,
+        }))
+    }
+
+    fn advance(&mut self) -> Result<(), F::Error> {
+        let Some((len, kind)) = self.frame()? else {
+            return Ok(());
+        };
+        let pos = self.at.pos;
+        match kind {
+            UnitKind::Raw => {
+                if let Some(h) = self.head.take() {
+                    self.at.version = h.version;
+                    self.profile = Some(h.profile);
+                }
+                self.at.cmd_index = 0;
+            }
+            UnitKind::Command(p) => {
+                let h = self
+                    .src
+                    .read_at(pos, CMD_HEADER_LEN)
+                    .map_err(io_fault(pos))?;
+                if CmdBuf::new_checked(h).map(|c| c.cmd()) == Some(p.end_cmd) {
+                    self.profile = None;
+                }
+                self.at.cmd_index += 1;
+            }
+        }
+        self.at.pos += len as u64;
+        self.at.unit += 1;
+        self.framed = None;
+        Ok(())
+    }
+}
+
+/// A [`Producer`] over a stream file of format `F`: its
+/// [`FormatUnits`], with a safe point every `safe_every` units; re-arming
+/// then skips the units since.
 ///
 /// # Stream id and state
 ///
@@ -190,39 +344,27 @@ const FLAG_HEADER_NEXT: u8 = 1;
 /// need not know it.
 #[derive(Debug)]
 pub struct FormatProducer<F, S> {
-    format: F,
-    src: S,
+    units: FormatUnits<F, S>,
     safe_every: u64,
     stream_id: [u8; 16],
-    /// Byte offset of the unit at the cursor.
-    pos: u64,
-    /// Units advanced past.
-    unit: u64,
-    /// Index in its stream of the next command.
-    cmd_index: u64,
-    /// The current stream's version (0 before the first header).
-    version: u32,
-    /// The current stream's profile; `None`: a stream header comes next
-    /// (or the end of the input, after an END).
-    profile: Option<proto_tlv::Profile>,
-    /// Length and kind of the unit at `pos`, once framed.
-    framed: Option<(usize, UnitKind)>,
-    /// The version and profile of the header at `pos`, once framed.
-    head: Option<StreamHead>,
-    /// The last safe point: the cursor fields there.
-    last_safe: SafeAt,
+    /// The last safe point, and whether a stream header comes next there.
+    last_safe: (At, bool),
 }
 
-/// Where a safe point is: what its state records (but the fingerprint,
-/// computed when the state is written out).
-#[derive(Clone, Copy, Debug, Default)]
-struct SafeAt {
-    pos: u64,
-    unit: u64,
-    cmd_index: u64,
-    version: u32,
-    header_next: bool,
+/// The state of a [`FormatProducer`] safe point, as its tokens carry it.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct FormatState {
+    version: u8,
+    flags: u8,
+    pos: U64,
+    unit: U64,
+    cmd_index: U64,
+    stream_version: U32,
+    fingerprint: U32,
+    safe_every: U64,
 }
+const _: () = assert!(size_of::<FormatState>() == 42);
 
 impl<F: Format, S: Source> FormatProducer<F, S> {
     /// A producer at the start of `src`, with a safe point every
@@ -243,27 +385,16 @@ impl<F: Format, S: Source> FormatProducer<F, S> {
         stream_id[8..12].copy_from_slice(&head.to_le_bytes());
         stream_id[12..].copy_from_slice(&tail.to_le_bytes());
         Ok(FormatProducer {
-            format,
-            src,
+            units: FormatUnits::new(format, src),
             safe_every: safe_every.max(1),
             stream_id,
-            pos: 0,
-            unit: 0,
-            cmd_index: 0,
-            version: 0,
-            profile: None,
-            framed: None,
-            head: None,
-            last_safe: SafeAt {
-                header_next: true,
-                ..SafeAt::default()
-            },
+            last_safe: (At::default(), true),
         })
     }
 
     /// The format.
     pub fn format(&self) -> &F {
-        &self.format
+        self.units.format()
     }
 
     /// The units' safe-point interval.
@@ -273,194 +404,106 @@ impl<F: Format, S: Source> FormatProducer<F, S> {
 
     /// Byte offset of the unit at the cursor.
     pub fn offset(&self) -> u64 {
-        self.pos
+        self.units.offset()
+    }
+}
+
+impl<F: Format, S: Source> Units for FormatProducer<F, S> {
+    type Error = F::Error;
+
+    fn current(&mut self) -> Result<Option<Unit<'_>>, F::Error> {
+        self.units.current()
     }
 
-    /// Frames the unit at the cursor: its length and kind, or `None` at the
-    /// end of the input.
-    fn frame(&mut self) -> Result<Option<(usize, UnitKind)>, F::Error> {
-        if let Some(f) = self.framed {
-            return Ok(Some(f));
-        }
-        let left = self.src.len() - self.pos;
-        let framed = match self.profile {
-            None if left == 0 && self.unit > 0 => return Ok(None),
-            None if self.unit > 0 && !self.format.concatenates() => {
-                return Err(ErrorKind::TrailingData { len: left }
-                    .at(self.cmd_index, self.pos)
-                    .into())
-            }
-            None => {
-                let head = read_head(&self.format, &mut self.src, self.pos)?;
-                self.head = Some(head);
-                (head.len, UnitKind::Raw)
-            }
-            Some(p) => {
-                let total = frame_command::<F, S>(&mut self.src, &p, self.cmd_index, self.pos)?;
-                (total, UnitKind::Command(p))
-            }
-        };
-        self.framed = Some(framed);
-        Ok(Some(framed))
-    }
-
-    /// CRC-32C of the (up to) 64 bytes at `pos` (within the stream).
-    fn fingerprint_at(&mut self, pos: u64) -> Result<u32, F::Error> {
-        let n = (self.src.len() - pos).min(FINGERPRINT_SPAN) as usize;
-        let b = self.src.read_at(pos, n).map_err(io_fault(pos))?;
-        Ok(crc32c::crc32c(b))
+    fn advance(&mut self) -> Result<(), F::Error> {
+        self.units.advance()
     }
 }
 
 impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
-    type Error = F::Error;
-
-    fn current(&mut self) -> Result<Option<Unit<'_>>, F::Error> {
-        let Some((len, kind)) = self.frame()? else {
-            return Ok(None);
-        };
-        let bytes = self
-            .src
-            .read_at(self.pos, len)
-            .map_err(io_fault(self.pos))?;
-        Ok(Some(Unit {
-            kind,
-            bytes,
-            index: self.cmd_index,
-            offset: self.pos,
-        }))
-    }
-
-    fn advance(&mut self) -> Result<(), F::Error> {
-        let Some((len, kind)) = self.frame()? else {
-            return Ok(());
-        };
-        match kind {
-            UnitKind::Raw => {
-                if let Some(h) = self.head.take() {
-                    self.version = h.version;
-                    self.profile = Some(h.profile);
-                }
-                self.cmd_index = 0;
-            }
-            UnitKind::Command(p) => {
-                let h = self
-                    .src
-                    .read_at(self.pos, CMD_HEADER_LEN)
-                    .map_err(io_fault(self.pos))?;
-                if CmdBuf::new_checked(h).map(|c| c.cmd()) == Some(p.end_cmd) {
-                    self.profile = None;
-                }
-                self.cmd_index += 1;
-            }
-        }
-        self.pos += len as u64;
-        self.unit += 1;
-        self.framed = None;
-        Ok(())
-    }
-
     fn safe_point(&mut self) -> Result<bool, F::Error> {
-        if self.unit % self.safe_every != 0 {
+        if self.units.at.unit % self.safe_every != 0 {
             return Ok(false);
         }
-        self.last_safe = SafeAt {
-            pos: self.pos,
-            unit: self.unit,
-            cmd_index: self.cmd_index,
-            version: self.version,
-            header_next: self.profile.is_none(),
-        };
+        self.last_safe = (self.units.at, self.units.profile.is_none());
         Ok(true)
     }
 
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), F::Error> {
-        let at = self.last_safe;
-        let fingerprint = self.fingerprint_at(at.pos)?;
-        state.push(STATE_VERSION);
-        state.push(if at.header_next { FLAG_HEADER_NEXT } else { 0 });
-        state.extend_from_slice(&at.pos.to_le_bytes());
-        state.extend_from_slice(&at.unit.to_le_bytes());
-        state.extend_from_slice(&at.cmd_index.to_le_bytes());
-        state.extend_from_slice(&at.version.to_le_bytes());
-        state.extend_from_slice(&fingerprint.to_le_bytes());
-        state.extend_from_slice(&self.safe_every.to_le_bytes());
+        let (at, header_next) = self.last_safe;
+        let s = FormatState {
+            version: STATE_VERSION,
+            flags: if header_next { FLAG_HEADER_NEXT } else { 0 },
+            pos: U64::new(at.pos),
+            unit: U64::new(at.unit),
+            cmd_index: U64::new(at.cmd_index),
+            stream_version: U32::new(at.version),
+            fingerprint: U32::new(self.units.fingerprint_at(at.pos)?),
+            safe_every: U64::new(self.safe_every),
+        };
+        state.extend_from_slice(s.as_bytes());
         Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), F::Error> {
-        let Ok::<&[u8; STATE_LEN], _>(s) = state.try_into() else {
-            return Err(bad_state("not 42 bytes long"));
-        };
-        if s[0] != STATE_VERSION {
+        let s = FormatState::ref_from_bytes(state)
+            .map_err(|_| bad_state::<F::Error>("not 42 bytes long"))?;
+        if s.version != STATE_VERSION {
             return Err(bad_state("unknown state version"));
         }
-        let header_next = match s[1] {
+        let header_next = match s.flags {
             0 => false,
             FLAG_HEADER_NEXT => true,
             _ => return Err(bad_state("unknown flags")),
         };
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&s[at..at + 8]);
-            u64::from_le_bytes(b)
+        let at = At {
+            pos: s.pos.get(),
+            unit: s.unit.get(),
+            cmd_index: s.cmd_index.get(),
+            version: s.stream_version.get(),
         };
-        let (pos, unit, cmd_index) = (u64_at(2), u64_at(10), u64_at(18));
-        let version = u32::from_le_bytes([s[26], s[27], s[28], s[29]]);
-        let fingerprint = u32::from_le_bytes([s[30], s[31], s[32], s[33]]);
         // The interval the token was made with wins: a resumer need not
         // repeat it.
-        let safe_every = u64_at(34);
+        let safe_every = s.safe_every.get();
         if safe_every == 0 {
             return Err(bad_state("a safe-point interval of 0"));
         }
-        if pos > self.src.len() {
+        if at.pos > self.units.src.len() {
             return Err(bad_state("byte offset beyond the end of the stream"));
         }
-        if unit % safe_every != 0 {
+        if at.unit % safe_every != 0 {
             return Err(bad_state("unit is not a safe point at this interval"));
         }
         // Each unit is at least a 10-byte command.
-        if unit > pos / CMD_HEADER_LEN as u64 || cmd_index > unit {
+        if at.unit > at.pos / CMD_HEADER_LEN as u64 || at.cmd_index > at.unit {
             return Err(bad_state("more units than fit before the byte offset"));
         }
         let profile = if header_next {
-            if version == 0 && unit > 0 {
+            if at.version == 0 && at.unit > 0 {
                 return Err(bad_state("no stream version after a stream"));
             }
             None
         } else {
             Some(
-                self.format
-                    .profile(version)
+                self.units
+                    .format
+                    .profile(at.version)
                     .map_err(|_| bad_state::<F::Error>("unsupported stream version"))?,
             )
         };
-        if self.fingerprint_at(pos)? != fingerprint {
+        if self.units.fingerprint_at(at.pos)? != s.fingerprint.get() {
             return Err(bad_state(
                 "the bytes at the safe point are not the ones the token was made over",
             ));
         }
         self.safe_every = safe_every;
-        self.pos = pos;
-        self.unit = unit;
-        self.cmd_index = cmd_index;
-        self.version = version;
-        self.profile = profile;
-        self.framed = None;
-        self.head = None;
-        self.last_safe = SafeAt {
-            pos,
-            unit,
-            cmd_index,
-            version,
-            header_next,
-        };
+        self.units.seek(at, profile);
+        self.last_safe = (at, header_next);
         Ok(())
     }
 
     fn position(&self) -> u64 {
-        self.unit
+        self.units.at.unit
     }
 
     fn stream_id(&self) -> [u8; 16] {

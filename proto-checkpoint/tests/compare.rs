@@ -7,8 +7,8 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proto_checkpoint::{
-    compare, At, CommandsError, CompareError, Divergence, DivergenceKind, Outcome, Producer, Side,
-    Unit, UnitKind,
+    compare, At, CommandsError, CompareError, Divergence, DivergenceKind, Outcome, Side, Unit,
+    UnitKind, Units,
 };
 use proto_tlv::{ErrorKind, Profile};
 
@@ -786,13 +786,13 @@ proptest! {
 
 /// A producer over a list of units (raw headers and commands), without
 /// END: its stream ends where the list does.
-struct Units {
+struct Listed {
     units: Vec<(UnitKind, Vec<u8>)>,
     pos: usize,
 }
 
-impl Units {
-    fn new(header: Option<&[u8]>, m: &Model, take: usize) -> Units {
+impl Listed {
+    fn new(header: Option<&[u8]>, m: &Model, take: usize) -> Listed {
         let mut units = Vec::new();
         if let Some(h) = header {
             units.push((UnitKind::Raw, h.to_vec()));
@@ -800,7 +800,7 @@ impl Units {
         for k in 0..take {
             units.push((UnitKind::Command(m.profile), m.cmd(k).to_vec()));
         }
-        Units { units, pos: 0 }
+        Listed { units, pos: 0 }
     }
 
     /// (command index, byte offset) of unit `u`.
@@ -815,7 +815,7 @@ impl Units {
     }
 }
 
-impl Producer for Units {
+impl Units for Listed {
     type Error = std::convert::Infallible;
 
     fn current(&mut self) -> Result<Option<Unit<'_>>, Self::Error> {
@@ -836,31 +836,14 @@ impl Producer for Units {
         self.pos += 1;
         Ok(())
     }
-    fn safe_point(&mut self) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-    fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), Self::Error> {
-        state.extend_from_slice(&(self.pos as u64).to_le_bytes());
-        Ok(())
-    }
-    fn restore(&mut self, state: &[u8]) -> Result<(), Self::Error> {
-        self.pos = u64::from_le_bytes(state.try_into().unwrap()) as usize;
-        Ok(())
-    }
-    fn position(&self) -> u64 {
-        self.pos as u64
-    }
-    fn stream_id(&self) -> [u8; 16] {
-        ID
-    }
 }
 
-fn cmp_units(a: &mut Units, b: &mut Units) -> Outcome {
+fn cmp_units(a: &mut Listed, b: &mut Listed) -> Outcome {
     compare(a, b, &WRITE).unwrap()
 }
 
-/// Unit `u` of a `Units` stream, as compare reports it.
-fn unit_at(s: &Units, u: usize) -> At {
+/// Unit `u` of a `Listed` stream, as compare reports it.
+fn unit_at(s: &Listed, u: usize) -> At {
     let (index, offset) = s.place(u);
     At {
         seq: u as u64,
@@ -881,8 +864,8 @@ proptest! {
         let header = header.then_some(h);
         let n = m.cmds.len();
         let take = cut.index(n);
-        let full = || Units::new(header, &m, n);
-        let short = || Units::new(header, &m, take);
+        let full = || Listed::new(header, &m, n);
+        let short = || Listed::new(header, &m, take);
         let u = take + usize::from(header.is_some());
         let a = full();
         let want = Divergence {
@@ -906,7 +889,7 @@ proptest! {
     fn stream_headers_differ(m in model(5), h1 in proptest::collection::vec(any::<u8>(), 1..20), h2 in proptest::collection::vec(any::<u8>(), 1..20)) {
         prop_assume!(h1 != h2);
         let n = m.cmds.len();
-        let (a, b) = (Units::new(Some(&h1), &m, n), Units::new(Some(&h2), &m, n));
+        let (a, b) = (Listed::new(Some(&h1), &m, n), Listed::new(Some(&h2), &m, n));
         let want = Divergence {
             kind: DivergenceKind::Raw,
             a: Some(unit_at(&a, 0)),
@@ -914,9 +897,9 @@ proptest! {
             path: None,
             file_offset: None,
         };
-        prop_assert_eq!(cmp_units(&mut Units::new(Some(&h1), &m, n), &mut Units::new(Some(&h2), &m, n)), Outcome::Differ(want));
+        prop_assert_eq!(cmp_units(&mut Listed::new(Some(&h1), &m, n), &mut Listed::new(Some(&h2), &m, n)), Outcome::Differ(want));
         // A header against no header.
-        let none = Units::new(None, &m, n);
+        let none = Listed::new(None, &m, n);
         let want = Divergence {
             kind: DivergenceKind::Raw,
             a: Some(unit_at(&a, 0)),
@@ -924,7 +907,7 @@ proptest! {
             path: path_of(&m, 0),
             file_offset: None,
         };
-        prop_assert_eq!(cmp_units(&mut Units::new(Some(&h1), &m, n), &mut Units::new(None, &m, n)), Outcome::Differ(want));
+        prop_assert_eq!(cmp_units(&mut Listed::new(Some(&h1), &m, n), &mut Listed::new(None, &m, n)), Outcome::Differ(want));
     }
 }
 

@@ -761,13 +761,13 @@ fn one_unit_or_piece_per_fill() {
 /// not a panic and not a token that cannot be written.
 #[test]
 fn units_that_break_the_contract_are_errors() {
-    use proto_checkpoint::{Producer, Unit, UnitKind};
+    use proto_checkpoint::{Producer, Unit, UnitKind, Units};
 
     struct Bad {
         units: Vec<(UnitKind, Vec<u8>)>,
         at: usize,
     }
-    impl Producer for Bad {
+    impl Units for Bad {
         type Error = CommandsError;
         fn current(&mut self) -> Result<Option<Unit<'_>>, CommandsError> {
             Ok(self.units.get(self.at).map(|(kind, bytes)| Unit {
@@ -781,6 +781,8 @@ fn units_that_break_the_contract_are_errors() {
             self.at += 1;
             Ok(())
         }
+    }
+    impl Producer for Bad {
         fn safe_point(&mut self) -> Result<bool, CommandsError> {
             Ok(true)
         }

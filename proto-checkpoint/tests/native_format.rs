@@ -8,9 +8,7 @@ use proto_checkpoint::native::{
     Error, NativeFormat, Reader, Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT,
     NATIVE_OFFSET, PRSTREAM,
 };
-use proto_checkpoint::{
-    compare, list_streams, Emitter, Format, Outcome, Producer, Token, UnitKind,
-};
+use proto_checkpoint::{compare, list_streams, Emitter, Format, Outcome, Token, UnitKind, Units};
 use proto_header::{Context, Endian, FixedHeaderFormat, ReadOptions, V1Header, KIT_VERSIONS};
 use proto_tlv::{AttrValue, ErrorKind, Value};
 
@@ -74,8 +72,8 @@ fn chunks<F: Format>(format: &F, bytes: &[u8], size: usize) -> Vec<(Vec<u8>, Tok
 
 #[track_caller]
 fn assert_equal<F: Format>(format: &F, a: &[u8], b: &[u8]) {
-    let mut pa = format.producer(a, 1).unwrap();
-    let mut pb = format.producer(b, 1).unwrap();
+    let mut pa = format.units(a);
+    let mut pb = format.units(b);
     match compare(&mut pa, &mut pb, &format.split()).unwrap() {
         Outcome::Equal { .. } => {}
         Outcome::Differ(d) => panic!("differ: {d}"),
@@ -168,7 +166,7 @@ fn buffers_as_large_as_the_largest_unit_reproduce_the_stream() {
 #[test]
 fn the_validator_takes_exactly_the_units_of_a_valid_stream() {
     let original = stream(&PRSTREAM, true);
-    let mut p = PRSTREAM.producer(&original[..], 1).unwrap();
+    let mut p = PRSTREAM.units(&original[..]);
     let mut v = PRSTREAM.validator();
     let mut units = Vec::new();
     while let Some(u) = p.current().unwrap() {
@@ -217,7 +215,7 @@ fn bytes_after_end_and_a_cut_header_are_typed_errors() {
         matches!(e, Error::Tlv(ref t) if matches!(t.kind, ErrorKind::TrailingData { len: 4 })),
         "{e}"
     );
-    let mut p = PRSTREAM.producer(&original[..], 1).unwrap();
+    let mut p = PRSTREAM.units(&original[..]);
     let mut err = None;
     for _ in 0..10 {
         match p.current() {

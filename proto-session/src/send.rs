@@ -23,9 +23,9 @@ use crate::replay::{Limits, ReplayError, Resend, Sender};
 use crate::wire::{attr, frame, Resumed};
 
 /// An emitter of any format, as a sending session drives it.
-pub trait Units: Send {
+pub trait Emission: Send {
     /// Fills `buf` with the next units (one when
-    /// [`Units::set_units_per_fill`] is 1).
+    /// [`Emission::set_units_per_fill`] is 1).
     fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError>;
     /// Where the emission stands.
     fn token(&self) -> Token;
@@ -35,7 +35,7 @@ pub trait Units: Send {
     fn set_units_per_fill(&mut self, n: u64);
 }
 
-impl<P, S> Units for Emitter<P, S>
+impl<P, S> Emission for Emitter<P, S>
 where
     P: Producer + Send,
     P::Error: Send + Sync,
@@ -108,7 +108,7 @@ pub enum Step<'a> {
 pub(crate) struct Transfer {
     instance: [u8; 16],
     selection: Vec<u32>,
-    units: Box<dyn Units>,
+    units: Box<dyn Emission>,
     replay: Sender,
     /// Tokens to send after the DATA of their seq.
     tokens: VecDeque<(u64, Vec<u8>)>,
@@ -158,7 +158,7 @@ impl Transfer {
     pub(crate) fn new(
         instance: [u8; 16],
         selection: Vec<u32>,
-        units: Box<dyn Units>,
+        units: Box<dyn Emission>,
         replay: Sender,
         last: Option<u64>,
         config: SendConfig,
@@ -288,18 +288,18 @@ pub trait Arm {
         &mut self,
         selection: &[u32],
         token: Option<&Token>,
-    ) -> Result<Box<dyn Units>, SessionError>;
+    ) -> Result<Box<dyn Emission>, SessionError>;
 }
 
 impl<F> Arm for F
 where
-    F: FnMut(&[u32], Option<&Token>) -> Result<Box<dyn Units>, SessionError>,
+    F: FnMut(&[u32], Option<&Token>) -> Result<Box<dyn Emission>, SessionError>,
 {
     fn arm(
         &mut self,
         selection: &[u32],
         token: Option<&Token>,
-    ) -> Result<Box<dyn Units>, SessionError> {
+    ) -> Result<Box<dyn Emission>, SessionError> {
         self(selection, token)
     }
 }

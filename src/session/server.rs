@@ -14,7 +14,7 @@ use proto_checkpoint::{
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{Handshake, Select};
 use proto_session::replay::Limits;
-use proto_session::send::{SendConfig, Sending, Step, Units};
+use proto_session::send::{Emission, SendConfig, Sending, Step};
 
 use super::conn::Conn;
 use super::{
@@ -105,7 +105,7 @@ type Opener = Box<dyn FnMut() -> io::Result<BoxSource> + Send>;
 /// Makes the emitter of the selected streams, from the start or re-armed
 /// from a token, in the file's format.
 type Arm =
-    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Units>, SessionError> + Send>;
+    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Emission>, SessionError> + Send>;
 
 /// The sending side: serves one btrfs send-stream file (one stream or
 /// several concatenated, each a context) to one receiver, over as many

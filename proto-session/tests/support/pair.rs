@@ -14,7 +14,7 @@ use proto_session::framer::Framer;
 use proto_session::handshake::{Accept, Handshake, Select};
 use proto_session::receive::{ReceiveStats, Receiving};
 use proto_session::replay::Limits;
-use proto_session::send::{SendConfig, SendStats, Sending, Step, Units};
+use proto_session::send::{Emission, SendConfig, SendStats, Sending, Step};
 use proto_session::wire::{FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_VERSIONS};
 use proto_session::SessionError;
 
@@ -118,7 +118,7 @@ pub fn run(stream: &[u8], plan: &Plan, max_connections: u64) -> Outcome {
             .producer(source.clone(), safe_every)
             .map_err(|e| SessionError::Source(e.into()))?;
         let split = <NativeFormat as Format>::split(&PRSTREAM);
-        let units: Box<dyn Units> = match token {
+        let units: Box<dyn Emission> = match token {
             Some(t) => Box::new(
                 Emitter::resume(p, split, t)
                     .map_err(|e| proto_session::ResumeError::TokenRefused(e.into()))?,
