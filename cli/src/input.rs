@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use indicatif::ProgressBar;
 use proto_stream::btrfs::{Event, StreamDecoder};
-use proto_stream::tlv::Command;
+use proto_stream::tlv::{Command, ReadBuf};
 
 use crate::{progress, Failure};
 
@@ -107,24 +107,18 @@ pub fn open(path: &Path) -> Result<Opened, Failure> {
 /// input) to tell the format; the returned reader still yields them.
 pub fn sniff(path: &Path, n: usize) -> Result<(Vec<u8>, Opened), Failure> {
     let (mut input, len) = open(path)?;
-    let mut head = vec![0; n];
-    let mut got = 0;
-    while got < n {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Failure::Io {
-                    place: path.display().to_string(),
-                    offset: Some(got as u64),
-                    source: e,
-                })
-            }
-        }
-    }
-    head.truncate(got);
-    let input: Box<dyn Read + Send> = Box::new(io::Cursor::new(head.clone()).chain(input));
+    let mut buf = ReadBuf::new();
+    let got = buf
+        .fill_from(&mut input, n, n)
+        .map_err(|source| Failure::Io {
+            place: path.display().to_string(),
+            offset: Some(buf.available().len() as u64),
+            source,
+        })?;
+    // Everything read (maybe more than `n`) goes back in front of the rest.
+    let read = buf.available().to_vec();
+    let head = read[..got.min(n)].to_vec();
+    let input: Box<dyn Read + Send> = Box::new(io::Cursor::new(read).chain(input));
     Ok((head, (input, len)))
 }
 

@@ -393,28 +393,6 @@ pub struct Reader<R: Read> {
     done: bool,
 }
 
-/// Reads up to `n` bytes into `buf` (fewer only at end of input).
-fn read_up_to<R: Read>(r: &mut R, buf: &mut Vec<u8>, n: usize) -> Result<(), Error> {
-    let start = buf.len();
-    buf.resize(start + n, 0);
-    let mut got = 0;
-    while got < n {
-        match r.read(&mut buf[start + got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Error::Read {
-                    offset: (start + got) as u64,
-                    source,
-                })
-            }
-        }
-    }
-    buf.truncate(start + got);
-    Ok(())
-}
-
 impl<R: Read> Reader<R> {
     /// Reads a `PRSTREAM` stream's headers ([`PRSTREAM`]).
     pub fn new(inner: R, opts: ReadOptions) -> Result<Self, Error> {
@@ -444,32 +422,35 @@ impl<R: Read> Reader<R> {
     fn read(
         format: &NativeFormat,
         table: &VersionTable<V1Header>,
-        mut inner: R,
+        inner: R,
         opts: ReadOptions,
     ) -> Result<Self, Error> {
+        // The headers are read through the decoder's own buffer (peeked,
+        // then taken as the prefix of the commands).
+        let mut dec = ReadDecoder::new(inner, format.profile, 0);
         let flen = format.fixed.encoded_len();
-        let mut buf = Vec::with_capacity(flen + LEN_PREFIX);
-        read_up_to(&mut inner, &mut buf, flen)?;
-        let fixed = format.fixed.parse(&buf)?;
+        let fixed = format.fixed.parse(dec.peek(flen)?)?;
         let entry = table.negotiate(fixed.range())?;
-        read_up_to(&mut inner, &mut buf, LEN_PREFIX)?;
-        if let Some(p) = buf.get(flen..flen + LEN_PREFIX) {
+        let mut want = flen + LEN_PREFIX;
+        if let Some(p) = dec.peek(want)?.get(flen..want) {
             let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
             // Bounded: longer declared lengths fail below without reading.
             if len <= entry.max_body_len {
-                read_up_to(&mut inner, &mut buf, len as usize)?;
+                want += len as usize;
             }
         }
+        let buf = dec.peek(want)?;
         let (header, used) = entry.read(&buf[flen..], flen as u64, &opts)?;
-        let header_len = (flen + used) as u64;
-        let extension = extension(entry, &header, &buf[flen + LEN_PREFIX..flen + used]);
+        let header_len = flen + used;
+        let extension = extension(entry, &header, &buf[flen + LEN_PREFIX..header_len]);
+        dec.read_prefix(header_len)?;
         Ok(Reader {
             fixed,
             version: entry.version,
             header,
             extension,
-            header_len,
-            dec: ReadDecoder::new(inner, format.profile, header_len),
+            header_len: header_len as u64,
+            dec,
             done: false,
         })
     }

@@ -5,6 +5,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
+use proto_tlv::ReadBuf;
+
 /// Random access to the bytes of a stream.
 pub trait Source {
     /// Length of the stream in bytes.
@@ -134,25 +136,21 @@ impl<S: Source> Source for Spans<S> {
 }
 
 /// A [`Source`] over a file (any `Read + Seek`), read ahead through one
-/// reused, page-aligned window: sequential access reads each byte once,
-/// in large reads; a seek costs one read.
+/// reused buffer (a [`ReadBuf`], the routine every reader of the kit
+/// fills its buffer with): sequential access reads each byte once, in
+/// large reads; a seek costs one read.
 #[derive(Debug)]
 pub struct FileSource<R> {
     inner: R,
     len: u64,
-    buf: Vec<u8>,
-    /// Where the page-aligned window starts in `buf`.
-    start: usize,
-    /// Stream offset of the window's first byte, and bytes in the window.
+    buf: ReadBuf,
+    /// Stream offset of the first available byte in `buf`, which is where
+    /// `inner`'s cursor was when the buffer was last cleared.
     at: u64,
-    filled: usize,
-    /// Where `inner`'s cursor is.
-    cursor: u64,
 }
 
 /// Read-ahead of [`FileSource`].
 pub const READ_AHEAD: usize = 1 << 20;
-const PAGE: usize = 4096;
 
 impl<R: Read + Seek> FileSource<R> {
     /// Wraps `inner`, whose length is found by seeking to its end.
@@ -162,11 +160,8 @@ impl<R: Read + Seek> FileSource<R> {
         Ok(FileSource {
             inner,
             len,
-            buf: Vec::new(),
-            start: 0,
+            buf: ReadBuf::new(),
             at: 0,
-            filled: 0,
-            cursor: 0,
         })
     }
 }
@@ -178,25 +173,30 @@ impl<R: Read + Seek> Source for FileSource<R> {
 
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
         let end = end_within(offset, len, self.len)?;
-        let inside = offset >= self.at && end <= self.at + self.filled as u64;
-        if !inside {
-            // Refill the window from `offset`: at least `len`, read ahead.
-            let want = len.max(READ_AHEAD).min((self.len - offset) as usize);
-            if self.buf.len() < want + PAGE {
-                self.buf = vec![0; want + PAGE];
-                self.start = (PAGE - self.buf.as_ptr() as usize % PAGE) % PAGE;
-            }
-            if self.cursor != offset {
-                self.inner.seek(SeekFrom::Start(offset))?;
-                self.cursor = offset;
-            }
-            let window = &mut self.buf[self.start..self.start + want];
-            self.inner.read_exact(window)?;
-            self.cursor += want as u64;
+        let held = self.buf.available().len() as u64;
+        if offset < self.at || offset > self.at + held {
+            // Not within or right after what the buffer holds (`inner`'s
+            // cursor is at its end): seek, and start over.
+            self.inner.seek(SeekFrom::Start(offset))?;
+            self.buf.clear();
             self.at = offset;
-            self.filled = want;
+        } else if end > self.at + held {
+            // Going on from what the buffer holds: drop what comes before
+            // `offset`, and read on.
+            self.buf.consume((offset - self.at) as usize);
+            self.at = offset;
         }
-        let from = self.start + (offset - self.at) as usize;
-        Ok(&self.buf[from..from + len])
+        let from = (offset - self.at) as usize;
+        let need = from + len;
+        if self.buf.available().len() < need {
+            let have = self.buf.fill_from(&mut self.inner, need, READ_AHEAD)?;
+            if have < need {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than it was when opened",
+                ));
+            }
+        }
+        Ok(&self.buf.available()[from..need])
     }
 }

@@ -1,4 +1,6 @@
-//! `std::io::Read` adapter with a reused buffer.
+//! Buffered reading: [`ReadBuf`], the one routine every reader of the kit
+//! fills its buffer with, and [`ReadDecoder`], commands from any
+//! `std::io::Read` through it.
 
 use std::io::{self, Read};
 
@@ -23,6 +25,95 @@ pub enum ReadError {
     Decode(#[from] Error),
 }
 
+/// A reused read buffer: the bytes read from a `Read` and not consumed yet.
+///
+/// It grows only to fit what is asked of it: [`fill_from`](ReadBuf::fill_from)
+/// makes at least `n` bytes available in reads of at least `chunk` bytes,
+/// moving what is left to the front only when the end of the buffer is
+/// reached, so many small units cost one `read` call between them.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl ReadBuf {
+    /// An empty buffer (nothing is allocated until the first fill).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bytes read and not consumed.
+    pub fn available(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Drops the first `n` available bytes (at most all of them).
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.end - self.start);
+    }
+
+    /// Consumes the first `n` available bytes (at most all of them) and
+    /// returns them: they stay in the buffer until the next fill.
+    pub fn take(&mut self, n: usize) -> &[u8] {
+        let s = self.start;
+        self.consume(n);
+        &self.buf[s..self.start]
+    }
+
+    /// Drops every byte and forgets the end of input (after the reader
+    /// was moved, say).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.eof = false;
+    }
+
+    /// Whether a read returned 0 bytes (the end of input).
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Reads from `r` until at least `n` bytes are available or the input
+    /// ends, in reads of at least `chunk` bytes; returns how many are
+    /// available (fewer than `n` only at the end of input). Interrupted
+    /// reads are retried; on an error, what was read before it stays
+    /// available.
+    pub fn fill_from<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        n: usize,
+        chunk: usize,
+    ) -> io::Result<usize> {
+        while self.end - self.start < n && !self.eof {
+            if self.buf.len() - self.start < n || self.end == self.buf.len() {
+                // Move what is left to the front.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                // Room for several units of this size, so that the move
+                // above happens about once every few units rather than
+                // before each one (units of up to 1 MiB; a larger one gets
+                // exactly its size, so a hostile length costs no more
+                // than the caller's limit on it).
+                let want = if n <= 1 << 20 { n * 4 } else { n }.max(chunk);
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
+                }
+            }
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.end - self.start)
+    }
+}
+
 /// Decodes commands from any `Read`, through one buffer that is reused and
 /// only grows to fit the largest command (itself bounded by the profile).
 ///
@@ -32,12 +123,9 @@ pub enum ReadError {
 pub struct ReadDecoder<R> {
     inner: R,
     profile: Profile,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuf,
     chunk: usize,
-    eof: bool,
-    /// Stream offset of `buf[start]`.
+    /// Stream offset of the first available byte.
     offset: u64,
     index: u64,
     ended: bool,
@@ -58,11 +146,8 @@ impl<R: Read> ReadDecoder<R> {
         ReadDecoder {
             inner,
             profile,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
+            buf: ReadBuf::new(),
             chunk: chunk.max(CMD_HEADER_LEN),
-            eof: false,
             offset: base_offset,
             index: 0,
             ended: false,
@@ -91,43 +176,24 @@ impl<R: Read> ReadDecoder<R> {
         self.ended
     }
 
-    /// Makes `buf[start..end]` hold at least `n` bytes, reading as needed.
-    /// Returns how many it holds (fewer than `n` only at end of input).
+    /// Makes at least `n` bytes available, reading as needed. Returns how
+    /// many are (fewer than `n` only at end of input).
     fn fill(&mut self, n: usize) -> Result<usize, ReadError> {
-        while self.end - self.start < n && !self.eof {
-            if self.buf.len() - self.start < n {
-                // Move what is left to the front, and grow to fit `n`.
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                // Room for several commands of this size, so that the move
-                // above happens about once every few commands rather than
-                // before each one.
-                // (Commands of up to 1 MiB; a larger declared length gets
-                // exactly its size, so a hostile header costs no more than
-                // the profile's limit.)
-                let want = if n <= 1 << 20 { n * 4 } else { n }.max(self.chunk);
-                if self.buf.len() < want {
-                    self.buf.resize(want, 0);
-                }
-            } else if self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            match self.inner.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(k) => self.end += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(ReadError::Io {
-                        offset: self.offset + (self.end - self.start) as u64,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(self.end - self.start)
+        let (offset, chunk) = (self.offset, self.chunk);
+        let buf = &mut self.buf;
+        buf.fill_from(&mut self.inner, n, chunk)
+            .map_err(|source| ReadError::Io {
+                offset: offset + buf.available().len() as u64,
+                source,
+            })
+    }
+
+    /// Up to `n` bytes at the decoder's position, not consumed (fewer
+    /// only at end of input): a stream header to look at before
+    /// [`read_prefix`](ReadDecoder::read_prefix) takes it.
+    pub fn peek(&mut self, n: usize) -> Result<&[u8], ReadError> {
+        let have = self.fill(n)?;
+        Ok(&self.buf.available()[..have.min(n)])
     }
 
     /// Reads exactly `n` raw bytes outside the command framing (a stream
@@ -151,12 +217,10 @@ impl<R: Read> ReadDecoder<R> {
                 .at(0, self.offset),
             ));
         }
-        let s = self.start;
-        self.start += n;
         self.offset += n as u64;
         self.ended = false;
         self.index = 0;
-        Ok(Some(&self.buf[s..s + n]))
+        Ok(Some(self.buf.take(n)))
     }
 
     /// Marks the decoder failed with `e` (say, the caller found the stream
@@ -193,12 +257,7 @@ impl<R: Read> ReadDecoder<R> {
             };
             return Err(self.fail(kind.at(self.index, self.offset)));
         }
-        let total = match frame_len(
-            &self.buf[self.start..self.end],
-            &self.profile,
-            self.index,
-            self.offset,
-        ) {
+        let total = match frame_len(self.buf.available(), &self.profile, self.index, self.offset) {
             Ok(t) => t,
             Err(e) => return Err(self.fail(e)),
         };
@@ -213,15 +272,11 @@ impl<R: Read> ReadDecoder<R> {
                 .at(self.index, self.offset),
             ));
         }
-        let s = self.start;
-        match decode_command(
-            &self.buf[s..s + total],
-            &self.profile,
-            self.index,
-            self.offset,
-        ) {
+        // Taken before it is decoded: a command that fails to decode fails
+        // the decoder for good.
+        let bytes = self.buf.take(total);
+        match decode_command(bytes, &self.profile, self.index, self.offset) {
             Ok((c, n)) => {
-                self.start += n;
                 self.offset += n as u64;
                 self.index += 1;
                 self.ended = c.is_end();

@@ -70,5 +70,5 @@ pub use encode::{
 };
 pub use error::{Error, ErrorKind};
 #[cfg(feature = "std")]
-pub use io::{ReadDecoder, ReadError};
+pub use io::{ReadBuf, ReadDecoder, ReadError};
 pub use profile::Profile;
