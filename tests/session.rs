@@ -263,14 +263,14 @@ fn transfer(what: &str, file: &[u8], plan: Plan) -> Outcome {
         for n in 0u64.. {
             let conn = accept(&listener, deadline);
             if let Some(k) = p.forget_every {
-                if n > 0 && n % k == 0 && server.stats().tokens_sent > 0 {
+                if n > 0 && n % k == 0 && server.stats().send.tokens_sent > 0 {
                     server.forget();
                     forgot += 1;
                 }
             }
-            let before = server.stats().bytes_resent;
+            let before = server.stats().send.bytes_resent;
             let r = server.serve(DropEvery::new(&conn, p.server_drop));
-            per.push(server.stats().bytes_resent - before);
+            per.push(server.stats().send.bytes_resent - before);
             drop(conn);
             match r {
                 Ok(_) => break,
@@ -404,25 +404,25 @@ fn drops_on(side: &str) {
                 assert!(o.done || side == "client", "{what}: no goodbye");
                 let (f, s) = (o.fetch, o.server);
                 assert!(f.reconnects > 0, "{what}: no reconnect");
-                assert_eq!(f.units, n_units, "{what}");
-                assert_eq!(f.bytes_written, file.len() as u64, "{what}");
+                assert_eq!(f.receive.units, n_units, "{what}");
+                assert_eq!(f.receive.bytes_delivered, file.len() as u64, "{what}");
                 // Nothing the receiver had crossed the wire again.
-                assert_eq!(f.duplicates, 0, "{what}");
-                assert_eq!(f.bytes_received, file.len() as u64, "{what}");
-                assert_eq!(f.resumed_by_token, 0, "{what}");
+                assert_eq!(f.receive.duplicates, 0, "{what}");
+                assert_eq!(f.receive.bytes_received, file.len() as u64, "{what}");
+                assert_eq!(f.receive.resumed_by_token, 0, "{what}");
                 assert_eq!(
-                    s.bytes_sent - file.len() as u64,
-                    s.bytes_resent,
+                    s.send.bytes_sent - file.len() as u64,
+                    s.send.bytes_resent,
                     "{what}: every byte sent once, plus the resends"
                 );
                 // Every reconnect resumed by seq, but those that found the
                 // sender gone after a goodbye lost on the way.
-                assert!(s.resumed_by_seq <= f.reconnects, "{what}");
-                assert!(f.reconnects <= s.resumed_by_seq + 2, "{what}");
+                assert!(s.send.resumed_by_seq <= f.reconnects, "{what}");
+                assert!(f.reconnects <= s.send.resumed_by_seq + 2, "{what}");
                 assert_eq!(s.refused, 0, "{what}");
                 // The receiver is told what is sent again; what actually
                 // goes out again may be cut short by the next drop.
-                assert!(f.bytes_resent >= s.bytes_resent, "{what}");
+                assert!(f.receive.bytes_resent >= s.send.bytes_resent, "{what}");
                 let bound = window.max_bytes as u64 + big;
                 let worst = o.resent_per_conn.iter().copied().max().unwrap_or(0);
                 assert!(
@@ -433,7 +433,7 @@ fn drops_on(side: &str) {
                     assert!(worst < file.len() as u64, "{what}: the whole stream again");
                 }
                 runs += 1;
-                resent += s.bytes_resent;
+                resent += s.send.bytes_resent;
             }
         }
     }
@@ -533,16 +533,16 @@ fn a_killed_sender_resumes_from_the_receivers_token() {
         assert!(o.done, "{what}");
         assert_eq!(o.server.restarts, 1, "{what}");
         assert_eq!(o.fetch.reconnects, 1, "{what}");
-        assert_eq!(o.fetch.resumed_by_token, 1, "{what}");
-        assert_eq!(o.server.resumed_by_token, 1, "{what}");
+        assert_eq!(o.fetch.receive.resumed_by_token, 1, "{what}");
+        assert_eq!(o.server.send.resumed_by_token, 1, "{what}");
         // A token after every unit: the re-armed sender skipped at most the
         // units after the last token that arrived, not the whole prefix.
         assert!(
-            o.server.units_skipped <= 8,
+            o.server.send.units_skipped <= 8,
             "{what}: {} units skipped",
-            o.server.units_skipped
+            o.server.send.units_skipped
         );
-        assert_eq!(o.fetch.duplicates, 0, "{what}");
+        assert_eq!(o.fetch.receive.duplicates, 0, "{what}");
     }
 }
 
@@ -591,12 +591,12 @@ fn a_sender_that_forgets_between_connections_resumes_from_tokens() {
             let o = transfer(&what, &file, plan);
             assert_same(&what, &o.out, &want);
             assert!(o.forgot >= 1, "{what}: never forgot");
-            assert!(o.fetch.resumed_by_token >= 1, "{what}");
+            assert!(o.fetch.receive.resumed_by_token >= 1, "{what}");
             assert_eq!(
-                o.fetch.resumed_by_token, o.server.resumed_by_token,
+                o.fetch.receive.resumed_by_token, o.server.send.resumed_by_token,
                 "{what}"
             );
-            assert_eq!(o.fetch.duplicates, 0, "{what}");
+            assert_eq!(o.fetch.receive.duplicates, 0, "{what}");
             verify(&o.out);
         }
     }
@@ -629,10 +629,10 @@ fn a_sender_killed_before_any_token_restarts_from_the_start_and_skips() {
         assert_eq!(o.server.restarts, 1, "{what}");
         // Only the token after the last unit was ever made (by each
         // instance that got there).
-        assert!(o.server.tokens_sent <= 2, "{what}");
-        assert_eq!(o.fetch.resumed_by_token, 1, "{what}");
-        assert!(o.server.units_skipped > 0, "{what}: nothing skipped");
-        assert_eq!(o.fetch.duplicates, 0, "{what}");
+        assert!(o.server.send.tokens_sent <= 2, "{what}");
+        assert_eq!(o.fetch.receive.resumed_by_token, 1, "{what}");
+        assert!(o.server.send.units_skipped > 0, "{what}: nothing skipped");
+        assert_eq!(o.fetch.receive.duplicates, 0, "{what}");
     }
 }
 
@@ -706,10 +706,10 @@ fn a_lost_goodbye_then_a_reconnect_completes_with_or_without_a_restart() {
         assert!(served.is_ok(), "{what}: server: {served:?}");
         assert!(done, "{what}");
         assert_same(&what, &out, &file);
-        assert_eq!(stats.resumed_by_token, u64::from(restart), "{what}");
-        assert_eq!(sstats.resumed_by_token, u64::from(restart), "{what}");
-        assert_eq!(sstats.resumed_by_seq, u64::from(!restart), "{what}");
-        assert_eq!(stats.units, units(&file).len() as u64, "{what}");
+        assert_eq!(stats.receive.resumed_by_token, u64::from(restart), "{what}");
+        assert_eq!(sstats.send.resumed_by_token, u64::from(restart), "{what}");
+        assert_eq!(sstats.send.resumed_by_seq, u64::from(!restart), "{what}");
+        assert_eq!(stats.receive.units, units(&file).len() as u64, "{what}");
     }
 }
 
@@ -1455,12 +1455,15 @@ fn native_streams_survive_drops_and_restarts() {
         assert_same(&what, &o.out, &file);
         assert!(o.finished, "{what}");
         assert!(o.fetch.reconnects > 0, "{what}: no reconnect");
-        assert_eq!(o.fetch.bytes_written, file.len() as u64, "{what}");
+        assert_eq!(o.fetch.receive.bytes_delivered, file.len() as u64, "{what}");
         if forget.is_some() {
             assert!(o.forgot > 0, "{what}: the sender never forgot");
-            assert!(o.fetch.resumed_by_token > 0, "{what}: no resume by token");
+            assert!(
+                o.fetch.receive.resumed_by_token > 0,
+                "{what}: no resume by token"
+            );
         } else {
-            assert_eq!(o.fetch.duplicates, 0, "{what}");
+            assert_eq!(o.fetch.receive.duplicates, 0, "{what}");
         }
     }
 }

@@ -246,7 +246,7 @@ fn loopback_bench(c: &mut Criterion, input: &Input) {
         let mut f = Fetcher::new(io::sink(), FetchConfig::default());
         f.fetch(conn).expect("fetch");
         assert!(f.done());
-        f.stats().bytes_written
+        f.stats().receive.bytes_delivered
     };
     let mut buf = vec![0u8; CHUNK];
     let mut copy = |addr| {

@@ -101,14 +101,14 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
                         "units": served.units,
                         "connections": s.connections,
                         "refused": s.refused,
-                        "resumed_by_seq": s.resumed_by_seq,
-                        "resumed_by_token": s.resumed_by_token,
-                        "units_sent": s.units_sent,
-                        "bytes_sent": s.bytes_sent,
-                        "units_resent": s.units_resent,
-                        "bytes_resent": s.bytes_resent,
-                        "units_skipped": s.units_skipped,
-                        "tokens_sent": s.tokens_sent,
+                        "resumed_by_seq": s.send.resumed_by_seq,
+                        "resumed_by_token": s.send.resumed_by_token,
+                        "units_sent": s.send.units_sent,
+                        "bytes_sent": s.send.bytes_sent,
+                        "units_resent": s.send.units_resent,
+                        "bytes_resent": s.send.bytes_resent,
+                        "units_skipped": s.send.units_skipped,
+                        "tokens_sent": s.send.tokens_sent,
                         "restarts": s.restarts,
                     });
                     let _ = writeln!(io::stdout(), "{v}");
@@ -118,11 +118,11 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
                         "served {} units over {} connections: {} bytes sent, {} resent ({} units), {} resumed by seq, {} from a token, {} refused",
                         served.units,
                         s.connections,
-                        s.bytes_sent,
-                        s.bytes_resent,
-                        s.units_resent,
-                        s.resumed_by_seq,
-                        s.resumed_by_token,
+                        s.send.bytes_sent,
+                        s.send.bytes_resent,
+                        s.send.units_resent,
+                        s.send.resumed_by_seq,
+                        s.send.resumed_by_token,
                         s.refused
                     );
                 }
@@ -161,7 +161,7 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
                 from: a.addr.to_string(),
                 error,
                 out: out_name,
-                units: f.stats().units,
+                units: f.stats().receive.units,
             })
         }
     };
@@ -183,13 +183,13 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
             "ok": true,
             "out": out_name,
             "contexts": names,
-            "units": stats.units,
-            "bytes": stats.bytes_written,
-            "bytes_received": stats.bytes_received,
-            "bytes_resent": stats.bytes_resent,
-            "duplicates": stats.duplicates,
+            "units": stats.receive.units,
+            "bytes": stats.receive.bytes_delivered,
+            "bytes_received": stats.receive.bytes_received,
+            "bytes_resent": stats.receive.bytes_resent,
+            "duplicates": stats.receive.duplicates,
             "reconnects": stats.reconnects,
-            "resumed_by_token": stats.resumed_by_token,
+            "resumed_by_token": stats.receive.resumed_by_token,
             "wire_bytes": stats.wire_bytes,
             "goodbye": bye,
         });
@@ -198,14 +198,14 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
         let _ = writeln!(
             io::stdout(),
             "fetched {} bytes ({} units; contexts {}) into {}: {} bytes received, {} bytes resent, {} reconnects ({} resumed from a checkpoint token){}",
-            stats.bytes_written,
-            stats.units,
+            stats.receive.bytes_delivered,
+            stats.receive.units,
             names.join(","),
             out_name,
-            stats.bytes_received,
-            stats.bytes_resent,
+            stats.receive.bytes_received,
+            stats.receive.bytes_resent,
             stats.reconnects,
-            stats.resumed_by_token,
+            stats.receive.resumed_by_token,
             if bye { "" } else { "; the sender's goodbye was lost, every unit had been acknowledged" }
         );
     }

@@ -59,8 +59,8 @@
 //! ```
 
 use proto_header::{
-    check_required, encode_selection, negotiate_two_way, parse_selection, ReadOptions, V1Header,
-    VersionRange, KIT_VERSIONS,
+    check_required, encode_selection, negotiate_two_way, parse_selection, Context, ReadOptions,
+    V1Header, VersionRange, KIT_VERSIONS,
 };
 use proto_tlv::{AttrValue, Command, Value};
 
@@ -155,6 +155,32 @@ impl Handshake {
             }
         }
     }
+}
+
+/// The ids of the contexts `wanted` among those `offered`, each named by
+/// its name or its id; all of them when none is named. A name that is
+/// neither is [`SessionError::UnknownContext`], listing what was offered.
+pub fn resolve_contexts(offered: &[Context], wanted: &[String]) -> Result<Vec<u32>, SessionError> {
+    if wanted.is_empty() {
+        return Ok(offered.iter().map(|c| c.id).collect());
+    }
+    wanted
+        .iter()
+        .map(|name| {
+            if let Some(c) = offered.iter().find(|c| &c.name == name) {
+                return Ok(c.id);
+            }
+            name.parse::<u32>()
+                .map_err(|_| SessionError::UnknownContext {
+                    name: name.clone(),
+                    offered: offered
+                        .iter()
+                        .map(|c| format!("{} ({})", c.name, c.id))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        })
+        .collect()
 }
 
 /// SELECT: the receiver's context selection and where it stands.

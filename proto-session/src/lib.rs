@@ -15,7 +15,9 @@
 //! own), and [`handshake`] is the one handshake both roles run (fixed
 //! headers, two-way version negotiation, HELLO with features, the
 //! required-feature check) with the typed `SELECT` and `ACCEPT` frames
-//! that end it. [`send`] is the sender across connections and restarts
+//! that end it. [`offer`] is what a sender offers of a file of any format
+//! (its streams as contexts, and the `Arm` that makes their emitter), and
+//! formats told apart by magic for a driver that takes several. [`send`] is the sender across connections and restarts
 //! (resume by seq, or re-armed from the receiver's checkpoint token through
 //! the format's `Arm`, then units out of the window, tokens in band,
 //! FINISH, BYE), and [`receive`] the receiver (what it states in SELECT;
@@ -43,6 +45,7 @@
 pub mod error;
 pub mod framer;
 pub mod handshake;
+pub mod offer;
 pub mod receive;
 pub mod replay;
 pub mod retry;

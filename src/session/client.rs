@@ -3,18 +3,15 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use proto_btrfs::Btrfs;
-use proto_checkpoint::native::{NativeFormat, PRSTREAM};
-use proto_checkpoint::Format;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
-use proto_session::handshake::{Accept, Handshake};
-use proto_session::receive::{Check, Receiving};
+use proto_session::handshake::{resolve_contexts, Accept, Handshake};
+use proto_session::offer::{Detect, SessionFormat};
+use proto_session::receive::{Check, ReceiveStats, Receiving};
 use proto_session::retry::{Retry, RetryPolicy, Verdict};
-use proto_tlv::CrcVariant;
 
 use super::conn::Conn;
 use super::{
-    BoxError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_VERSIONS,
+    SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES, SESSION_VERSIONS,
 };
 
 /// How a [`Fetcher`] behaves.
@@ -48,23 +45,11 @@ pub struct FetchStats {
     pub connections: u64,
     /// Connections after the first.
     pub reconnects: u64,
-    /// Reconnects where the sender had lost its window and re-armed from
-    /// this receiver's checkpoint token (or from the start, when none had
-    /// come yet), skipping what the receiver had.
-    pub resumed_by_token: u64,
-    /// Units delivered to the output.
-    pub units: u64,
-    /// Bytes written to the output.
-    pub bytes_written: u64,
-    /// Payload bytes of every DATA frame that arrived (duplicates included).
-    pub bytes_received: u64,
-    /// Payload bytes the sender announced it would send again after a
-    /// reconnect, plus duplicates that arrived.
-    pub bytes_resent: u64,
-    /// Units that arrived twice (discarded).
-    pub duplicates: u64,
     /// Bytes read from all connections (frames and headers).
     pub wire_bytes: u64,
+    /// What arrived: units and bytes delivered, received and resent,
+    /// duplicates, resumes from a token.
+    pub receive: ReceiveStats,
 }
 
 /// The receiving side: fetches a stream into `out` over as many
@@ -86,15 +71,17 @@ impl<W: Write> Fetcher<W> {
     /// of any of the kit's formats (btrfs or native `PRSTREAM`), told apart
     /// by the magic of the first unit.
     pub fn new(out: W, config: FetchConfig) -> Self {
-        Self::with_check(Box::new(Detect(None)), out, config)
+        Self::with_check(Box::new(Detect::new(&KIT_FORMATS)), out, config)
     }
 
     /// A fetcher that takes streams of `format` only.
-    pub fn with_format<F: Format + Send + 'static>(format: F, out: W, config: FetchConfig) -> Self {
-        Self::with_check(Box::new(format.validator()), out, config)
+    pub fn with_format<F: SessionFormat>(format: F, out: W, config: FetchConfig) -> Self {
+        Self::with_check(format.check(), out, config)
     }
 
-    fn with_check(check: Box<dyn Check>, out: W, config: FetchConfig) -> Self {
+    /// A fetcher that checks units with `check` (a format's, or a
+    /// [`Detect`] over several).
+    pub fn with_check(check: Box<dyn Check>, out: W, config: FetchConfig) -> Self {
         Fetcher {
             config,
             out,
@@ -118,18 +105,12 @@ impl<W: Write> Fetcher<W> {
 
     /// What the fetcher did so far.
     pub fn stats(&self) -> FetchStats {
-        let s = self.session.stats();
         let connections = self.session.connections();
         FetchStats {
             connections,
             reconnects: connections.saturating_sub(1),
-            resumed_by_token: s.resumed_by_token,
-            units: s.units,
-            bytes_written: s.bytes_delivered,
-            bytes_received: s.bytes_received,
-            bytes_resent: s.bytes_resent,
-            duplicates: s.duplicates,
             wire_bytes: self.wire_bytes,
+            receive: self.session.stats(),
         }
     }
 
@@ -241,7 +222,7 @@ impl<W: Write> Fetcher<W> {
 
         let ids = match &self.selection {
             Some(ids) => ids.clone(),
-            None => self.resolve()?,
+            None => resolve_contexts(&self.offered, &self.config.contexts)?,
         };
         self.session.select(ids.clone()).write(conn.framer())?;
         conn.flush()?;
@@ -252,32 +233,6 @@ impl<W: Write> Fetcher<W> {
         self.selection = Some(ids);
         conn.handshake_done();
         Ok(())
-    }
-
-    /// The ids of the contexts asked for (all when none were named).
-    fn resolve(&self) -> Result<Vec<u32>, SessionError> {
-        if self.config.contexts.is_empty() {
-            return Ok(self.offered.iter().map(|c| c.id).collect());
-        }
-        self.config
-            .contexts
-            .iter()
-            .map(|name| {
-                if let Some(c) = self.offered.iter().find(|c| &c.name == name) {
-                    return Ok(c.id);
-                }
-                name.parse::<u32>()
-                    .map_err(|_| SessionError::UnknownContext {
-                        name: name.clone(),
-                        offered: self
-                            .offered
-                            .iter()
-                            .map(|c| format!("{} ({})", c.name, c.id))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-            })
-            .collect()
     }
 
     fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
@@ -329,31 +284,4 @@ pub enum FetchError {
     /// the output).
     #[error(transparent)]
     Session(SessionError),
-}
-
-/// The validator of the format the first unit (a stream header) names:
-/// the kit's native `PRSTREAM` by its magic, else btrfs (whose errors say
-/// what was found).
-struct Detect(Option<Box<dyn Check>>);
-
-impl Check for Detect {
-    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
-        let v = self.0.get_or_insert_with(|| {
-            if PRSTREAM.recognises(unit) {
-                Box::new(<NativeFormat as Format>::validator(&PRSTREAM))
-            } else {
-                Box::new(Btrfs.validator())
-            }
-        });
-        v.unit(unit)
-    }
-    fn finish(&self) -> Result<(), BoxError> {
-        match &self.0 {
-            Some(v) => v.finish(),
-            None => Btrfs.validator().finish().map_err(Into::into),
-        }
-    }
-    fn unit_crc(&self) -> Option<CrcVariant> {
-        self.0.as_ref().and_then(|v| v.unit_crc())
-    }
 }

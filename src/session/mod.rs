@@ -82,4 +82,13 @@ pub use proto_session::retry::RetryPolicy;
 pub use server::{Served, Server, ServerConfig, ServerStats};
 
 pub use proto_session::error::{BoxError, ResumeError, SessionError};
+pub use proto_session::offer::{Detect, Offer, SessionFormat};
+pub use proto_session::receive::ReceiveStats;
+pub use proto_session::send::SendStats;
+
+/// The kit's formats as [`Server::open`] and [`Fetcher::new`] tell them
+/// apart: native `PRSTREAM` by its magic, else btrfs (the fallback, whose
+/// errors say what was found instead of its magic).
+pub static KIT_FORMATS: [&dyn SessionFormat; 2] =
+    [&proto_checkpoint::native::PRSTREAM, &proto_btrfs::Btrfs];
 pub use proto_session::wire::*;

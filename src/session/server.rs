@@ -1,25 +1,21 @@
 //! The sending side of a session.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proto_btrfs::Btrfs;
-use proto_checkpoint::native::PRSTREAM;
-use proto_checkpoint::{
-    list_streams, Emitter, FileSource, Format, Producer, Source, Spans, StreamSpan, Token,
-};
+use proto_checkpoint::FileSource;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{Handshake, Select};
+use proto_session::offer::{BoxSource, Offer, Open, SessionFormat};
 use proto_session::replay::Limits;
-use proto_session::send::{Emission, SendConfig, Sending, Step};
+use proto_session::send::{SendConfig, SendStats, Sending, Step};
 
 use super::conn::Conn;
 use super::{
-    BoxError, ResumeError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, MAX_UNIT,
-    SESSION_VERSIONS,
+    SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES, SESSION_VERSIONS,
 };
 
 /// How a [`Server`] behaves.
@@ -71,25 +67,10 @@ pub struct ServerStats {
     pub connections: u64,
     /// Connections refused (the peer was told why).
     pub refused: u64,
-    /// Transfers resumed by seq exchange.
-    pub resumed_by_seq: u64,
-    /// Transfers resumed from a checkpoint token.
-    pub resumed_by_token: u64,
-    /// Units transmitted (resends included).
-    pub units_sent: u64,
-    /// Payload bytes transmitted (resends included).
-    pub bytes_sent: u64,
-    /// Units transmitted again after a reconnect.
-    pub units_resent: u64,
-    /// Their bytes.
-    pub bytes_resent: u64,
-    /// Units a re-armed sender regenerated and skipped because the receiver
-    /// had them (sent by the instance before it).
-    pub units_skipped: u64,
-    /// Checkpoint tokens sent.
-    pub tokens_sent: u64,
     /// Times the sender forgot its transfer (fault injection).
     pub restarts: u64,
+    /// What went out: units and bytes sent and resent, tokens, resumes.
+    pub send: SendStats,
 }
 
 /// A completed transfer.
@@ -99,22 +80,12 @@ pub struct Served {
     pub units: u64,
 }
 
-type BoxSource = Box<dyn Source + Send>;
-type Opener = Box<dyn FnMut() -> io::Result<BoxSource> + Send>;
-
-/// Makes the emitter of the selected streams, from the start or re-armed
-/// from a token, in the file's format.
-type Arm =
-    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Emission>, SessionError> + Send>;
-
-/// The sending side: serves one btrfs send-stream file (one stream or
-/// several concatenated, each a context) to one receiver, over as many
-/// connections as it takes.
+/// The sending side: serves one stream file of any format (one stream,
+/// or several concatenated where the format allows it, each a context) to
+/// one receiver, over as many connections as it takes.
 pub struct Server {
     config: ServerConfig,
-    open: Opener,
-    arm: Arm,
-    streams: Vec<StreamSpan>,
+    offer: Offer,
     hello: V1Header,
     sending: Sending,
     #[cfg(feature = "fault-injection")]
@@ -124,129 +95,65 @@ pub struct Server {
 
 impl Server {
     /// Serves the stream file at `path` (opened again whenever the sender
-    /// re-arms), of any of the kit's formats: native `PRSTREAM` by its
-    /// magic, else btrfs.
+    /// re-arms), of any of the kit's formats ([`KIT_FORMATS`], told apart by
+    /// magic).
     pub fn open(path: &Path, config: ServerConfig) -> Result<Server, SessionError> {
         let path = path.to_owned();
         Server::detect(
-            Box::new(move || {
-                let f = File::open(&path)?;
-                Ok(Box::new(FileSource::new(f)?) as BoxSource)
-            }),
+            Box::new(move || Ok(Box::new(FileSource::new(File::open(&path)?)?) as BoxSource)),
             config,
         )
     }
 
     /// Serves a stream held in memory, of any of the kit's formats.
     pub fn from_bytes(bytes: Vec<u8>, config: ServerConfig) -> Result<Server, SessionError> {
-        let bytes: Arc<[u8]> = bytes.into();
-        Server::detect(
-            Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)),
-            config,
-        )
+        Server::detect(in_memory(bytes), config)
     }
 
     /// Serves a stream of `format` held in memory.
-    pub fn with_format<F>(
+    pub fn with_format<F: SessionFormat>(
         format: F,
         bytes: Vec<u8>,
         config: ServerConfig,
-    ) -> Result<Server, SessionError>
-    where
-        F: Format + Send + 'static,
-        F::Split: Send,
-    {
-        let bytes: Arc<[u8]> = bytes.into();
-        Server::with_opener(
-            format,
-            Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)),
-            config,
-        )
+    ) -> Result<Server, SessionError> {
+        let offer = format.offer(in_memory(bytes), config.safe_every)?;
+        Ok(Server::with_offer(offer, config))
     }
 
-    fn detect(mut open: Opener, config: ServerConfig) -> Result<Server, SessionError> {
-        let mut src = open().map_err(source_err)?;
-        let n = src.len().min(PRSTREAM.fixed.magic.len() as u64) as usize;
-        let head = src.read_at(0, n).map_err(source_err)?;
-        if PRSTREAM.recognises(head) {
-            Server::with_opener(PRSTREAM, open, config)
-        } else {
-            Server::with_opener(Btrfs, open, config)
-        }
+    fn detect(open: Open, config: ServerConfig) -> Result<Server, SessionError> {
+        let offer = Offer::detect(&KIT_FORMATS, open, config.safe_every)?;
+        Ok(Server::with_offer(offer, config))
     }
 
-    fn with_opener<F>(
-        format: F,
-        mut open: Opener,
-        config: ServerConfig,
-    ) -> Result<Server, SessionError>
-    where
-        F: Format + Send + 'static,
-        F::Split: Send,
-    {
-        let mut src = open().map_err(source_err)?;
-        let streams = list_streams(&format, &mut *src).map_err(source_err)?;
-        // The emitter fills buffers of the file's largest unit, so it never
-        // splits a command, and the window reserves what the file needs,
-        // not 16 MiB more for every transfer.
-        let max_unit = streams
-            .iter()
-            .map(|s| s.largest)
-            .max()
-            .unwrap_or(MAX_UNIT)
-            .min(MAX_UNIT);
-        let crcs = streams
-            .iter()
-            .map(|s| format.profile(s.version).map(|p| p.crc))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(source_err)?;
-        let unit_crc = crcs
-            .first()
-            .copied()
-            .filter(|c| crcs.iter().all(|x| x == c));
-        let producer = format
-            .producer(src, config.safe_every)
-            .map_err(source_err)?;
-        let safe_every = config.safe_every;
-        let arm: Arm = Box::new(move |spans, token| {
-            let p = format.producer(spans, safe_every).map_err(source_err)?;
-            Ok(match token {
-                Some(t) => Box::new(
-                    Emitter::resume(p, format.split(), t)
-                        .map_err(|e| ResumeError::TokenRefused(e.into()))?,
-                ),
-                None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
-            })
-        });
-        let contexts = proto_checkpoint::contexts(&streams);
+    /// Serves what `offer` offers (a file of any format).
+    pub fn with_offer(offer: Offer, config: ServerConfig) -> Server {
         let hello = V1Header {
             byte_order: Endian::Little,
             features_supported: advertised(config.features, FEATURE_DEPS),
             features_required: config.required,
-            stream_id: producer.stream_id(),
-            contexts,
+            stream_id: offer.stream_id(),
+            contexts: offer.contexts(),
         };
-        Ok(Server {
-            open,
-            arm,
-            streams,
+        // The emitter fills buffers of the file's largest unit; large DATA
+        // frames take their CRC from their command's when all streams
+        // checksum their commands alike.
+        let sending = Sending::new(
+            config.window,
+            SendConfig {
+                token_every: config.token_every,
+                max_unit: offer.max_unit(),
+                unit_crc: offer.unit_crc(),
+            },
+        );
+        Server {
+            offer,
             hello,
-            // The emitter fills buffers of the file's largest unit; large
-            // DATA frames take their CRC from their command's when all
-            // streams checksum their commands alike.
-            sending: Sending::new(
-                config.window,
-                SendConfig {
-                    token_every: config.token_every,
-                    max_unit,
-                    unit_crc,
-                },
-            ),
+            sending,
             config,
             #[cfg(feature = "fault-injection")]
             killed: false,
             stats: ServerStats::default(),
-        })
+        }
     }
 
     /// The contexts offered (one per stream in the file).
@@ -256,16 +163,8 @@ impl Server {
 
     /// What the server did so far.
     pub fn stats(&self) -> ServerStats {
-        let s = self.sending.stats();
         ServerStats {
-            units_sent: s.units_sent,
-            bytes_sent: s.bytes_sent,
-            units_resent: s.units_resent,
-            bytes_resent: s.bytes_resent,
-            tokens_sent: s.tokens_sent,
-            resumed_by_seq: s.resumed_by_seq,
-            resumed_by_token: s.resumed_by_token,
-            units_skipped: s.units_skipped,
+            send: self.sending.stats(),
             ..self.stats
         }
     }
@@ -305,10 +204,9 @@ impl Server {
 
         let c = conn.read_frame("in the handshake (SELECT)")?;
         let select = Select::read(&c, &self.hello.context_ids())?;
-        let (open, streams, arm) = (&mut self.open, &self.streams, &self.arm);
-        let mut arm =
-            |selection: &[u32], token: Option<&Token>| arm(spans(open, streams, selection)?, token);
-        let accept = self.sending.resume(&select, new_instance(), &mut arm)?;
+        let accept = self
+            .sending
+            .resume(&select, new_instance(), &mut self.offer)?;
         accept.write(conn.framer())?;
         conn.handshake_done();
         Ok(())
@@ -355,8 +253,8 @@ impl Server {
                 self.killed = true;
                 self.stats.restarts += 1;
                 self.sending.forget();
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
                     format!(
                         "fault injection: the sender was killed after {sent} payload bytes and lost its window"
                     ),
@@ -368,24 +266,10 @@ impl Server {
     }
 }
 
-/// The selected streams of the file, opened again.
-fn spans(
-    open: &mut Opener,
-    streams: &[StreamSpan],
-    selection: &[u32],
-) -> Result<Spans<BoxSource>, SessionError> {
-    let src = open().map_err(source_err)?;
-    let ranges: Vec<(u64, u64)> = selection
-        .iter()
-        .filter_map(|id| streams.get((*id as usize).checked_sub(1)?))
-        .map(|s| (s.offset, s.len))
-        .collect();
-    Spans::new(src, &ranges).map_err(source_err)
-}
-
-/// The source stream failed (its own error kept).
-fn source_err(e: impl Into<BoxError>) -> SessionError {
-    SessionError::Source(e.into())
+/// Opens a stream held in memory, as often as asked.
+fn in_memory(bytes: Vec<u8>) -> Open {
+    let bytes: Arc<[u8]> = bytes.into();
+    Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource))
 }
 
 /// A new sender instance id: time, process id and a counter, mixed.

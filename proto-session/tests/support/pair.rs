@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use proto_checkpoint::native::{NativeFormat, PRSTREAM};
-use proto_checkpoint::{list_streams, Emitter, Format, Token};
-use proto_header::{advertised, Context, Endian, V1Header};
+use proto_checkpoint::Format;
+use proto_header::{advertised, Endian, V1Header};
 use proto_session::framer::Framer;
 use proto_session::handshake::{Accept, Handshake, Select};
+use proto_session::offer::{BoxSource, Offer, Open};
 use proto_session::receive::{ReceiveStats, Receiving};
 use proto_session::replay::Limits;
-use proto_session::send::{Emission, SendConfig, SendStats, Sending, Step};
+use proto_session::send::{SendConfig, SendStats, Sending, Step};
 use proto_session::wire::{FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_VERSIONS};
 use proto_session::SessionError;
 
@@ -97,36 +98,15 @@ enum ReceiverState {
     Data,
 }
 
-/// The stream's one context and its largest unit.
-fn describe(stream: &Arc<[u8]>) -> (Vec<Context>, usize) {
-    let mut src = stream.clone();
-    let spans = list_streams(&PRSTREAM, &mut src).expect("a valid native stream");
-    let contexts = proto_checkpoint::contexts(&spans);
-    let largest = spans.iter().map(|s| s.largest).max().unwrap_or(1);
-    (contexts, largest)
-}
-
 /// Carries `stream` (a native `PRSTREAM` stream) as `plan` says until the
 /// receiver has it all, a side fails, or `max_connections` are used.
 pub fn run(stream: &[u8], plan: &Plan, max_connections: u64) -> Outcome {
     let stream: Arc<[u8]> = stream.into();
-    let (contexts, largest) = describe(&stream);
     let safe_every = plan.safe_every.max(1);
     let source = stream.clone();
-    let mut arm = move |_selection: &[u32], token: Option<&Token>| {
-        let p = PRSTREAM
-            .producer(source.clone(), safe_every)
-            .map_err(|e| SessionError::Source(e.into()))?;
-        let split = <NativeFormat as Format>::split(&PRSTREAM);
-        let units: Box<dyn Emission> = match token {
-            Some(t) => Box::new(
-                Emitter::resume(p, split, t)
-                    .map_err(|e| proto_session::ResumeError::TokenRefused(e.into()))?,
-            ),
-            None => Box::new(Emitter::new(p, split).map_err(|e| SessionError::Source(e.into()))?),
-        };
-        Ok(units)
-    };
+    let open: Open = Box::new(move || Ok(Box::new(source.clone()) as BoxSource));
+    let mut arm = Offer::new(PRSTREAM, open, safe_every).expect("a valid native stream");
+    let (contexts, largest) = (arm.contexts(), arm.max_unit());
     let features = advertised(KNOWN_FEATURES, FEATURE_DEPS);
     let sender_hello = V1Header {
         byte_order: Endian::Little,

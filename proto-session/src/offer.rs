@@ -1,0 +1,307 @@
+//! Formats as a session sees them: what a sender offers of a file of any
+//! [`Format`] ([`Offer`]: its streams as contexts, the largest unit, the
+//! CRC its commands use, and how to arm an emitter over any selection of
+//! them, from the start or from a token), and formats told apart by their
+//! fixed header ([`SessionFormat`], [`Detect`]), so that a driver that
+//! takes several formats names none of them.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use proto_checkpoint::native::PRSTREAM;
+//! use proto_session::offer::{detect, BoxSource, SessionFormat};
+//!
+//! let bytes: Arc<[u8]> = include_bytes!("../../testdata/native/data-v1.stream")[..].into();
+//! let formats: [&dyn SessionFormat; 1] = [&PRSTREAM];
+//! let format = detect(&formats, &bytes).unwrap();
+//! assert_eq!(format.name(), "native");
+//! let offer = format
+//!     .offer(Box::new(move || Ok(Box::new(bytes.clone()) as BoxSource)), 1)
+//!     .unwrap();
+//! assert_eq!(offer.streams().len(), 1);
+//! assert_eq!(offer.contexts()[0].name, "stream:1");
+//! ```
+
+use proto_checkpoint::{
+    contexts, list_streams, Emitter, Format, Producer, Source, Spans, StreamSpan, Token,
+};
+use proto_header::{Context, FixedHeaderFormat};
+use proto_tlv::CrcVariant;
+
+use crate::error::{BoxError, ResumeError, SessionError};
+use crate::receive::Check;
+use crate::send::{Arm, Emission};
+use crate::wire::MAX_UNIT;
+
+/// A random-access source a sender reads its file through.
+pub type BoxSource = Box<dyn Source + Send>;
+
+/// Opens the sender's file again (a new [`Source`] over the same bytes):
+/// whenever the sender re-arms.
+pub type Open = Box<dyn FnMut() -> Result<BoxSource, BoxError> + Send>;
+
+/// Makes the emitter of the selected streams, from the start or re-armed
+/// from a token, in the file's format.
+type MakeEmitter =
+    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Emission>, SessionError> + Send>;
+
+/// What a sender offers: one file of a [`Format`] (its streams, each a
+/// context), and how to arm an emitter over any selection of them
+/// ([`Arm`], which [`Sending::resume`](crate::send::Sending::resume) takes).
+pub struct Offer {
+    format: &'static str,
+    open: Open,
+    streams: Vec<StreamSpan>,
+    stream_id: [u8; 16],
+    max_unit: usize,
+    unit_crc: Option<CrcVariant>,
+    make: MakeEmitter,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("format", &self.format)
+            .field("streams", &self.streams)
+            .field("max_unit", &self.max_unit)
+            .field("unit_crc", &self.unit_crc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Offer {
+    /// The streams of the file `open` opens, in `format`: found by one walk
+    /// of its command headers. Emitters it arms make a safe point every
+    /// `safe_every` units (a token names its own interval when resumed).
+    pub fn new<F>(format: F, mut open: Open, safe_every: u64) -> Result<Offer, SessionError>
+    where
+        F: Format + Send + 'static,
+        F::Split: Send,
+    {
+        let mut src = open().map_err(SessionError::Source)?;
+        let streams = list_streams(&format, &mut *src).map_err(source_err)?;
+        // Emitters fill buffers of the file's largest unit, so they never
+        // split a command, and the window reserves what the file needs,
+        // not 16 MiB more for every transfer.
+        let max_unit = streams
+            .iter()
+            .map(|s| s.largest)
+            .max()
+            .unwrap_or(MAX_UNIT)
+            .min(MAX_UNIT);
+        let crcs = streams
+            .iter()
+            .map(|s| format.profile(s.version).map(|p| p.crc))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(source_err)?;
+        let unit_crc = crcs
+            .first()
+            .copied()
+            .filter(|c| crcs.iter().all(|x| x == c));
+        let stream_id = format
+            .producer(src, safe_every)
+            .map_err(source_err)?
+            .stream_id();
+        let name = format.name();
+        let make: MakeEmitter = Box::new(move |spans, token| {
+            let p = format.producer(spans, safe_every).map_err(source_err)?;
+            Ok(match token {
+                Some(t) => Box::new(
+                    Emitter::resume(p, format.split(), t)
+                        .map_err(|e| ResumeError::TokenRefused(e.into()))?,
+                ),
+                None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
+            })
+        });
+        Ok(Offer {
+            format: name,
+            open,
+            streams,
+            stream_id,
+            max_unit,
+            unit_crc,
+            make,
+        })
+    }
+
+    /// The offer of the file `open` opens, in the first of `formats` that
+    /// recognises its first bytes (else the last of them, whose errors say
+    /// what was found).
+    pub fn detect(
+        formats: &[&dyn SessionFormat],
+        mut open: Open,
+        safe_every: u64,
+    ) -> Result<Offer, SessionError> {
+        let longest = formats
+            .iter()
+            .map(|f| f.fixed_header().magic.len())
+            .max()
+            .ok_or_else(|| SessionError::Source(NoFormat.into()))?;
+        let mut src = open().map_err(SessionError::Source)?;
+        let n = src.len().min(longest as u64) as usize;
+        let head = src.read_at(0, n).map_err(source_err)?;
+        let format = detect(formats, head).ok_or_else(|| SessionError::Source(NoFormat.into()))?;
+        format.offer(open, safe_every)
+    }
+
+    /// The format's short name.
+    pub fn format(&self) -> &'static str {
+        self.format
+    }
+
+    /// The streams of the file.
+    pub fn streams(&self) -> &[StreamSpan] {
+        &self.streams
+    }
+
+    /// The contexts offered: one per stream, ids from 1.
+    pub fn contexts(&self) -> Vec<Context> {
+        contexts(&self.streams)
+    }
+
+    /// The stream id (of the first stream): what the sender's HELLO names.
+    pub fn stream_id(&self) -> [u8; 16] {
+        self.stream_id
+    }
+
+    /// The largest unit of the file (at most [`MAX_UNIT`]).
+    pub fn max_unit(&self) -> usize {
+        self.max_unit
+    }
+
+    /// The CRC variant of the file's commands when every stream uses the
+    /// same (large DATA frames then take their CRC from their command's).
+    pub fn unit_crc(&self) -> Option<CrcVariant> {
+        self.unit_crc
+    }
+}
+
+impl Arm for Offer {
+    fn arm(
+        &mut self,
+        selection: &[u32],
+        token: Option<&Token>,
+    ) -> Result<Box<dyn Emission>, SessionError> {
+        let src = (self.open)().map_err(SessionError::Source)?;
+        let ranges: Vec<(u64, u64)> = selection
+            .iter()
+            .filter_map(|id| self.streams.get((*id as usize).checked_sub(1)?))
+            .map(|s| (s.offset, s.len))
+            .collect();
+        let spans = Spans::new(src, &ranges).map_err(source_err)?;
+        (self.make)(spans, token)
+    }
+}
+
+/// A [`Format`] as a session driver takes it, whatever its type: told
+/// apart from others by its fixed header, a receiver's check, a sender's
+/// offer. Every `Format` is one.
+pub trait SessionFormat: Send + Sync {
+    /// A short name for messages.
+    fn name(&self) -> &'static str;
+    /// Its fixed header (the magic it is recognised by).
+    fn fixed_header(&self) -> &FixedHeaderFormat;
+    /// Whether `head` (the first bytes of an input) starts a stream of it.
+    fn recognises(&self, head: &[u8]) -> bool;
+    /// A receiver's check of its units.
+    fn check(&self) -> Box<dyn Check>;
+    /// A sender's offer of the file `open` opens
+    /// ([`Offer::new`]).
+    fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError>;
+}
+
+impl<F> SessionFormat for F
+where
+    F: Format + Send + Sync + 'static,
+    F::Split: Send,
+{
+    fn name(&self) -> &'static str {
+        Format::name(self)
+    }
+    fn fixed_header(&self) -> &FixedHeaderFormat {
+        Format::fixed_header(self)
+    }
+    fn recognises(&self, head: &[u8]) -> bool {
+        Format::recognises(self, head)
+    }
+    fn check(&self) -> Box<dyn Check> {
+        Box::new(self.validator())
+    }
+    fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError> {
+        Offer::new(self.clone(), open, safe_every)
+    }
+}
+
+/// The first of `formats` that recognises `head`, else the last one (whose
+/// errors then say what was found instead of its magic); `None` only when
+/// `formats` is empty.
+pub fn detect<'a>(formats: &[&'a dyn SessionFormat], head: &[u8]) -> Option<&'a dyn SessionFormat> {
+    formats
+        .iter()
+        .find(|f| f.recognises(head))
+        .or(formats.last())
+        .copied()
+}
+
+/// A receiver's check that takes a stream of any of several formats: the
+/// first unit (a stream header) picks the format, as [`detect`] does.
+pub struct Detect {
+    formats: Vec<&'static dyn SessionFormat>,
+    chosen: Option<Box<dyn Check>>,
+}
+
+impl Detect {
+    /// A check of streams of any of `formats` (the last one is the
+    /// fallback: its errors name what was found).
+    pub fn new(formats: &[&'static dyn SessionFormat]) -> Detect {
+        Detect {
+            formats: formats.to_vec(),
+            chosen: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Detect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detect")
+            .field(
+                "formats",
+                &self.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            )
+            .field("chosen", &self.chosen.is_some())
+            .finish()
+    }
+}
+
+impl Check for Detect {
+    fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError> {
+        if self.chosen.is_none() {
+            let f = detect(&self.formats, unit).ok_or(NoFormat)?;
+            self.chosen = Some(f.check());
+        }
+        match &mut self.chosen {
+            Some(c) => c.unit(unit),
+            None => Err(NoFormat.into()),
+        }
+    }
+    fn finish(&self) -> Result<(), BoxError> {
+        match (&self.chosen, self.formats.last()) {
+            (Some(c), _) => c.finish(),
+            // Nothing arrived: the fallback says what is missing.
+            (None, Some(f)) => f.check().finish(),
+            (None, None) => Err(NoFormat.into()),
+        }
+    }
+    fn unit_crc(&self) -> Option<CrcVariant> {
+        self.chosen.as_ref().and_then(|c| c.unit_crc())
+    }
+}
+
+/// A [`Detect`] made with no format at all.
+#[derive(Debug, thiserror::Error)]
+#[error("no stream format to check the stream against")]
+pub struct NoFormat;
+
+/// The source stream failed (its own error kept).
+fn source_err(e: impl Into<BoxError>) -> SessionError {
+    SessionError::Source(e.into())
+}
