@@ -158,7 +158,8 @@ impl Offer {
         contexts(&self.streams)
     }
 
-    /// The stream id (of the first stream): what the sender's HELLO names.
+    /// The id that binds tokens to this file (its producer's): what the
+    /// sender's HELLO names.
     pub fn stream_id(&self) -> [u8; 16] {
         self.stream_id
     }
