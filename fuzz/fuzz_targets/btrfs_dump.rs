@@ -35,11 +35,14 @@
 //! - every parsed known view re-encodes under the stream's profile, the
 //!   result decodes as one command, parses to an equal view, and re-encoding
 //!   that view gives the same bytes (the kernel order is canonical).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::io::{self, Read};
 
-use libfuzzer_sys::fuzz_target;
 use proto_btrfs::{
     BtrfsCommand, BtrfsStream, Dumper, Error, Event as DecEvent, StreamDecoder, StreamReader,
     HEADER_LEN, MAGIC,
@@ -366,7 +369,7 @@ fn via_stream_decoder(bytes: &[u8], piece: usize) -> Vec<Event> {
     events
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     let Some((&v, body)) = data.split_first() else {
         return;
     };

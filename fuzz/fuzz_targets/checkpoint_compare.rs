@@ -29,14 +29,17 @@
 //!   succeed or both fail; `Equal` counts swapped; a divergence with its
 //!   sides swapped), and a stream compared with itself is `Equal` unless it
 //!   cannot be read.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 #[path = "common/checkpoint.rs"]
 mod common;
 
 use arbitrary::Arbitrary;
 use common::*;
-use libfuzzer_sys::fuzz_target;
 use proto_checkpoint::{
     compare, At, Commands, CommandsError, CompareError, Divergence, DivergenceKind,
     Outcome, Side,
@@ -463,7 +466,7 @@ fn mutate(
     }
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let profile = input.profile.profile();
     let list = build(&profile, &input.cmds);
     let a = split(&profile, &list, &input.cuts_a);

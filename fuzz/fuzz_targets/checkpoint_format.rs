@@ -14,9 +14,12 @@
 //!   layouts, the format's own rules);
 //! - then the re-emitted stream (split through small buffers) validates
 //!   and compares equal to the input.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
-use libfuzzer_sys::fuzz_target;
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
+
 use proto_btrfs::Btrfs;
 use proto_checkpoint::native::PRSTREAM;
 use proto_checkpoint::{compare, list_streams, Emitter, Format, Outcome, Units};
@@ -94,7 +97,7 @@ fn units_of<F: Format>(f: &F, data: &[u8]) -> Vec<Vec<u8>> {
     }
 }
 
-fuzz_target!(|input: &[u8]| {
+target!(|input: &[u8]| {
     let Some((&mode, rest)) = input.split_first() else {
         return;
     };

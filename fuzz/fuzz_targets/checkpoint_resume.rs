@@ -41,14 +41,17 @@
 //! valid CRC, and without pieces the output is the input's prefix; every
 //! token the emitter gave re-arms an emitter on the same input, which fails
 //! or ends as the first did.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 #[path = "common/checkpoint.rs"]
 mod common;
 
 use arbitrary::Arbitrary;
 use common::*;
-use libfuzzer_sys::fuzz_target;
 use proto_checkpoint::{
     compare, CommandsError, CommandsProducer, DataSplit, EmitError, Emitter, Fill, Outcome, Token,
     TokenError,
@@ -602,7 +605,7 @@ fn damaged(input: &Input, stream: Vec<u8>) {
     );
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     match &input.mode {
         Mode::WellFormed => well_formed(&input),
         Mode::Damaged { flips, trailing } => {

@@ -33,10 +33,13 @@
 //!   off or added, and any other base64url character at an input-chosen
 //!   position of the text are refused; a header field patched (CRC
 //!   recomputed) is judged as the model says.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use arbitrary::{Arbitrary, Unstructured};
-use libfuzzer_sys::fuzz_target;
 use proto_checkpoint::token::{
     MAX_STATE_LEN, MAX_TOKEN_LEN, TEXT_PREFIX, TOKEN_FIXED_LEN, TOKEN_VERSION,
 };
@@ -487,7 +490,7 @@ fn fields_case(f: Fields) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     // The whole input as bytes and as text first, so that a token (or its
     // text form) as a seed file is read as it is; then as structured input.
     bytes_case(data.to_vec(), false, false, 0);

@@ -10,10 +10,13 @@
 //!   and parses back to itself;
 //! - `advertised` is the largest subset of the supported features closed
 //!   under the dependency table (brute force over 8 feature bits).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use proto_header::{advertised, encode_selection, parse_selection, Error, FeatureDep};
 
 #[derive(Arbitrary, Debug)]
@@ -74,7 +77,7 @@ fn model(bytes: &[u8], base: u64, negotiated: &[u32]) -> Result<(Vec<u32>, usize
     Ok((ids, 4 + len as usize))
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let Input {
         mut negotiated,
         base,

@@ -9,9 +9,12 @@
 //!   magic (so that the version fields are reached on every input);
 //! - a parsed header re-encodes to the same 16 bytes (17 for `BTRFS`, and
 //!   the same for a narrow little-endian format).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
-use libfuzzer_sys::fuzz_target;
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
+
 use proto_header::{
     Endian, Error, FixedHeader, FixedHeaderFormat, IntField, ParsedFixed, Width, BTRFS,
     FIXED_HEADER_LEN,
@@ -83,7 +86,7 @@ fn native(magic: &'static [u8; 8], data: &[u8]) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     native(MAGIC, data);
     if data.len() >= 8 {
         // The same input with the right magic: the version fields are reached.

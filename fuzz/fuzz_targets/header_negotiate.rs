@@ -10,10 +10,13 @@
 //!   at least the larger minimum);
 //! - `VersionTable::negotiate` over a table of the same versions picks the
 //!   entry of the same version.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use proto_header::{negotiate, negotiate_two_way, Error, VersionRange};
 
 #[derive(Arbitrary, Debug)]
@@ -81,7 +84,7 @@ fn two_way_closed(ours: VersionRange, theirs: VersionRange) -> Result<u32, Error
     }
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let Input {
         mut supported,
         mut a,

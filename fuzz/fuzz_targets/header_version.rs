@@ -11,10 +11,13 @@
 //!   appended to its body. Properties: `decode(encode(x)) == x` through
 //!   `read_header`, `len` covers both headers, and a writer whose range
 //!   excludes 1 is refused with `Unsupported`.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use proto_header::{
     read_header, write_body, Context, Endian, Error, FixedHeaderFormat, ReadOptions, V1Header,
     VersionRange, KIT_VERSIONS, LEN_PREFIX, MAX_CONTEXTS, MAX_CONTEXT_NAME_LEN, V1_MAX_BODY_LEN,
@@ -54,7 +57,7 @@ fn offset_of(e: &Error) -> Option<u64> {
     }
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let entry = KIT_VERSIONS.entry(1).expect("v1 entry");
     match input {
         Input::Raw {

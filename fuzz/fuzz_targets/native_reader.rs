@@ -9,11 +9,14 @@
 //!   the stream ends where the reader says (`offset()` after END);
 //! - reading one byte per `read` call gives exactly the same commands and
 //!   the same error as reading it whole.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::io::Read;
 
-use libfuzzer_sys::fuzz_target;
 use proto_stream::header::ReadOptions;
 use proto_stream::native::{Reader, NATIVE_MAGIC};
 
@@ -68,7 +71,7 @@ fn read_all(r: impl Read, len: usize) -> (Vec<(u16, u64, Vec<u8>)>, Option<Strin
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     let mut input = NATIVE_MAGIC.to_vec();
     input.extend_from_slice(data);
     let whole = read_all(&input[..], input.len());

@@ -32,13 +32,16 @@
 //! - fetcher: the output is always whole units of a valid stream (decoded
 //!   with `StreamDecoder`: no partial unit), as many bytes as its stats
 //!   say; `Ok` only when `done()`, the output then a complete stream.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
 use proto_btrfs::{Event, StreamDecoder};
 use proto_session::replay::Limits;
 use proto_checkpoint::Token;
@@ -306,7 +309,7 @@ fn run_fetcher(mode: u8, peer: &mut Peer<'_>) {
         versions(mode),
         &[frame::HELLO, frame::SELECT, frame::ACK, frame::REFUSE],
     );
-    assert_eq!(stats.bytes_written, out.len() as u64);
+    assert_eq!(stats.receive.bytes_delivered, out.len() as u64);
     // Whole units of a valid stream, never a part of one.
     let mut dec = StreamDecoder::new();
     let mut rest = &out[..];
@@ -321,14 +324,14 @@ fn run_fetcher(mode: u8, peer: &mut Peer<'_>) {
             Err(e) => panic!("the output is not a valid stream: {e}"),
         }
     }
-    assert_eq!(units, stats.units);
+    assert_eq!(units, stats.receive.units);
     if r.is_ok() {
         assert!(done);
         dec.finish().expect("a complete stream on Ok");
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };

@@ -22,9 +22,12 @@
 //! - with damage: it completes byte-identical, or ends with a typed error
 //!   (a frame, header or unit refused, or both sides waiting on a frame
 //!   whose length was damaged) and the output a prefix.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
-use libfuzzer_sys::fuzz_target;
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
+
 use proto_session::replay::Limits;
 use proto_session::SessionError;
 
@@ -56,7 +59,7 @@ impl Input<'_> {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     let mut input = Input(data);
     let mode = input.u8();
     let stream = if mode & 1 == 0 { DATA } else { SAMPLE };

@@ -34,12 +34,15 @@
 //!   application has every message pushed exactly once, in order (a
 //!   restarted receiver gets again what it had not made durable), and the
 //!   window is empty. No operation panics.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use proto_session::replay::{Accept, Limits, Receiver, ReplayError, Resend, Sender};
 
 /// Operations per input.
@@ -571,7 +574,7 @@ impl Sim {
     }
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let limits = Limits {
         max_bytes: usize::from(input.max_bytes),
         max_messages: usize::from(input.max_messages % 17),

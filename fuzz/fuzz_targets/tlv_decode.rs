@@ -25,12 +25,15 @@
 //!   same count as `needed()`; `offset()` is the stream offset of the next
 //!   byte expected, `commands()` the count so far; a failed decoder stays
 //!   failed.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::io::{self, Read};
 
 use arbitrary::Unstructured;
-use libfuzzer_sys::fuzz_target;
 use proto_tlv::{
     decode_command, Command, Commands, CrcVariant, Decoder, Error, ErrorKind, OwnedCommand,
     Profile, ReadDecoder, ReadError, Step, ATTR_HEADER_LEN, CMD_HEADER_LEN,
@@ -340,7 +343,7 @@ fn via_read(
     (seen, outcome)
 }
 
-fuzz_target!(|data: &[u8]| {
+target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     for profile in profiles() {
         let (expected, end) = one_shot(data, profile);

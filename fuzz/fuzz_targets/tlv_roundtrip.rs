@@ -25,10 +25,13 @@
 //! - the concatenation of the encoded commands decodes with `Commands` to the
 //!   same list, up to the first END (then nothing more), or ends with
 //!   `MissingEnd` at its end.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
+
+#[macro_use]
+#[path = "common/harness.rs"]
+mod harness;
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use proto_tlv::{
     decode_command, encode_command, encode_command_into, encoded_len, Commands, CrcVariant,
     ErrorKind, OwnedCommand, Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN,
@@ -160,7 +163,7 @@ fn check_error(e: &proto_tlv::Error, want: &Expect, profile: &Profile) {
     }
 }
 
-fuzz_target!(|input: Input| {
+target!(|input: Input| {
     let profile = input.profile.profile();
     let mut cmds = input.cmds;
     // Inflate a few values (bounded, to keep runs fast).
