@@ -17,6 +17,7 @@ mod input;
 mod inspect;
 mod native;
 mod session;
+mod transfer;
 use input::Visit;
 use proto_stream::native::NATIVE_MAGIC;
 
@@ -118,6 +119,56 @@ enum Cmd {
         #[command(flatten)]
         opts: ServeOpts,
     },
+    /// Send a stream file (btrfs or native) to a `receive` that keeps its
+    /// position durably, over as many connections as it takes (the
+    /// low-level pair `serve`/`fetch` keeps nothing on disk). Exactly one of
+    /// --to, --listen, --stdio.
+    #[command(after_help = EXIT_CODES, group(clap::ArgGroup::new("peer").required(true).args(["to", "listen", "stdio"])))]
+    Send {
+        /// The stream file (btrfs or native, told apart by magic).
+        source: PathBuf,
+        /// Connect to the receiver: tcp://HOST:PORT (ssh destinations are
+        /// not built yet).
+        #[arg(long, value_name = "DEST")]
+        to: Option<String>,
+        /// Listen for the receiver on HOST:PORT (printed first on stdout).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Speak the session on standard input and output (under ssh).
+        #[arg(long)]
+        stdio: bool,
+        /// Hold what is sent to this many bytes per second.
+        #[arg(long, value_name = "BYTES_PER_S", default_value_t = 0)]
+        rate_limit: u64,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Receive a stream from `send` into OUT: units are written to
+    /// OUT.part and acknowledged once fsync'd with a state file beside it
+    /// (OUT.part.state); run again after a crash or kill, it resumes there.
+    /// OUT appears once the stream is complete and verified.
+    #[command(after_help = EXIT_CODES, group(clap::ArgGroup::new("peer").args(["from", "listen", "stdio"])))]
+    Receive {
+        /// The file to make.
+        out: PathBuf,
+        /// Connect to the sender: tcp://HOST:PORT.
+        #[arg(long, value_name = "SRC", required_unless_present_any = ["listen", "stdio", "abort"])]
+        from: Option<String>,
+        /// Listen for the sender on HOST:PORT (printed first on stdout).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Speak the session on standard input and output (under ssh).
+        #[arg(long)]
+        stdio: bool,
+        /// Drop the partial transfer of OUT (OUT.part and its state).
+        #[arg(long, conflicts_with = "peer")]
+        abort: bool,
+        /// The contexts to receive, by name or id, comma-separated.
+        #[arg(long, value_name = "A,B")]
+        contexts: Option<String>,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
     /// Fetch a stream from `serve` into a file, reconnecting after
     /// failures. Every unit is checked before it is written. Prints the
     /// bytes received, the bytes resent and the reconnects.
@@ -168,6 +219,48 @@ struct ServeOpts {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Exit codes of `send` and `receive`.
+const EXIT_CODES: &str = "Exit status: 0 done; 1 bad input or another failure; 2 usage; 3 refused by the peer; 4 gave up reconnecting; 5 local I/O error.";
+
+/// Options shared by `send` and `receive`.
+#[derive(clap::Args)]
+struct TransferOpts {
+    /// Allow plain TCP beyond loopback (unauthenticated: whoever connects
+    /// gets or gives the stream).
+    #[arg(long)]
+    insecure: bool,
+    /// Keep reconnecting (or waiting for the peer) this many seconds
+    /// without progress.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    retry_for: f64,
+    /// A connection that stays silent this long is dropped; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    io_timeout: f64,
+    /// Print the summary as JSON (on stderr with --stdio).
+    #[arg(long)]
+    json: bool,
+}
+
+impl TransferOpts {
+    fn common<'a>(
+        &self,
+        to: &'a Option<String>,
+        listen: &'a Option<String>,
+    ) -> transfer::Common<'a> {
+        transfer::Common {
+            peer: match (to, listen) {
+                (Some(t), _) => transfer::Peer::To(t),
+                (None, Some(l)) => transfer::Peer::Listen(l),
+                (None, None) => transfer::Peer::Stdio,
+            },
+            insecure: self.insecure,
+            retry_for: self.retry_for,
+            io_timeout: self.io_timeout,
+            json: self.json,
+        }
+    }
 }
 
 /// Options of `fetch`.
@@ -305,6 +398,15 @@ pub(crate) enum Failure {
         b: String,
         b_native: bool,
     },
+    /// A peer address refused or unusable (`send`, `receive`).
+    Address(transfer::AddressError),
+    /// The receiver's kept transfer (`receive`).
+    Durable(proto_stream::session::DurableError),
+    /// No progress for `--retry-for` seconds (`send`, `receive --listen`).
+    GaveUp {
+        waited: f64,
+        last: Box<proto_stream::session::SessionError>,
+    },
     /// A failure in one of two streams (`compare`).
     Side(&'static str, Box<Failure>),
 }
@@ -412,6 +514,12 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Side(side, e) => write!(f, "stream {side}: {e}"),
+            Failure::Address(e) => e.fmt(f),
+            Failure::Durable(e) => e.fmt(f),
+            Failure::GaveUp { waited, last } => write!(
+                f,
+                "gave up after {waited} s without progress (--retry-for); last: {last}"
+            ),
         }
     }
 }
@@ -420,6 +528,33 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Stream(e)
     }
+}
+
+/// The exit status of `send` and `receive` ([`EXIT_CODES`]), the error
+/// printed first.
+fn exit_code(r: Result<(), Failure>) -> ExitCode {
+    use proto_stream::session::{FetchError, SessionError};
+    let Err(e) = r else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("proto-stream: error: {e}");
+    let session = |s: &SessionError| match s {
+        SessionError::Refused { .. } => 3,
+        SessionError::Output(_) => 5,
+        _ => 1,
+    };
+    ExitCode::from(match &e {
+        Failure::Session(s) => session(s),
+        Failure::Fetch { error, .. } => match error {
+            FetchError::Unreachable { .. } | FetchError::Stalled { .. } => 4,
+            FetchError::Session(s) => session(s),
+            _ => 1,
+        },
+        Failure::GaveUp { .. } => 4,
+        Failure::Io { .. } => 5,
+        Failure::Durable(proto_stream::session::DurableError::Io { .. }) => 5,
+        _ => 1,
+    })
 }
 
 fn main() -> ExitCode {
@@ -452,6 +587,41 @@ fn main() -> ExitCode {
             io_timeout: o.io_timeout,
             json: o.json,
         }),
+        Cmd::Send {
+            source,
+            to,
+            listen,
+            stdio: _,
+            rate_limit,
+            opts,
+        } => {
+            let r = transfer::send(&transfer::SendArgs {
+                source,
+                common: opts.common(to, listen),
+                rate_limit: *rate_limit,
+            });
+            return exit_code(r);
+        }
+        Cmd::Receive {
+            out,
+            from,
+            listen,
+            stdio: _,
+            abort,
+            contexts,
+            opts,
+        } => {
+            let r = if *abort {
+                transfer::abort(out)
+            } else {
+                transfer::receive(&transfer::ReceiveArgs {
+                    out,
+                    common: opts.common(from, listen),
+                    contexts: contexts.as_deref(),
+                })
+            };
+            return exit_code(r);
+        }
         Cmd::Fetch { addr, opts: o } => session::fetch(&session::FetchArgs {
             addr,
             out: &o.out,

@@ -8,13 +8,13 @@
 //! Every child process is killed when its handle drops, and every wait has
 //! a deadline: a hung test fails, it does not hang.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use proto_stream::btrfs::Btrfs;
@@ -23,35 +23,8 @@ use proto_stream::checkpoint::{list_streams, Format, StreamSpan};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-fn skipped(what: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "proto-stream-session-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{skipped, start, Proc, TempDir};
 
 /// A full stream with an incremental one after it (two contexts), written
 /// into `dir`: its path and bytes.
@@ -97,105 +70,6 @@ fn largest_unit(bytes: &[u8]) -> u64 {
 }
 
 // ------------------------------------------------------------- processes
-
-/// A running `proto-stream`: killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    out: Option<JoinHandle<()>>,
-    err: Option<JoinHandle<String>>,
-}
-
-fn start(name: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_proto-stream"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let out = std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stderr = child.stderr.take().unwrap();
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    Proc {
-        name: name.to_string(),
-        child,
-        lines,
-        out: Some(out),
-        err: Some(err),
-    }
-}
-
-impl Proc {
-    /// The next line on its stdout.
-    #[track_caller]
-    fn line(&self, deadline: Instant) -> String {
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.lines
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("{}: no line on stdout: {e}", self.name))
-    }
-
-    /// Waits for it to exit: its status, the rest of its stdout, its
-    /// stderr.
-    #[track_caller]
-    fn wait(&mut self, deadline: Instant) -> (ExitStatus, Vec<String>, String) {
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not exit in time: hung", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        if let Some(h) = self.out.take() {
-            h.join().unwrap();
-        }
-        let err = self
-            .err
-            .take()
-            .map(|h| h.join().unwrap())
-            .unwrap_or_default();
-        (status, self.lines.try_iter().collect(), err)
-    }
-
-    /// Waits for a successful exit; returns its last stdout line as JSON.
-    #[track_caller]
-    fn json(&mut self, deadline: Instant) -> serde_json::Value {
-        let (status, lines, err) = self.wait(deadline);
-        assert!(status.success(), "{}: {status}: {err}", self.name);
-        let last = lines
-            .last()
-            .unwrap_or_else(|| panic!("{}: no output", self.name));
-        let v: serde_json::Value =
-            serde_json::from_str(last).unwrap_or_else(|e| panic!("{}: {e}: {last}", self.name));
-        assert_eq!(v["ok"], true, "{}: {v}", self.name);
-        v
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `serve FILE --listen LISTEN ...`: the process and the address it
 /// printed first.

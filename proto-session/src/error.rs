@@ -170,6 +170,20 @@ pub enum ResumeError {
     /// The sender has no transfer to continue (it ended or was forgotten).
     #[error("the sender has no transfer to continue")]
     NoTransfer,
+    /// The receiver holds part of another stream than the one the sender
+    /// offers (a file replaced under the same name, another sender): what
+    /// it holds is never continued with another stream's units.
+    #[error(
+        "the receiver holds part of stream {}, the sender offers stream {}",
+        proto_header::stream_id_hex(kept),
+        proto_header::stream_id_hex(offered)
+    )]
+    OtherStream {
+        /// The stream id the receiver's units belong to.
+        kept: [u8; 16],
+        /// The stream id the sender offers.
+        offered: [u8; 16],
+    },
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! ```
 
 use proto_checkpoint::{
-    contexts, list_streams, Emitter, Format, Producer, Source, Spans, StreamSpan, Token,
+    contexts, list_streams, Emitter, Format, Producer, Source, Spans, StreamSpan, Token, Units,
 };
 use proto_header::{Context, FixedHeaderFormat};
 use proto_tlv::CrcVariant;
@@ -208,6 +208,11 @@ pub trait SessionFormat: Send + Sync {
     /// A sender's offer of the file `open` opens
     /// ([`Offer::new`]).
     fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError>;
+    /// A receiver's check that has seen the first `len` bytes of `src`
+    /// (whole units, as a receiver that restarted kept them): each unit
+    /// checked again, so that the check goes on from there and a damaged
+    /// kept prefix is an error, not part of the output.
+    fn revalidate(&self, src: BoxSource, len: u64) -> Result<Box<dyn Check>, BoxError>;
 }
 
 impl<F> SessionFormat for F
@@ -230,6 +235,36 @@ where
     fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError> {
         Offer::new(self.clone(), open, safe_every)
     }
+    fn revalidate(&self, src: BoxSource, len: u64) -> Result<Box<dyn Check>, BoxError> {
+        let mut check = self.validator();
+        let mut units = self.units(src);
+        while check.offset() < len {
+            let unit = units.current()?.ok_or(KeptPrefix {
+                offset: check.offset(),
+                len,
+            })?;
+            if check.offset() + unit.bytes.len() as u64 > len {
+                return Err(KeptPrefix {
+                    offset: check.offset(),
+                    len,
+                }
+                .into());
+            }
+            check.unit(unit.bytes)?;
+            units.advance()?;
+        }
+        Ok(Box::new(check))
+    }
+}
+
+/// A kept prefix does not end on a unit boundary (or ends early).
+#[derive(Debug, thiserror::Error)]
+#[error("the kept prefix of {len} bytes does not end on a unit boundary (the unit at byte {offset} runs past it)")]
+pub struct KeptPrefix {
+    /// Where the unit that runs past the prefix starts.
+    pub offset: u64,
+    /// The prefix's length.
+    pub len: u64,
 }
 
 /// The first of `formats` that recognises `head`, else the last one (whose

@@ -61,6 +61,23 @@ pub struct ReceiveStats {
     pub duplicates: u64,
 }
 
+/// Where a receiver stands, as it must keep it across its own restarts
+/// ([`Receiving::position`], [`Receiving::restore`]): the last seq it has,
+/// the sender instance it came from and the latest checkpoint token (so
+/// that a sender that lost its window re-arms from it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The last seq received (every unit up to it handed out).
+    pub received: u64,
+    /// The sender instance it was received from (zero: none yet).
+    pub instance: [u8; 16],
+    /// The latest checkpoint token and its seq (at most `received`).
+    pub token: Option<(u64, Vec<u8>)>,
+    /// The seq of the last unit, once the sender said FINISH (every unit
+    /// is then here and checked; only the goodbye may be missing).
+    pub last: Option<u64>,
+}
+
 /// What to do with a frame's outcome ([`Receiving::handle`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Action<'a> {
@@ -115,6 +132,30 @@ impl Receiving {
             done: false,
             connections: 0,
             stats: ReceiveStats::default(),
+        }
+    }
+
+    /// A transfer resumed by a receiver that restarted: it has every unit
+    /// up to `at.received` durably, and `check` has seen them all (the
+    /// caller feeds it the units it kept). The first connection states
+    /// `at` in its SELECT.
+    pub fn restore(check: Box<dyn Check>, at: Position) -> Self {
+        let mut r = Receiving::new(check);
+        r.rx = Receiver::new(at.received);
+        r.instance = at.instance;
+        r.token = at.token.filter(|(seq, _)| *seq <= at.received);
+        r.last = at.last.filter(|l| *l == at.received);
+        r
+    }
+
+    /// Where the receiver stands: what to keep durably with the units
+    /// handed out so far, for [`Receiving::restore`].
+    pub fn position(&self) -> Position {
+        Position {
+            received: self.rx.last_received(),
+            instance: self.instance,
+            token: self.token.clone(),
+            last: self.last,
         }
     }
 

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{resolve_contexts, Accept, Handshake};
 use proto_session::offer::{Detect, SessionFormat};
-use proto_session::receive::{Check, ReceiveStats, Receiving};
+use proto_session::receive::{Check, Position, ReceiveStats, Receiving};
 use proto_session::retry::{Retry, RetryPolicy, Verdict};
 
 use super::conn::Conn;
 use super::{
-    SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES, SESSION_VERSIONS,
+    ResumeError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES,
+    SESSION_VERSIONS,
 };
 
 /// How a [`Fetcher`] behaves.
@@ -52,13 +53,56 @@ pub struct FetchStats {
     pub receive: ReceiveStats,
 }
 
+/// Where a fetcher writes the units it checked, and how it makes them
+/// durable before it acknowledges them. Every `Write` is one (`commit`
+/// flushes it); [`DurableFile`](super::DurableFile) also keeps, with each
+/// commit, where the receiver stands, so that a restarted receiver resumes.
+pub trait Output {
+    /// Appends one checked unit.
+    fn write_unit(&mut self, unit: &[u8]) -> io::Result<()>;
+    /// Makes every unit written so far durable; `kept` is where the
+    /// receiver then stands (to keep with them when the output outlives
+    /// the process).
+    fn commit(&mut self, kept: &Kept) -> io::Result<()>;
+}
+
+impl<W: Write> Output for W {
+    fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
+        self.write_all(unit)
+    }
+    fn commit(&mut self, _: &Kept) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+/// What a receiver keeps durably beside its output, to resume after a
+/// restart ([`Fetcher::restore`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// Where the session stood: last seq, sender instance, latest token.
+    pub position: Position,
+    /// The stream the units belong to (the sender's stream id).
+    pub stream_id: [u8; 16],
+    /// The contexts selected.
+    pub selection: Vec<u32>,
+    /// Bytes of the output (whole units, every one up to
+    /// `position.received`).
+    pub len: u64,
+}
+
 /// The receiving side: fetches a stream into `out` over as many
 /// connections as it takes, checking every unit (stream header or command,
 /// CRC included) before it is written, so that the output only ever holds
 /// a prefix of a valid stream.
-pub struct Fetcher<W: Write> {
+pub struct Fetcher<W: Output> {
     config: FetchConfig,
     out: W,
+    /// The stream the units belong to (the sender's HELLO names it): set
+    /// by the first handshake, or by what a restarted receiver kept; a
+    /// sender that offers another is refused.
+    stream_id: Option<[u8; 16]>,
+    /// Output bytes kept from before this fetcher (a restarted receiver's).
+    kept_len: u64,
     session: Receiving,
     offered: Vec<Context>,
     selection: Option<Vec<u32>>,
@@ -66,7 +110,7 @@ pub struct Fetcher<W: Write> {
     wire_bytes: u64,
 }
 
-impl<W: Write> Fetcher<W> {
+impl<W: Output> Fetcher<W> {
     /// A fetcher writing into `out` (a new transfer) that takes a stream
     /// of any of the kit's formats (btrfs or native `PRSTREAM`), told apart
     /// by the magic of the first unit.
@@ -85,11 +129,59 @@ impl<W: Write> Fetcher<W> {
         Fetcher {
             config,
             out,
+            stream_id: None,
+            kept_len: 0,
             session: Receiving::new(check),
             offered: Vec::new(),
             selection: None,
             wire_bytes: 0,
         }
+    }
+
+    /// A fetcher that continues a transfer a receiver kept durably (see
+    /// [`DurableFile`](super::DurableFile)): `out` holds its first
+    /// `kept.len` bytes, and `check` has seen them
+    /// ([`SessionFormat::revalidate`]). Its first connection states where
+    /// it stood; a sender that offers another stream is refused
+    /// ([`ResumeError::OtherStream`](super::ResumeError::OtherStream)).
+    pub fn restore(check: Box<dyn Check>, out: W, config: FetchConfig, kept: Kept) -> Self {
+        Fetcher {
+            config,
+            out,
+            stream_id: Some(kept.stream_id),
+            kept_len: kept.len,
+            session: Receiving::restore(check, kept.position),
+            offered: Vec::new(),
+            selection: Some(kept.selection),
+            wire_bytes: 0,
+        }
+    }
+
+    /// What to keep durably with the output as it stands: where the
+    /// receiver is, the stream, the selection, the output's length.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            position: self.session.position(),
+            stream_id: self.stream_id.unwrap_or_default(),
+            selection: self.selection.clone().unwrap_or_default(),
+            len: self.kept_len + self.session.stats().bytes_delivered,
+        }
+    }
+
+    /// Bytes of the output kept from before this fetcher (where a
+    /// restarted receiver resumed).
+    pub fn resumed_from(&self) -> u64 {
+        self.kept_len
+    }
+
+    /// The output, to look at.
+    pub fn output(&self) -> &W {
+        &self.out
+    }
+
+    fn commit(&mut self) -> Result<(), SessionError> {
+        let kept = self.kept();
+        self.out.commit(&kept).map_err(SessionError::Output)
     }
 
     /// Whether the transfer is complete (the sender said goodbye).
@@ -143,7 +235,7 @@ impl<W: Write> Fetcher<W> {
         if self.session.connections() > 0 {
             // The seq stated in the handshake lets the sender drop what it
             // covers: make it durable first.
-            self.out.flush().map_err(SessionError::Output)?;
+            self.commit()?;
         }
         self.session.connect()?;
         let mut conn = Conn::new(io);
@@ -218,7 +310,18 @@ impl<W: Write> Fetcher<W> {
             contexts: Vec::new(),
         };
         let shared = Handshake::new(self.config.versions, self.config.required, hello);
-        self.offered = conn.handshake(shared)?.peer.contexts;
+        let peer = conn.handshake(shared)?.peer;
+        match self.stream_id {
+            Some(kept) if kept != peer.stream_id => {
+                return Err(ResumeError::OtherStream {
+                    kept,
+                    offered: peer.stream_id,
+                }
+                .into())
+            }
+            _ => self.stream_id = Some(peer.stream_id),
+        }
+        self.offered = peer.contexts;
 
         let ids = match &self.selection {
             Some(ids) => ids.clone(),
@@ -241,11 +344,11 @@ impl<W: Write> Fetcher<W> {
             let inc = conn.read_incoming("in the transfer", unit_crc)?;
             let action = self.session.handle(inc)?;
             if let Some(unit) = action.deliver {
-                self.out.write_all(unit).map_err(SessionError::Output)?;
+                self.out.write_unit(unit).map_err(SessionError::Output)?;
             }
             let (ack, done) = (action.ack, action.done);
             if ack {
-                self.out.flush().map_err(SessionError::Output)?;
+                self.commit()?;
                 self.session.durable(conn.framer())?;
                 conn.flush()?;
             }

@@ -69,21 +69,25 @@
 
 mod client;
 mod conn;
+mod durable;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod rate;
 mod server;
 
-pub use client::{FetchConfig, FetchError, FetchStats, Fetcher};
+pub use client::{FetchConfig, FetchError, FetchStats, Fetcher, Kept, Output};
+pub use durable::{DurableError, DurableFile};
 #[cfg(feature = "fault-injection")]
 pub use faults::DropEvery;
 /// The sans-IO seq/ack replay this session is built on (`proto-session`).
 pub use proto_session::replay;
 pub use proto_session::retry::RetryPolicy;
+pub use rate::RateLimit;
 pub use server::{Served, Server, ServerConfig, ServerStats};
 
 pub use proto_session::error::{BoxError, ResumeError, SessionError};
 pub use proto_session::offer::{Detect, Offer, SessionFormat};
-pub use proto_session::receive::ReceiveStats;
+pub use proto_session::receive::{Position, ReceiveStats};
 pub use proto_session::send::SendStats;
 
 /// The kit's formats as [`Server::open`] and [`Fetcher::new`] tell them

@@ -1,0 +1,432 @@
+//! `send` and `receive`: a transfer between two processes that survives
+//! disconnects and restarts of either side. The receiver keeps its
+//! position durably (`OUT.part` and its state); a restarted receiver
+//! resumes where its last acknowledgement stood, and `OUT` appears only
+//! once the stream is complete and verified.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proto_stream::session::{
+    DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, ResumeError, RetryPolicy, Server,
+    ServerConfig, SessionError, KIT_FORMATS,
+};
+
+use crate::Failure;
+
+/// Where the peer is.
+pub enum Peer<'a> {
+    /// Connect to `tcp://HOST:PORT`.
+    To(&'a str),
+    /// Listen on `ADDR` (`HOST:PORT`).
+    Listen(&'a str),
+    /// Standard input and output (under ssh, say).
+    Stdio,
+}
+
+/// What `send` and `receive` share.
+pub struct Common<'a> {
+    pub peer: Peer<'a>,
+    pub insecure: bool,
+    pub retry_for: f64,
+    pub io_timeout: f64,
+    pub json: bool,
+}
+
+/// Why an address is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0}: expected tcp://HOST:PORT")]
+    NotTcp(String),
+    #[error("{0}: the ssh transport is not built yet; run `proto-stream receive --stdio OUT` under ssh yourself, or use tcp:// on loopback")]
+    Ssh(String),
+    #[error("{addr}: resolves to {ip}, not a loopback address: plain TCP is unauthenticated (whoever connects gets the stream); give --insecure to allow it")]
+    NotLoopback { addr: String, ip: std::net::IpAddr },
+    #[error("{0}: {1}")]
+    Resolve(String, io::Error),
+}
+
+/// Resolves `addr` (`HOST:PORT`), refusing addresses beyond this machine
+/// unless `insecure`.
+fn resolve(addr: &str, insecure: bool) -> Result<Vec<SocketAddr>, AddressError> {
+    let all: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| AddressError::Resolve(addr.to_owned(), e))?
+        .collect();
+    if !insecure {
+        if let Some(a) = all.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(AddressError::NotLoopback {
+                addr: addr.to_owned(),
+                ip: a.ip(),
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// `tcp://HOST:PORT` to `HOST:PORT`.
+fn tcp_addr(dest: &str) -> Result<&str, AddressError> {
+    if let Some(a) = dest.strip_prefix("tcp://") {
+        return Ok(a.trim_end_matches('/'));
+    }
+    if dest.starts_with("ssh://") || dest.contains(':') && !dest.contains("://") {
+        return Err(AddressError::Ssh(dest.to_owned()));
+    }
+    Err(AddressError::NotTcp(dest.to_owned()))
+}
+
+fn secs(s: f64) -> Option<Duration> {
+    (s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(secs(io_timeout))?;
+    conn.set_write_timeout(secs(io_timeout))
+}
+
+/// Standard input and output as one connection.
+struct Stdio {
+    r: io::Stdin,
+    w: io::Stdout,
+}
+
+impl Read for Stdio {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.r.read(buf)
+    }
+}
+
+impl Write for Stdio {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+fn stdio() -> Stdio {
+    Stdio {
+        r: io::stdin(),
+        w: io::stdout(),
+    }
+}
+
+/// Prints `listening on ADDR` first on stdout (tests and scripts read it).
+fn listen(addr: &str, insecure: bool) -> Result<TcpListener, Failure> {
+    let addrs = resolve(addr, insecure).map_err(Failure::Address)?;
+    let listener = TcpListener::bind(&addrs[..]).map_err(|e| Failure::io(addr, e))?;
+    let local = listener.local_addr().map_err(|e| Failure::io(addr, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Failure::io(addr, e))?;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "listening on {local}");
+    let _ = out.flush();
+    Ok(listener)
+}
+
+/// The next connection on `listener`, or `None` once `deadline` passed.
+fn accept(listener: &TcpListener, deadline: Instant) -> Result<Option<TcpStream>, Failure> {
+    loop {
+        match listener.accept() {
+            Ok((c, _)) => {
+                c.set_nonblocking(false)
+                    .map_err(|e| Failure::io("accept", e))?;
+                return Ok(Some(c));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::io("accept", e)),
+        }
+    }
+}
+
+/// What `send` was asked.
+pub struct SendArgs<'a> {
+    pub source: &'a Path,
+    pub common: Common<'a>,
+    pub rate_limit: u64,
+}
+
+pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
+    let c = &a.common;
+    let mut server = Server::open(a.source, ServerConfig::default()).map_err(Failure::Session)?;
+    let retry_for = Duration::from_secs_f64(c.retry_for.max(0.0));
+    let outcome = match c.peer {
+        Peer::Stdio => server
+            .serve(RateLimit::new(stdio(), a.rate_limit))
+            .map_err(Failure::Session)?,
+        Peer::To(dest) => {
+            let addr = tcp_addr(dest).map_err(Failure::Address)?;
+            let addrs = resolve(addr, c.insecure).map_err(Failure::Address)?;
+            let mut last_progress = Instant::now();
+            loop {
+                let before = server.stats().send.units_sent - server.stats().send.units_resent;
+                let r = TcpStream::connect(&addrs[..]).and_then(|conn| {
+                    setup(&conn, c.io_timeout)?;
+                    Ok(conn)
+                });
+                let r = match r {
+                    Ok(conn) => server.serve(RateLimit::new(conn, a.rate_limit)),
+                    Err(e) => Err(SessionError::Io(e)),
+                };
+                match r {
+                    Ok(served) => break served,
+                    Err(e) if sender_goes_on(&e) => {
+                        let s = server.stats().send;
+                        if s.units_sent - s.units_resent > before {
+                            last_progress = Instant::now();
+                        }
+                        if last_progress.elapsed() >= retry_for {
+                            return Err(Failure::GaveUp {
+                                waited: retry_for.as_secs_f64(),
+                                last: Box::new(e),
+                            });
+                        }
+                        eprintln!("proto-stream: send: to {dest}: {e}; connecting again");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(Failure::Session(e)),
+                }
+            }
+        }
+        Peer::Listen(addr) => {
+            let listener = listen(addr, c.insecure)?;
+            let mut deadline = Instant::now() + retry_for;
+            loop {
+                let Some(conn) = accept(&listener, deadline)? else {
+                    return Err(Failure::GaveUp {
+                        waited: retry_for.as_secs_f64(),
+                        last: Box::new(SessionError::Io(io::ErrorKind::TimedOut.into())),
+                    });
+                };
+                if let Err(e) = setup(&conn, c.io_timeout) {
+                    eprintln!("proto-stream: send: a connection: {e}");
+                    continue;
+                }
+                let before = server.stats().send.units_sent;
+                match server.serve(RateLimit::new(conn, a.rate_limit)) {
+                    Ok(served) => break served,
+                    Err(e) if sender_goes_on(&e) => {
+                        if server.stats().send.units_sent > before {
+                            deadline = Instant::now() + retry_for;
+                        }
+                        eprintln!("proto-stream: send: a connection ended: {e}");
+                    }
+                    Err(e) => return Err(Failure::Session(e)),
+                }
+            }
+        }
+    };
+    let s = server.stats();
+    if c.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "units": outcome.units,
+            "connections": s.connections,
+            "refused": s.refused,
+            "bytes_sent": s.send.bytes_sent,
+            "bytes_resent": s.send.bytes_resent,
+            "resumed_by_seq": s.send.resumed_by_seq,
+            "resumed_by_token": s.send.resumed_by_token,
+            "units_skipped": s.send.units_skipped,
+        });
+        summary(&c.peer, &v.to_string());
+    } else {
+        summary(
+            &c.peer,
+            &format!(
+                "sent {} units over {} connections: {} bytes, {} resent",
+                outcome.units, s.connections, s.send.bytes_sent, s.send.bytes_resent
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Whether a sender waits for the receiver to come back after `e`: a
+/// broken connection, or a refusal a stray or restarted peer caused. Only
+/// a broken source ends it.
+fn sender_goes_on(e: &SessionError) -> bool {
+    !matches!(e, SessionError::Source(_))
+}
+
+/// What `receive` was asked.
+pub struct ReceiveArgs<'a> {
+    pub out: &'a Path,
+    pub common: Common<'a>,
+    pub contexts: Option<&'a str>,
+}
+
+pub fn abort(out: &Path) -> Result<(), Failure> {
+    let had = DurableFile::abort(out).map_err(Failure::Durable)?;
+    eprintln!(
+        "proto-stream: receive: {}",
+        if had {
+            "the partial transfer was dropped"
+        } else {
+            "no partial transfer to drop"
+        }
+    );
+    Ok(())
+}
+
+pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
+    let c = &a.common;
+    let (file, kept) = DurableFile::open(a.out).map_err(Failure::Durable)?;
+    let config = FetchConfig {
+        contexts: a
+            .contexts
+            .map(|s| s.split(',').map(|c| c.trim().to_owned()).collect())
+            .unwrap_or_default(),
+        ..FetchConfig::default()
+    };
+    let mut f = match kept {
+        Some(kept) => {
+            let check = file
+                .revalidate(&KIT_FORMATS, kept.len)
+                .map_err(Failure::Durable)?;
+            eprintln!(
+                "proto-stream: receive: resuming {} at byte {} (seq {})",
+                file.part_path().display(),
+                kept.len,
+                kept.position.received
+            );
+            Fetcher::restore(check, file, config, kept)
+        }
+        None => Fetcher::new(file, config),
+    };
+    let retry_for = Duration::from_secs_f64(c.retry_for.max(0.0));
+    let from = match c.peer {
+        Peer::To(s) => s.to_owned(),
+        Peer::Listen(s) => s.to_owned(),
+        Peer::Stdio => "standard input".to_owned(),
+    };
+    let fetch_failure = |f: &Fetcher<DurableFile>, error| Failure::Fetch {
+        from: from.clone(),
+        error,
+        out: f.output().part_path().display().to_string(),
+        units: f.kept().position.received,
+    };
+    // A receiver killed after the last unit was durable but before the
+    // rename has nothing to fetch: it still tells a sender that waits for
+    // the last acknowledgement, but a sender that is gone is no failure.
+    let bye = match c.peer {
+        Peer::Stdio => match f.fetch(stdio()) {
+            Ok(()) => true,
+            Err(_) if f.finished() => false,
+            Err(e) => return Err(fetch_failure(&f, FetchError::Session(e))),
+        },
+        Peer::To(src) => {
+            let addr = tcp_addr(src).map_err(Failure::Address)?;
+            let addrs = resolve(addr, c.insecure).map_err(Failure::Address)?;
+            let policy = RetryPolicy {
+                retry_for,
+                max_stalls: 50,
+            };
+            let connect = || {
+                let conn = TcpStream::connect(&addrs[..])?;
+                setup(&conn, c.io_timeout)?;
+                Ok(conn)
+            };
+            match f.fetch_retrying(connect, policy) {
+                Ok(bye) => bye,
+                Err(error) => return Err(fetch_failure(&f, error)),
+            }
+        }
+        Peer::Listen(addr) => {
+            let listener = listen(addr, c.insecure)?;
+            let wait = if f.finished() {
+                retry_for.min(Duration::from_secs(5))
+            } else {
+                retry_for
+            };
+            let mut deadline = Instant::now() + wait;
+            loop {
+                let Some(conn) = accept(&listener, deadline)? else {
+                    if f.finished() {
+                        break false;
+                    }
+                    return Err(Failure::GaveUp {
+                        waited: retry_for.as_secs_f64(),
+                        last: Box::new(SessionError::Io(io::ErrorKind::TimedOut.into())),
+                    });
+                };
+                if let Err(e) = setup(&conn, c.io_timeout) {
+                    eprintln!("proto-stream: receive: a connection: {e}");
+                    continue;
+                }
+                let before = f.received();
+                match f.fetch(conn) {
+                    Ok(()) => break true,
+                    // A broken connection, or a stray sender offering
+                    // another stream: wait for the right one.
+                    Err(_) if f.finished() => break false,
+                    Err(e) if e.retryable() || is_other_stream(&e) => {
+                        if f.received() > before {
+                            deadline = Instant::now() + retry_for;
+                        }
+                        eprintln!("proto-stream: receive: a connection ended: {e}");
+                    }
+                    Err(e) => return Err(fetch_failure(&f, FetchError::Session(e))),
+                }
+            }
+        }
+    };
+    let stats = f.stats();
+    let resumed_from = f.resumed_from();
+    let units = f.kept().position.received;
+    let out = f.into_inner();
+    let path = out.finish().map_err(Failure::Durable)?;
+    if c.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "out": path.display().to_string(),
+            "units": units,
+            "bytes_received": stats.receive.bytes_delivered,
+            "bytes_resent": stats.receive.bytes_resent,
+            "duplicates": stats.receive.duplicates,
+            "reconnects": stats.reconnects,
+            "resumed_from": resumed_from,
+            "resumed_by_token": stats.receive.resumed_by_token,
+            "wire_bytes": stats.wire_bytes,
+            "goodbye": bye,
+        });
+        summary(&c.peer, &v.to_string());
+    } else {
+        summary(
+            &c.peer,
+            &format!(
+                "received {} ({} units): {} bytes this run (resumed from byte {}), {} resent, {} reconnects",
+                path.display(),
+                units,
+                stats.receive.bytes_delivered,
+                resumed_from,
+                stats.receive.bytes_resent,
+                stats.reconnects
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn is_other_stream(e: &SessionError) -> bool {
+    matches!(e, SessionError::Resume(ResumeError::OtherStream { .. }))
+}
+
+/// The summary goes to stdout, or to stderr when stdout is the transport.
+fn summary(peer: &Peer<'_>, line: &str) {
+    let _ = match peer {
+        Peer::Stdio => writeln!(io::stderr(), "{line}"),
+        _ => writeln!(io::stdout(), "{line}"),
+    };
+}

@@ -1,0 +1,356 @@
+//! `proto-stream send` and `receive` as a user runs them, over TCP on
+//! 127.0.0.1 and over standard input and output: a receiver killed with
+//! SIGKILL at random points (20 seeds) and started again with the same
+//! command resumes from what it kept durably, and the final file is
+//! byte-identical; a sender killed and started again is re-armed from the
+//! receiver's token; another stream offered for the same output is
+//! refused and what was kept is untouched; `--abort` drops a partial
+//! transfer; plain TCP beyond loopback needs `--insecure`.
+//!
+//! Every child process is killed when its handle drops, and every wait has
+//! a deadline.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto_stream::header::{Endian, V1Header, KIT_VERSIONS};
+use proto_stream::native::{Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT, NATIVE_OFFSET};
+use proto_stream::tlv::{AttrValue, Value};
+
+mod common;
+use common::{start, Proc, TempDir};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A native stream of about `mb` MiB: small commands between data
+/// commands of 64 KiB, every byte depending on `seed`.
+fn stream(mb: usize, seed: u8) -> Vec<u8> {
+    let header = V1Header {
+        byte_order: Endian::Little,
+        features_supported: 0,
+        features_required: 0,
+        stream_id: [seed; 16],
+        contexts: Vec::new(),
+    };
+    let entry = KIT_VERSIONS.entry(1).unwrap();
+    let mut w = Writer::new(Vec::new(), entry, 1, &header).unwrap();
+    for i in 0..(mb * 16) {
+        let name = format!("section {i}");
+        w.write_command(1, &[AttrValue::new(1, Value::Bytes(name.as_bytes()))])
+            .unwrap();
+        let data: Vec<u8> = (0..65536u32)
+            .map(|b| (b.wrapping_mul(31) as u8) ^ (i as u8) ^ seed)
+            .collect();
+        w.write_command(
+            NATIVE_DATA_CMD,
+            &[
+                AttrValue::new(NATIVE_OBJECT, Value::Bytes(b"memory")),
+                AttrValue::new(NATIVE_OFFSET, Value::U64(i as u64 * 65536)),
+                AttrValue::new(NATIVE_DATA, Value::Bytes(&data)),
+            ],
+        )
+        .unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut o = p.as_os_str().to_owned();
+    o.push(suffix);
+    o.into()
+}
+
+/// `send FILE --listen 127.0.0.1:PORT ...`: the process and its address.
+fn sender(file: &Path, listen: &str, extra: &[&str], deadline: Instant) -> (Proc, String) {
+    let mut args = vec!["send", s(file), "--listen", listen, "--json"];
+    args.extend_from_slice(extra);
+    let p = start("send", &args);
+    let line = p.line(deadline);
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("send printed {line:?} first"))
+        .to_string();
+    (p, addr)
+}
+
+fn receiver(out: &Path, addr: &str) -> Proc {
+    start(
+        "receive",
+        &[
+            "receive",
+            s(out),
+            "--from",
+            &format!("tcp://{addr}"),
+            "--json",
+            "--retry-for",
+            "20",
+        ],
+    )
+}
+
+fn len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A tiny deterministic generator for the seeds.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Kills `p` with SIGKILL once `part` holds at least `at` bytes (or it
+/// exits first). Whether it was killed.
+fn kill_at(p: &mut Proc, part: &Path, at: u64, deadline: Instant) -> bool {
+    loop {
+        if p.child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if len(part) >= at {
+            p.child.kill().unwrap();
+            p.child.wait().unwrap();
+            return true;
+        }
+        assert!(Instant::now() < deadline, "{} made no progress", p.name);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_receiver_killed_at_random_points_resumes_to_an_identical_file() {
+    let d = TempDir::new("recv-kill");
+    let want = stream(2, 1);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let total = want.len() as u64;
+    let mut resumed = 0;
+    for seed in 1..=20u64 {
+        let deadline = Instant::now() + DEADLINE;
+        let out = d.path(&format!("out-{seed}.stream"));
+        let part = with_suffix(&out, ".part");
+        // 8 MB/s: about a quarter of a second for the whole stream.
+        let (mut snd, addr) = sender(&file, "127.0.0.1:0", &["--rate-limit", "8000000"], deadline);
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let kills = 1 + next(&mut x) % 3;
+        let mut kept = 0;
+        let mut done = false;
+        for _ in 0..kills {
+            let mut r = receiver(&out, &addr);
+            let at = kept + next(&mut x) % (total - kept).max(1);
+            let killed = kill_at(&mut r, &part, at, deadline);
+            // Whenever the final name exists, it holds the whole stream
+            // (a kill may land just after the rename).
+            if out.exists() {
+                assert!(std::fs::read(&out).unwrap() == want, "seed {seed}: early");
+                done = true;
+                break;
+            }
+            assert!(
+                killed,
+                "seed {seed}: the receiver exited without {}",
+                s(&out)
+            );
+            // What was kept is a prefix of the stream.
+            let held = std::fs::read(&part).unwrap_or_default();
+            assert!(want.starts_with(&held), "seed {seed}: kept bytes differ");
+            kept = len(&part);
+        }
+        if done {
+            continue;
+        }
+        let mut r = receiver(&out, &addr);
+        let v = r.json(deadline);
+        let got = std::fs::read(&out).unwrap();
+        assert!(got == want, "seed {seed}: the received file differs");
+        assert!(!part.exists() && !with_suffix(&out, ".part.state").exists());
+        if v["resumed_from"].as_u64().unwrap() > 0 {
+            resumed += 1;
+            // Nothing it held durably came again: this process received
+            // only what lay past where it resumed.
+            assert_eq!(
+                v["bytes_received"].as_u64().unwrap(),
+                total - v["resumed_from"].as_u64().unwrap(),
+                "seed {seed}: {v}"
+            );
+        }
+        let (status, _, err) = snd.wait(deadline);
+        assert!(status.success(), "seed {seed}: send: {err}");
+    }
+    // Most kills land after the first acknowledgement.
+    assert!(
+        resumed >= 5,
+        "only {resumed} of 20 runs resumed from kept bytes"
+    );
+}
+
+#[test]
+fn a_sender_killed_and_started_again_is_rearmed_from_the_receivers_token() {
+    let d = TempDir::new("send-kill");
+    let want = stream(3, 2);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let out = d.path("out.stream");
+    let (mut snd, addr) = sender(&file, "127.0.0.1:0", &["--rate-limit", "6000000"], deadline);
+    let mut r = receiver(&out, &addr);
+    // Kill the sender once the receiver holds a third of the stream.
+    let part = with_suffix(&out, ".part");
+    while len(&part) < want.len() as u64 / 3 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    snd.child.kill().unwrap();
+    snd.child.wait().unwrap();
+    // The same command again, on the same port: the receiver reconnects.
+    let (mut snd, _) = sender(&file, &addr, &[], deadline);
+    let v = r.json(deadline);
+    assert!(std::fs::read(&out).unwrap() == want);
+    assert!(v["reconnects"].as_u64().unwrap() >= 1, "{v}");
+    let (status, lines, err) = snd.wait(deadline);
+    assert!(status.success(), "{err}");
+    let sv: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(sv["resumed_by_token"], 1, "{sv}");
+}
+
+#[test]
+fn another_stream_for_the_same_output_is_refused_and_what_was_kept_stays() {
+    let d = TempDir::new("other-stream");
+    let (a, b) = (stream(2, 3), stream(2, 4));
+    let (fa, fb) = (d.path("a.stream"), d.path("b.stream"));
+    std::fs::write(&fa, &a).unwrap();
+    std::fs::write(&fb, &b).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let out = d.path("out.stream");
+    let part = with_suffix(&out, ".part");
+    let (_snd, addr) = sender(&fa, "127.0.0.1:0", &["--rate-limit", "4000000"], deadline);
+    let mut r = receiver(&out, &addr);
+    // Killed once something is durable (the state file exists).
+    let state = with_suffix(&out, ".part.state");
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "nothing was made durable");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
+    drop(_snd);
+    let kept_state = std::fs::read(&state).unwrap();
+    let (_snd, addr) = sender(&fb, "127.0.0.1:0", &[], deadline);
+    let mut r = receiver(&out, &addr);
+    let (status, _, err) = r.wait(deadline);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("holds part of stream"), "{err}");
+    // Nothing of B was appended: the kept bytes are A's, the state as it was.
+    let held = std::fs::read(&part).unwrap();
+    assert!(
+        !held.is_empty() && a.starts_with(&held),
+        "the kept bytes changed"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), kept_state);
+    assert!(!out.exists());
+
+    // --abort drops it; then B is received from the start.
+    let mut ab = start("abort", &["receive", s(&out), "--abort"]);
+    let (status, _, err) = ab.wait(deadline);
+    assert!(status.success() && err.contains("dropped"), "{err}");
+    assert!(!part.exists() && !state.exists());
+    let mut r = receiver(&out, &addr);
+    let v = r.json(deadline);
+    assert_eq!(v["resumed_from"], 0);
+    assert!(std::fs::read(&out).unwrap() == b);
+}
+
+/// `send --stdio` and `receive --stdio` joined by two pipes, as ssh would
+/// join them.
+#[test]
+fn send_and_receive_over_standard_input_and_output() {
+    let d = TempDir::new("stdio");
+    let want = stream(1, 5);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let out = d.path("out.stream");
+    let bin = env!("CARGO_BIN_EXE_proto-stream");
+    let mut snd = Command::new(bin)
+        .args(["send", s(&file), "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rcv = Command::new(bin)
+        .args(["receive", s(&out), "--stdio", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pump = |mut from: std::process::ChildStdout, mut to: std::process::ChildStdin| {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let a = pump(snd.stdout.take().unwrap(), rcv.stdin.take().unwrap());
+    let b = pump(rcv.stdout.take().unwrap(), snd.stdin.take().unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    let wait = |c: &mut std::process::Child| loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "hung");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let rs = wait(&mut rcv);
+    let ss = wait(&mut snd);
+    let mut err = String::new();
+    rcv.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(rs.success() && ss.success(), "{rs} {ss}: {err}");
+    // The summary goes to stderr: stdout is the transport.
+    let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(std::fs::read(&out).unwrap() == want);
+    a.join().unwrap();
+    b.join().unwrap();
+}
+
+#[test]
+fn plain_tcp_beyond_loopback_needs_insecure() {
+    let d = TempDir::new("insecure");
+    let file = d.path("source.stream");
+    std::fs::write(&file, stream(1, 6)).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    // 192.0.2.1 is TEST-NET-1: refused before any connection is tried.
+    let mut p = start("send", &["send", s(&file), "--to", "tcp://192.0.2.1:9"]);
+    let (status, _, err) = p.wait(deadline);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--insecure"),
+        "{err}"
+    );
+    let mut p = start(
+        "receive",
+        &["receive", s(&d.path("o")), "--listen", "0.0.0.0:0"],
+    );
+    let (status, _, err) = p.wait(deadline);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+    // An output that exists is not overwritten.
+    std::fs::write(d.path("done"), b"x").unwrap();
+    let mut p = start(
+        "receive",
+        &["receive", s(&d.path("done")), "--from", "tcp://127.0.0.1:9"],
+    );
+    let (status, _, err) = p.wait(deadline);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("exists"), "{err}");
+}

@@ -1,0 +1,413 @@
+//! A receiver's output that survives the receiver: `OUT.part` and a state
+//! file beside it (`OUT.part.state`), as ZFS's `receive -s` keeps its
+//! resume token with the data it describes.
+//!
+//! Every [`commit`](Output::commit) (the fetcher commits before it
+//! acknowledges anything) flushes the units written, `fsync`s `OUT.part`,
+//! then writes the state naming them (the length of `OUT.part`, the last
+//! seq, the sender instance, the latest checkpoint token, the stream id and
+//! the selection) to a temporary file, `fsync`s it, renames it into place
+//! and `fsync`s the directory. A receiver killed at any moment finds on
+//! restart a state that names only bytes that were durable before it was
+//! written; bytes of `OUT.part` past the length it names are cut off, and
+//! the sender sends them again. [`DurableFile::finish`] renames `OUT.part`
+//! to `OUT` once the stream is complete and verified, then removes the
+//! state.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use proto_checkpoint::FileSource;
+use proto_session::offer::{detect, BoxSource, SessionFormat};
+use proto_session::receive::{Check, Position};
+
+use super::client::{Kept, Output};
+
+const MAGIC: &[u8; 8] = b"PSRECV\0\x01";
+/// The longest token kept (a token is at most 4160 bytes).
+const MAX_TOKEN: usize = 8192;
+/// The most contexts kept.
+const MAX_SELECTION: usize = 4096;
+
+/// Why a kept transfer cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurableError {
+    /// Reading or writing the files.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The state file is not one this program wrote (or is damaged).
+    #[error("{path}: not a receive state file ({why}); `proto-stream receive --abort` drops it")]
+    BadState {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// `OUT.part` is shorter than the state says was made durable.
+    #[error("{path}: {len} bytes, but its state names {kept} durable bytes; `proto-stream receive --abort` drops it")]
+    PartShort {
+        /// `OUT.part`.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The length the state names.
+        kept: u64,
+    },
+    /// The kept bytes do not check as the start of a stream.
+    #[error("{path}: the kept bytes do not check: {source}")]
+    Revalidate {
+        /// `OUT.part`.
+        path: PathBuf,
+        /// The format's error.
+        source: proto_session::BoxError,
+    },
+    /// `OUT` exists already.
+    #[error("{0}: exists (a finished transfer); remove it first")]
+    Exists(PathBuf),
+}
+
+/// `OUT.part` and its state: an [`Output`] for a [`Fetcher`](super::Fetcher)
+/// that a restarted receiver continues.
+#[derive(Debug)]
+pub struct DurableFile {
+    out: PathBuf,
+    part_path: PathBuf,
+    state_path: PathBuf,
+    part: BufWriter<File>,
+    len: u64,
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl DurableFile {
+    /// Opens the output `out`: a new `OUT.part`, or the one a receiver
+    /// before this one kept, cut to what its state names (returned: the
+    /// fetcher resumes from there).
+    pub fn open(out: &Path) -> Result<(DurableFile, Option<Kept>), DurableError> {
+        if out.exists() {
+            return Err(DurableError::Exists(out.to_owned()));
+        }
+        let part_path = with_suffix(out, ".part");
+        let state_path = with_suffix(out, ".part.state");
+        let io_at = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DurableError::Io { path, source }
+        };
+        let kept = match fs::read(&state_path) {
+            Ok(bytes) => Some(decode(&bytes).map_err(|why| DurableError::BadState {
+                path: state_path.clone(),
+                why,
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(&state_path)(e)),
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part_path)
+            .map_err(io_at(&part_path))?;
+        let len = kept.as_ref().map_or(0, |k| k.len);
+        let have = file.metadata().map_err(io_at(&part_path))?.len();
+        if have < len {
+            return Err(DurableError::PartShort {
+                path: part_path,
+                len: have,
+                kept: len,
+            });
+        }
+        // Bytes past the state's length were never acknowledged.
+        file.set_len(len).map_err(io_at(&part_path))?;
+        let mut part = BufWriter::with_capacity(1 << 20, file);
+        io::Seek::seek(part.get_mut(), io::SeekFrom::Start(len)).map_err(io_at(&part_path))?;
+        Ok((
+            DurableFile {
+                out: out.to_owned(),
+                part_path,
+                state_path,
+                part,
+                len,
+            },
+            kept,
+        ))
+    }
+
+    /// A check that has seen the kept bytes, in the first of `formats`
+    /// their start names: each unit is checked again, so that damage to
+    /// what was kept is an error and not part of the output.
+    pub fn revalidate(
+        &self,
+        formats: &[&dyn SessionFormat],
+        len: u64,
+    ) -> Result<Box<dyn Check>, DurableError> {
+        let err = |source| DurableError::Revalidate {
+            path: self.part_path.clone(),
+            source,
+        };
+        let open = || -> io::Result<BoxSource> {
+            Ok(Box::new(FileSource::new(File::open(&self.part_path)?)?))
+        };
+        let mut src = open().map_err(|e| err(e.into()))?;
+        let n = src.len().min(64) as usize;
+        let head = src.read_at(0, n).map_err(|e| err(e.into()))?.to_vec();
+        let format = detect(formats, &head)
+            .ok_or_else(|| err("no stream format to check the kept bytes against".into()))?;
+        format
+            .revalidate(open().map_err(|e| err(e.into()))?, len)
+            .map_err(err)
+    }
+
+    /// `OUT.part`.
+    pub fn part_path(&self) -> &Path {
+        &self.part_path
+    }
+
+    /// The state file.
+    pub fn state_path(&self) -> &Path {
+        &self.state_path
+    }
+
+    /// Bytes written to `OUT.part` (durable or not yet).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The stream is complete and verified: `OUT.part` becomes `OUT`
+    /// (fsync'd, renamed, the directory fsync'd), and the state goes.
+    pub fn finish(mut self) -> Result<PathBuf, DurableError> {
+        let io_at = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DurableError::Io { path, source }
+        };
+        self.part.flush().map_err(io_at(&self.part_path))?;
+        self.part
+            .get_ref()
+            .sync_all()
+            .map_err(io_at(&self.part_path))?;
+        fs::rename(&self.part_path, &self.out).map_err(io_at(&self.out))?;
+        sync_dir(&self.out).map_err(io_at(&self.out))?;
+        match fs::remove_file(&self.state_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&self.state_path)(e)),
+        }
+        sync_dir(&self.out).map_err(io_at(&self.out))?;
+        Ok(self.out)
+    }
+
+    /// Drops a partial transfer of `out`: its `OUT.part` and state.
+    /// Returns whether there was one.
+    pub fn abort(out: &Path) -> Result<bool, DurableError> {
+        let mut any = false;
+        for p in [with_suffix(out, ".part.state"), with_suffix(out, ".part")] {
+            match fs::remove_file(&p) {
+                Ok(()) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DurableError::Io { path: p, source }),
+            }
+        }
+        if any {
+            sync_dir(out).map_err(|source| DurableError::Io {
+                path: out.to_owned(),
+                source,
+            })?;
+        }
+        Ok(any)
+    }
+}
+
+impl Output for DurableFile {
+    fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
+        self.part.write_all(unit)?;
+        self.len += unit.len() as u64;
+        Ok(())
+    }
+
+    fn commit(&mut self, kept: &Kept) -> io::Result<()> {
+        if kept.len != self.len {
+            return Err(io::Error::other(format!(
+                "the receiver names {} bytes, {} were written",
+                kept.len, self.len
+            )));
+        }
+        self.part.flush()?;
+        self.part.get_ref().sync_data()?;
+        if kept.position.received == 0 {
+            return Ok(());
+        }
+        let tmp = with_suffix(&self.state_path, ".tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&encode(kept)?)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.state_path)?;
+        sync_dir(&self.state_path)
+    }
+}
+
+/// fsyncs the directory `p` is in (a rename or removal in it is then
+/// durable).
+fn sync_dir(p: &Path) -> io::Result<()> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The state's bytes: magic, then little-endian fields, then a CRC-32C of
+/// everything before it.
+fn encode(k: &Kept) -> io::Result<Vec<u8>> {
+    let too_big = |what| io::Error::other(format!("{what} too large to keep"));
+    let mut b = Vec::with_capacity(128);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&k.len.to_le_bytes());
+    b.extend_from_slice(&k.position.received.to_le_bytes());
+    b.extend_from_slice(&k.position.instance);
+    b.extend_from_slice(&k.stream_id);
+    let (tseq, token) = match &k.position.token {
+        Some((s, t)) => (*s, &t[..]),
+        None => (0, &[][..]),
+    };
+    if token.len() > MAX_TOKEN {
+        return Err(too_big("token"));
+    }
+    if k.selection.len() > MAX_SELECTION {
+        return Err(too_big("selection"));
+    }
+    b.extend_from_slice(&k.position.last.unwrap_or(0).to_le_bytes());
+    b.extend_from_slice(&tseq.to_le_bytes());
+    b.extend_from_slice(&(token.len() as u32).to_le_bytes());
+    b.extend_from_slice(token);
+    b.extend_from_slice(&(k.selection.len() as u32).to_le_bytes());
+    for id in &k.selection {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    Ok(b)
+}
+
+fn decode(b: &[u8]) -> Result<Kept, &'static str> {
+    if b.len() < MAGIC.len() + 4 || &b[..MAGIC.len()] != MAGIC {
+        return Err("bad magic");
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("CRC mismatch");
+    }
+    let mut r = &body[MAGIC.len()..];
+    let mut take = |n: usize| -> Result<&[u8], &'static str> {
+        if r.len() < n {
+            return Err("truncated");
+        }
+        let (a, rest) = r.split_at(n);
+        r = rest;
+        Ok(a)
+    };
+    let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+    let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
+    let len = u64_of(take(8)?);
+    let received = u64_of(take(8)?);
+    let instance: [u8; 16] = take(16)?.try_into().map_err(|_| "truncated")?;
+    let stream_id: [u8; 16] = take(16)?.try_into().map_err(|_| "truncated")?;
+    let last = u64_of(take(8)?);
+    let tseq = u64_of(take(8)?);
+    let tlen = u32_of(take(4)?) as usize;
+    if tlen > MAX_TOKEN {
+        return Err("token too long");
+    }
+    let token = take(tlen)?.to_vec();
+    let n = u32_of(take(4)?) as usize;
+    if n > MAX_SELECTION {
+        return Err("selection too long");
+    }
+    let mut selection = Vec::with_capacity(n);
+    for _ in 0..n {
+        selection.push(u32_of(take(4)?));
+    }
+    if !r.is_empty() {
+        return Err("trailing bytes");
+    }
+    if tseq > received || received == 0 || (last != 0 && last != received) {
+        return Err("inconsistent positions");
+    }
+    Ok(Kept {
+        position: Position {
+            received,
+            instance,
+            token: (!token.is_empty()).then_some((tseq, token)),
+            last: (last != 0).then_some(last),
+        },
+        stream_id,
+        selection,
+        len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> Kept {
+        Kept {
+            position: Position {
+                received: 42,
+                instance: [7; 16],
+                token: Some((40, vec![1, 2, 3])),
+                last: None,
+            },
+            stream_id: [9; 16],
+            selection: vec![1, 3],
+            len: 123_456,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_damage_is_refused() {
+        let b = encode(&kept()).unwrap();
+        assert_eq!(decode(&b).unwrap(), kept());
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert!(decode(&d).is_err(), "byte {i}");
+        }
+        for n in 0..b.len() {
+            assert!(decode(&b[..n]).is_err(), "cut at {n}");
+        }
+        let no_token = Kept {
+            position: Position {
+                token: None,
+                ..kept().position
+            },
+            ..kept()
+        };
+        assert_eq!(decode(&encode(&no_token).unwrap()).unwrap(), no_token);
+        let finished = Kept {
+            position: Position {
+                last: Some(42),
+                ..kept().position
+            },
+            ..kept()
+        };
+        assert_eq!(decode(&encode(&finished).unwrap()).unwrap(), finished);
+    }
+}
