@@ -40,11 +40,11 @@ pub struct FetchArgs<'a> {
 /// Connections in a row that deliver nothing before `fetch` gives up.
 const MAX_STALLS: u32 = 50;
 
-fn secs(s: f64) -> Option<Duration> {
+pub(crate) fn secs(s: f64) -> Option<Duration> {
     (s > 0.0).then(|| Duration::from_secs_f64(s))
 }
 
-fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
+pub(crate) fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
     conn.set_nodelay(true)?;
     conn.set_read_timeout(secs(io_timeout))?;
     conn.set_write_timeout(secs(io_timeout))

@@ -14,6 +14,7 @@ use proto_stream::session::{
     ServerConfig, SessionError, KIT_FORMATS,
 };
 
+use crate::session::setup;
 use crate::Failure;
 
 /// Where the peer is.
@@ -75,16 +76,6 @@ fn tcp_addr(dest: &str) -> Result<&str, AddressError> {
         return Err(AddressError::Ssh(dest.to_owned()));
     }
     Err(AddressError::NotTcp(dest.to_owned()))
-}
-
-fn secs(s: f64) -> Option<Duration> {
-    (s > 0.0).then(|| Duration::from_secs_f64(s))
-}
-
-fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(secs(io_timeout))?;
-    conn.set_write_timeout(secs(io_timeout))
 }
 
 /// Standard input and output as one connection.

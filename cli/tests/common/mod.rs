@@ -17,12 +17,12 @@ pub fn skipped(what: &str) {
 }
 
 /// A temporary directory, removed when dropped.
-pub struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!(
-            "proto-stream-session-{tag}-{}-{}",
+            "proto-stream-cli-test-{tag}-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
