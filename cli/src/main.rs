@@ -127,8 +127,10 @@ enum Cmd {
     Send {
         /// The stream file (btrfs or native, told apart by magic).
         source: PathBuf,
-        /// Connect to the receiver: tcp://HOST:PORT (ssh destinations are
-        /// not built yet).
+        /// Where the receiver is: [user@]host:OUT or
+        /// ssh://[user@]host[:port]/OUT (runs `proto-stream receive --stdio
+        /// OUT` there through ssh, again after every broken connection), or
+        /// tcp://HOST:PORT of a `receive --listen`.
         #[arg(long, value_name = "DEST")]
         to: Option<String>,
         /// Listen for the receiver on HOST:PORT (printed first on stdout).
@@ -151,7 +153,10 @@ enum Cmd {
     Receive {
         /// The file to make.
         out: PathBuf,
-        /// Connect to the sender: tcp://HOST:PORT.
+        /// Where the sender is: [user@]host:SOURCE or
+        /// ssh://[user@]host[:port]/SOURCE (runs `proto-stream send --stdio
+        /// SOURCE` there through ssh), or tcp://HOST:PORT of a
+        /// `send --listen`.
         #[arg(long, value_name = "SRC", required_unless_present_any = ["listen", "stdio", "abort"])]
         from: Option<String>,
         /// Listen for the sender on HOST:PORT (printed first on stdout).
@@ -241,11 +246,23 @@ struct TransferOpts {
     /// Print the summary as JSON (on stderr with --stdio).
     #[arg(long)]
     json: bool,
+    /// The ssh command for [user@]host:PATH and ssh:// peers, split at
+    /// whitespace (as rsync's -e).
+    #[arg(short = 'e', long = "rsh", value_name = "CMD", default_value = "ssh")]
+    rsh: String,
+    /// The proto-stream program on the remote host (as rsync's
+    /// --rsync-path). The remote command is exactly
+    /// `PROG receive --stdio PATH` (for send) or `PROG send --stdio PATH`
+    /// (for receive), words with other characters than
+    /// [A-Za-z0-9_./@%+=:,-] single-quoted: what an authorized_keys
+    /// command= filter can allow.
+    #[arg(long, value_name = "PROG", default_value = "proto-stream")]
+    remote_path: String,
 }
 
 impl TransferOpts {
     fn common<'a>(
-        &self,
+        &'a self,
         to: &'a Option<String>,
         listen: &'a Option<String>,
     ) -> transfer::Common<'a> {
@@ -255,6 +272,8 @@ impl TransferOpts {
                 (None, Some(l)) => transfer::Peer::Listen(l),
                 (None, None) => transfer::Peer::Stdio,
             },
+            rsh: &self.rsh,
+            remote_path: &self.remote_path,
             insecure: self.insecure,
             retry_for: self.retry_for,
             io_timeout: self.io_timeout,

@@ -30,6 +30,10 @@ pub enum Peer<'a> {
 /// What `send` and `receive` share.
 pub struct Common<'a> {
     pub peer: Peer<'a>,
+    /// The ssh command (`-e`), split at whitespace.
+    pub rsh: &'a str,
+    /// The program on the remote host (`--remote-path`).
+    pub remote_path: &'a str,
     pub insecure: bool,
     pub retry_for: f64,
     pub io_timeout: f64,
@@ -39,10 +43,8 @@ pub struct Common<'a> {
 /// Why an address is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AddressError {
-    #[error("{0}: expected tcp://HOST:PORT")]
+    #[error("{0}: expected tcp://HOST:PORT, [user@]host:PATH or ssh://[user@]host[:port]/PATH")]
     NotTcp(String),
-    #[error("{0}: the ssh transport is not built yet; run `proto-stream receive --stdio OUT` under ssh yourself, or use tcp:// on loopback")]
-    Ssh(String),
     #[error("{addr}: resolves to {ip}, not a loopback address: plain TCP is unauthenticated (whoever connects gets the stream); give --insecure to allow it")]
     NotLoopback { addr: String, ip: std::net::IpAddr },
     #[error("{0}: {1}")]
@@ -67,15 +69,175 @@ fn resolve(addr: &str, insecure: bool) -> Result<Vec<SocketAddr>, AddressError> 
     Ok(all)
 }
 
-/// `tcp://HOST:PORT` to `HOST:PORT`.
-fn tcp_addr(dest: &str) -> Result<&str, AddressError> {
+/// A peer to connect to.
+enum Dest<'a> {
+    /// `tcp://HOST:PORT`.
+    Tcp(&'a str),
+    /// `[user@]host:PATH` or `ssh://[user@]host[:port]/PATH`.
+    Ssh {
+        host: &'a str,
+        port: Option<&'a str>,
+        path: String,
+    },
+}
+
+fn parse_dest(dest: &str) -> Result<Dest<'_>, AddressError> {
     if let Some(a) = dest.strip_prefix("tcp://") {
-        return Ok(a.trim_end_matches('/'));
+        return Ok(Dest::Tcp(a.trim_end_matches('/')));
     }
-    if dest.starts_with("ssh://") || dest.contains(':') && !dest.contains("://") {
-        return Err(AddressError::Ssh(dest.to_owned()));
+    if let Some(rest) = dest.strip_prefix("ssh://") {
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| AddressError::NotTcp(dest.to_owned()))?;
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+            _ => (authority, None),
+        };
+        if host.is_empty() || path.is_empty() {
+            return Err(AddressError::NotTcp(dest.to_owned()));
+        }
+        return Ok(Dest::Ssh {
+            host,
+            port,
+            path: format!("/{path}"),
+        });
     }
-    Err(AddressError::NotTcp(dest.to_owned()))
+    match dest.split_once(':') {
+        Some((host, path)) if !dest.contains("://") && !host.is_empty() && !path.is_empty() => {
+            Ok(Dest::Ssh {
+                host,
+                port: None,
+                path: path.to_owned(),
+            })
+        }
+        _ => Err(AddressError::NotTcp(dest.to_owned())),
+    }
+}
+
+/// A connection of either kind.
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// How to get a new connection to the peer.
+enum Connector {
+    Tcp {
+        addrs: Vec<SocketAddr>,
+        io_timeout: f64,
+    },
+    /// A program whose standard input and output are the connection
+    /// (ssh running `proto-stream ... --stdio` on the remote host).
+    Command(Vec<String>),
+}
+
+impl Connector {
+    /// To `dest`, whose remote side runs `remote ROLE --stdio PATH` over
+    /// ssh (`role`: `receive` or `send`).
+    fn new(dest: &str, role: &str, c: &Common<'_>) -> Result<Connector, AddressError> {
+        match parse_dest(dest)? {
+            Dest::Tcp(addr) => Ok(Connector::Tcp {
+                addrs: resolve(addr, c.insecure)?,
+                io_timeout: c.io_timeout,
+            }),
+            Dest::Ssh { host, port, path } => {
+                let mut argv: Vec<String> = c.rsh.split_whitespace().map(str::to_owned).collect();
+                if argv.is_empty() {
+                    return Err(AddressError::NotTcp(format!("-e {:?}", c.rsh)));
+                }
+                if let Some(p) = port {
+                    argv.extend(["-p".to_owned(), p.to_owned()]);
+                }
+                argv.push(host.to_owned());
+                argv.push(remote_command(c.remote_path, role, &path));
+                Ok(Connector::Command(argv))
+            }
+        }
+    }
+
+    fn connect(&self) -> io::Result<Box<dyn Duplex>> {
+        match self {
+            Connector::Tcp { addrs, io_timeout } => {
+                let conn = TcpStream::connect(&addrs[..])?;
+                setup(&conn, *io_timeout)?;
+                Ok(Box::new(conn))
+            }
+            Connector::Command(argv) => Ok(Box::new(Piped::spawn(argv)?)),
+        }
+    }
+}
+
+/// The command line run on the remote host: `PROG ROLE --stdio PATH`, each
+/// word single-quoted when it holds anything but `[A-Za-z0-9_./@%+=:,-]`
+/// (what an `authorized_keys` `command=` filter sees in
+/// `SSH_ORIGINAL_COMMAND`).
+pub fn remote_command(prog: &str, role: &str, path: &str) -> String {
+    [prog, role, "--stdio", path]
+        .iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./@%+=:,-".contains(&b));
+    if plain {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// A child process's standard input and output as one connection; the
+/// child is killed when it drops. Its stderr is ours (the remote side's
+/// messages reach the user).
+struct Piped {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+}
+
+impl Piped {
+    fn spawn(argv: &[String]) -> io::Result<Piped> {
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", argv[0])))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(io::Error::other("no pipes to the child"));
+        };
+        Ok(Piped {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+}
+
+impl Read for Piped {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Write for Piped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin.flush()
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Standard input and output as one connection.
@@ -157,25 +319,24 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
             .serve(RateLimit::new(stdio(), a.rate_limit))
             .map_err(Failure::Session)?,
         Peer::To(dest) => {
-            let addr = tcp_addr(dest).map_err(Failure::Address)?;
-            let addrs = resolve(addr, c.insecure).map_err(Failure::Address)?;
+            let connector = Connector::new(dest, "receive", c).map_err(Failure::Address)?;
             let mut last_progress = Instant::now();
+            let mut backoff = Duration::from_millis(100);
             loop {
-                let before = server.stats().send.units_sent - server.stats().send.units_resent;
-                let r = TcpStream::connect(&addrs[..]).and_then(|conn| {
-                    setup(&conn, c.io_timeout)?;
-                    Ok(conn)
-                });
-                let r = match r {
+                let acked = server.stats().send.units_sent - server.stats().send.units_resent;
+                let r = match connector.connect() {
                     Ok(conn) => server.serve(RateLimit::new(conn, a.rate_limit)),
                     Err(e) => Err(SessionError::Io(e)),
                 };
                 match r {
                     Ok(served) => break served,
-                    Err(e) if sender_goes_on(&e) => {
+                    // A broken connection: connect again. A refusal by the
+                    // receiver is its answer.
+                    Err(e) if e.retryable() => {
                         let s = server.stats().send;
-                        if s.units_sent - s.units_resent > before {
+                        if s.units_sent - s.units_resent > acked {
                             last_progress = Instant::now();
+                            backoff = Duration::from_millis(100);
                         }
                         if last_progress.elapsed() >= retry_for {
                             return Err(Failure::GaveUp {
@@ -184,7 +345,8 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
                             });
                         }
                         eprintln!("proto-stream: send: to {dest}: {e}; connecting again");
-                        std::thread::sleep(Duration::from_millis(100));
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                     Err(e) => return Err(Failure::Session(e)),
                 }
@@ -273,7 +435,8 @@ pub fn abort(out: &Path) -> Result<(), Failure> {
 
 pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let c = &a.common;
-    let (file, kept) = DurableFile::open(a.out).map_err(Failure::Durable)?;
+    let (file, kept) =
+        DurableFile::open(a.out, Duration::from_secs(10)).map_err(Failure::Durable)?;
     let config = FetchConfig {
         contexts: a
             .contexts
@@ -318,17 +481,12 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
             Err(e) => return Err(fetch_failure(&f, FetchError::Session(e))),
         },
         Peer::To(src) => {
-            let addr = tcp_addr(src).map_err(Failure::Address)?;
-            let addrs = resolve(addr, c.insecure).map_err(Failure::Address)?;
+            let connector = Connector::new(src, "send", c).map_err(Failure::Address)?;
             let policy = RetryPolicy {
                 retry_for,
                 max_stalls: 50,
             };
-            let connect = || {
-                let conn = TcpStream::connect(&addrs[..])?;
-                setup(&conn, c.io_timeout)?;
-                Ok(conn)
-            };
+            let connect = || connector.connect();
             match f.fetch_retrying(connect, policy) {
                 Ok(bye) => bye,
                 Err(error) => return Err(fetch_failure(&f, error)),

@@ -17,6 +17,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
 
 use proto_checkpoint::FileSource;
 use proto_session::offer::{detect, BoxSource, SessionFormat};
@@ -68,6 +71,9 @@ pub enum DurableError {
         /// The format's error.
         source: proto_session::BoxError,
     },
+    /// Another receiver holds `OUT`'s lock (it did not let go in time).
+    #[error("{0}: another receiver of this output is running (its lock is held)")]
+    Busy(PathBuf),
     /// `OUT` exists already.
     #[error("{0}: exists (a finished transfer); remove it first")]
     Exists(PathBuf),
@@ -77,6 +83,9 @@ pub enum DurableError {
 /// that a restarted receiver continues.
 #[derive(Debug)]
 pub struct DurableFile {
+    /// `OUT.part.lock`, flock'd while this receiver runs.
+    lock: File,
+    lock_path: PathBuf,
     out: PathBuf,
     part_path: PathBuf,
     state_path: PathBuf,
@@ -94,16 +103,41 @@ impl DurableFile {
     /// Opens the output `out`: a new `OUT.part`, or the one a receiver
     /// before this one kept, cut to what its state names (returned: the
     /// fetcher resumes from there).
-    pub fn open(out: &Path) -> Result<(DurableFile, Option<Kept>), DurableError> {
-        if out.exists() {
-            return Err(DurableError::Exists(out.to_owned()));
-        }
+    ///
+    /// One receiver at a time: the lock file `OUT.part.lock` is held while
+    /// it runs (a receiver whose connection broke may still be exiting when
+    /// the next starts: this one waits up to `wait` for it).
+    pub fn open(out: &Path, wait: Duration) -> Result<(DurableFile, Option<Kept>), DurableError> {
         let part_path = with_suffix(out, ".part");
         let state_path = with_suffix(out, ".part.state");
+        let lock_path = with_suffix(out, ".part.lock");
         let io_at = |path: &Path| {
             let path = path.to_owned();
             move |source| DurableError::Io { path, source }
         };
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    return Err(DurableError::Busy(out.to_owned()))
+                }
+                Err(e) => return Err(io_at(&lock_path)(e.into())),
+            }
+        }
+        // Checked under the lock: a receiver that held it may have finished.
+        if out.exists() {
+            return Err(DurableError::Exists(out.to_owned()));
+        }
         let kept = match fs::read(&state_path) {
             Ok(bytes) => Some(decode(&bytes).map_err(|why| DurableError::BadState {
                 path: state_path.clone(),
@@ -134,6 +168,8 @@ impl DurableFile {
         io::Seek::seek(part.get_mut(), io::SeekFrom::Start(len)).map_err(io_at(&part_path))?;
         Ok((
             DurableFile {
+                lock,
+                lock_path,
                 out: out.to_owned(),
                 part_path,
                 state_path,
@@ -208,15 +244,28 @@ impl DurableFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_at(&self.state_path)(e)),
         }
+        // The lock file goes last; the lock goes with the file handle.
+        let _ = fs::remove_file(&self.lock_path);
         sync_dir(&self.out).map_err(io_at(&self.out))?;
+        drop(self.lock);
         Ok(self.out)
     }
 
-    /// Drops a partial transfer of `out`: its `OUT.part` and state.
-    /// Returns whether there was one.
+    /// Drops a partial transfer of `out`: its `OUT.part` and state (not
+    /// while a receiver of it runs). Returns whether there was one.
     pub fn abort(out: &Path) -> Result<bool, DurableError> {
+        let lock_path = with_suffix(out, ".part.lock");
+        if let Ok(lock) = File::open(&lock_path) {
+            if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                return Err(DurableError::Busy(out.to_owned()));
+            }
+        }
         let mut any = false;
-        for p in [with_suffix(out, ".part.state"), with_suffix(out, ".part")] {
+        for p in [
+            with_suffix(out, ".part.state"),
+            with_suffix(out, ".part"),
+            lock_path,
+        ] {
             match fs::remove_file(&p) {
                 Ok(()) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
