@@ -84,6 +84,7 @@
 mod compare;
 mod emitter;
 mod format;
+mod live;
 pub mod native;
 mod producer;
 mod source;
@@ -94,6 +95,7 @@ pub mod token;
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
 pub use format::{Fault, Format, Head, StreamHead, Validator};
+pub use live::ReadProducer;
 pub use producer::{Commands, CommandsError, CommandsProducer, Producer, Unit, UnitKind, Units};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, Split};
