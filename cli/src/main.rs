@@ -125,8 +125,23 @@ enum Cmd {
     /// --to, --listen, --stdio.
     #[command(after_help = EXIT_CODES, group(clap::ArgGroup::new("peer").required(true).args(["to", "listen", "stdio"])))]
     Send {
-        /// The stream file (btrfs or native, told apart by magic).
+        /// The stream file (btrfs or native, told apart by magic), `-` for
+        /// standard input (read once: resumable only within the sender's
+        /// window), or with --btrfs a read-only snapshot.
         source: PathBuf,
+        /// SOURCE is a read-only btrfs snapshot: run `btrfs send` on it and
+        /// stream its output as it comes (nothing spooled); to re-arm after
+        /// a restart or a lost window, run it again and skip what the
+        /// receiver has (a snapshot that changed is refused).
+        #[arg(long)]
+        btrfs: bool,
+        /// With --btrfs: an incremental send from this parent snapshot
+        /// (`btrfs send -p`).
+        #[arg(long, value_name = "SNAPSHOT", requires = "btrfs")]
+        parent: Option<PathBuf>,
+        /// With --btrfs: the send protocol version (`btrfs send --proto`).
+        #[arg(long, value_name = "N", requires = "btrfs")]
+        proto: Option<u32>,
         /// Where the receiver is: [user@]host:OUT or
         /// ssh://[user@]host[:port]/OUT (runs `proto-stream receive --stdio
         /// OUT` there through ssh, again after every broken connection), or
@@ -421,6 +436,9 @@ pub(crate) enum Failure {
     Address(transfer::AddressError),
     /// The receiver's kept transfer (`receive`).
     Durable(proto_stream::session::DurableError),
+    /// `send - --stdio`: standard input cannot be the stream and the
+    /// connection.
+    StdinTwice,
     /// No progress for `--retry-for` seconds (`send`, `receive --listen`).
     GaveUp {
         waited: f64,
@@ -534,6 +552,9 @@ impl std::fmt::Display for Failure {
             }
             Failure::Side(side, e) => write!(f, "stream {side}: {e}"),
             Failure::Address(e) => e.fmt(f),
+            Failure::StdinTwice => f.write_str(
+                "`send - --stdio`: standard input cannot be both the stream and the connection",
+            ),
             Failure::Durable(e) => e.fmt(f),
             Failure::GaveUp { waited, last } => write!(
                 f,
@@ -608,6 +629,9 @@ fn main() -> ExitCode {
         }),
         Cmd::Send {
             source,
+            btrfs,
+            parent,
+            proto,
             to,
             listen,
             stdio: _,
@@ -618,6 +642,9 @@ fn main() -> ExitCode {
                 source,
                 common: opts.common(to, listen),
                 rate_limit: *rate_limit,
+                btrfs: *btrfs,
+                parent: parent.as_deref(),
+                proto: *proto,
             });
             return exit_code(r);
         }

@@ -9,10 +9,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use proto_stream::btrfs::Btrfs;
+use proto_stream::checkpoint::FileSource;
+use proto_stream::session::offer::{detect, BoxSource};
+use proto_stream::session::{BoxError, Offer, SessionFormat};
 use proto_stream::session::{
     DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, ResumeError, RetryPolicy, Server,
     ServerConfig, SessionError, KIT_FORMATS,
 };
+use proto_stream::tlv::ReadBuf;
 
 use crate::session::setup;
 use crate::Failure;
@@ -308,11 +313,110 @@ pub struct SendArgs<'a> {
     pub source: &'a Path,
     pub common: Common<'a>,
     pub rate_limit: u64,
+    /// `--btrfs`: SOURCE is a read-only snapshot; `btrfs send` runs here.
+    pub btrfs: bool,
+    pub parent: Option<&'a Path>,
+    pub proto: Option<u32>,
+}
+
+/// The stdout of a running program as a stream: the program is killed
+/// when it drops; a failed exit is an error at the end, not a short stream.
+struct ChildStream {
+    what: String,
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+}
+
+impl ChildStream {
+    fn spawn(argv: &[String]) -> io::Result<ChildStream> {
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", argv[0])))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(io::Error::other("no pipe from the child"));
+        };
+        Ok(ChildStream {
+            what: argv.join(" "),
+            child,
+            stdout,
+        })
+    }
+}
+
+impl Read for ChildStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "`{}` failed: {status}",
+                    self.what
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `send` offers: a file (re-read by seeking), a live `btrfs send`
+/// (made again to re-arm), or standard input (read once).
+fn offer(a: &SendArgs<'_>) -> Result<Offer, Failure> {
+    if a.btrfs {
+        let mut argv = vec!["btrfs".to_owned(), "send".to_owned()];
+        if let Some(p) = a.parent {
+            argv.extend(["-p".to_owned(), p.display().to_string()]);
+        }
+        if let Some(n) = a.proto {
+            argv.extend(["--proto".to_owned(), n.to_string()]);
+        }
+        argv.push(a.source.display().to_string());
+        let make = Box::new(move || -> Result<Box<dyn Read + Send>, BoxError> {
+            Ok(Box::new(ChildStream::spawn(&argv)?))
+        });
+        return Btrfs.live(make).map_err(Failure::Session);
+    }
+    if a.source == Path::new("-") {
+        if matches!(a.common.peer, Peer::Stdio) {
+            return Err(Failure::StdinTwice);
+        }
+        let mut stdin = io::stdin();
+        let mut head = ReadBuf::new();
+        head.fill_from(&mut stdin, 8, 8)
+            .map_err(|e| Failure::io("standard input", e))?;
+        let first = head.available().to_vec();
+        let format = detect(&KIT_FORMATS, &first).unwrap_or(&Btrfs);
+        let mut once: Option<Box<dyn Read + Send>> =
+            Some(Box::new(io::Cursor::new(first).chain(stdin)));
+        let make = Box::new(move || -> Result<Box<dyn Read + Send>, BoxError> {
+            once.take().ok_or_else(|| {
+                "standard input was read once already: a receiver whose position is outside the sender's window cannot be served from it (send a file, or --btrfs, to resume from anywhere)".into()
+            })
+        });
+        return format.live(make).map_err(Failure::Session);
+    }
+    let path = a.source.to_owned();
+    let open = Box::new(move || -> Result<BoxSource, BoxError> {
+        Ok(Box::new(FileSource::new(std::fs::File::open(&path)?)?))
+    });
+    Offer::detect(&KIT_FORMATS, open, 1).map_err(Failure::Session)
 }
 
 pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
     let c = &a.common;
-    let mut server = Server::open(a.source, ServerConfig::default()).map_err(Failure::Session)?;
+    let mut server = Server::with_offer(offer(a)?, ServerConfig::default());
     let retry_for = Duration::from_secs_f64(c.retry_for.max(0.0));
     let outcome = match c.peer {
         Peer::Stdio => server

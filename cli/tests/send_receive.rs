@@ -354,3 +354,43 @@ fn plain_tcp_beyond_loopback_needs_insecure() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("exists"), "{err}");
 }
+
+/// `send -`: a stream on standard input, read once as it comes.
+#[test]
+fn a_stream_on_standard_input_is_sent_as_it_comes() {
+    let d = TempDir::new("stdin");
+    let want = stream(2, 7);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let out = d.path("out.stream");
+    let mut rcv = start(
+        "receive",
+        &["receive", s(&out), "--listen", "127.0.0.1:0", "--json"],
+    );
+    let addr = rcv
+        .line(deadline)
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let snd = Command::new(env!("CARGO_BIN_EXE_proto-stream"))
+        .args(["send", "-", "--to", &format!("tcp://{addr}"), "--json"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        snd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snd.stderr)
+    );
+    rcv.json(deadline);
+    assert!(std::fs::read(&out).unwrap() == want);
+    // Standard input cannot be the stream and the connection at once.
+    let bad = Command::new(env!("CARGO_BIN_EXE_proto-stream"))
+        .args(["send", "-", "--stdio"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("both the stream and the connection"));
+}

@@ -152,7 +152,10 @@ fn a_stream_that_differs_before_the_token_is_refused_and_after_it_continues() {
     // difference, already sent): refused too.
     let (_, inside) = emit_until(&a, 50_000, 4);
     let e = emit_rest(&b, 50_000, &inside).unwrap_err();
-    assert!(e.contains("differs from the one the token was made over"), "{e}");
+    assert!(
+        e.contains("differs from the one the token was made over"),
+        "{e}"
+    );
     // A token before it: the receiver's prefix is b's too; b continues.
     let (mut head, early) = emit_until(&a, 50_000, 3);
     head.extend(emit_rest(&b, 50_000, &early).unwrap());

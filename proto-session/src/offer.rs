@@ -22,8 +22,11 @@
 //! ```
 
 use proto_checkpoint::{
-    contexts, list_streams, Emitter, Format, Producer, Source, Spans, StreamSpan, Token, Units,
+    contexts, list_streams, Emitter, Format, Head, Producer, ReadProducer, Source, Spans,
+    StreamSpan, Token, Units,
 };
+use std::io::Read;
+
 use proto_header::{Context, FixedHeaderFormat};
 use proto_tlv::CrcVariant;
 
@@ -39,22 +42,27 @@ pub type BoxSource = Box<dyn Source + Send>;
 /// whenever the sender re-arms.
 pub type Open = Box<dyn FnMut() -> Result<BoxSource, BoxError> + Send>;
 
-/// Makes the emitter of the selected streams, from the start or re-armed
-/// from a token, in the file's format.
-type MakeEmitter =
-    Box<dyn Fn(Spans<BoxSource>, Option<&Token>) -> Result<Box<dyn Emission>, SessionError> + Send>;
+/// Starts the stream again (a running program's output, say): whenever a
+/// live sender re-arms.
+pub type MakeStream = Box<dyn FnMut() -> Result<Box<dyn Read + Send>, BoxError> + Send>;
+
+/// Makes the emitter of the selected contexts, from the start or re-armed
+/// from a token.
+type ArmFn =
+    Box<dyn FnMut(&[u32], Option<&Token>) -> Result<Box<dyn Emission>, SessionError> + Send>;
 
 /// What a sender offers: one file of a [`Format`] (its streams, each a
-/// context), and how to arm an emitter over any selection of them
-/// ([`Arm`], which [`Sending::resume`](crate::send::Sending::resume) takes).
+/// context), or a stream made as it is read ([`Offer::live`]), and how to
+/// arm an emitter over any selection of them ([`Arm`], which
+/// [`Sending::resume`](crate::send::Sending::resume) takes).
 pub struct Offer {
     format: &'static str,
-    open: Open,
     streams: Vec<StreamSpan>,
+    contexts: Vec<Context>,
     stream_id: [u8; 16],
     max_unit: usize,
     unit_crc: Option<CrcVariant>,
-    make: MakeEmitter,
+    arm: ArmFn,
 }
 
 impl std::fmt::Debug for Offer {
@@ -102,24 +110,79 @@ impl Offer {
             .map_err(source_err)?
             .stream_id();
         let name = format.name();
-        let make: MakeEmitter = Box::new(move |spans, token| {
+        let spans_of = streams.clone();
+        let arm: ArmFn = Box::new(move |selection, token| {
+            let src = open().map_err(SessionError::Source)?;
+            let ranges: Vec<(u64, u64)> = selection
+                .iter()
+                .filter_map(|id| spans_of.get((*id as usize).checked_sub(1)?))
+                .map(|s| (s.offset, s.len))
+                .collect();
+            let spans = Spans::new(src, &ranges).map_err(source_err)?;
             let p = format.producer(spans, safe_every).map_err(source_err)?;
-            Ok(match token {
-                Some(t) => Box::new(
-                    Emitter::resume(p, format.split(), t)
-                        .map_err(|e| ResumeError::TokenRefused(e.into()))?,
-                ),
-                None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
-            })
+            emitter(&format, p, token)
         });
         Ok(Offer {
             format: name,
-            open,
+            contexts: contexts(&streams),
             streams,
             stream_id,
             max_unit,
             unit_crc,
-            make,
+            arm,
+        })
+    }
+
+    /// A stream made as it is read (`btrfs send`'s output, standard input):
+    /// one context, read once per arming, front to back, nothing spooled
+    /// ([`ReadProducer`]). The first stream `make` gives is read at once
+    /// for the stream id (its first 64 KiB) and armed first; every later
+    /// arming (a sender that lost its window re-armed from the receiver's
+    /// token) makes the stream again and skips what the receiver has,
+    /// refusing a stream that differs from the one the token was made over.
+    pub fn live<F>(format: F, mut make: MakeStream) -> Result<Offer, SessionError>
+    where
+        F: Format + Send + 'static,
+        F::Split: Send,
+    {
+        let mut first = ReadProducer::new(format.clone(), make().map_err(SessionError::Source)?)
+            .map_err(source_err)?;
+        let stream_id = first.stream_id();
+        let unit_crc = match first.current().map_err(source_err)? {
+            Some(u) => match format.head(u.bytes, 0).map_err(source_err)? {
+                Head::Head(h) => Some(h.profile.crc),
+                Head::Need(_) => None,
+            },
+            None => None,
+        };
+        let contexts = vec![Context {
+            id: 1,
+            name: format.context_name(1, None),
+        }];
+        let name = format.name();
+        let mut first = Some(first);
+        let arm: ArmFn = Box::new(move |selection, token| {
+            if selection != [1] {
+                return Err(SessionError::Source(
+                    format!("a live stream is one context (1); {selection:?} were asked for")
+                        .into(),
+                ));
+            }
+            let p = match first.take() {
+                Some(p) => p,
+                None => ReadProducer::new(format.clone(), make().map_err(SessionError::Source)?)
+                    .map_err(source_err)?,
+            };
+            emitter(&format, p, token)
+        });
+        Ok(Offer {
+            format: name,
+            streams: Vec::new(),
+            contexts,
+            stream_id,
+            max_unit: MAX_UNIT,
+            unit_crc,
+            arm,
         })
     }
 
@@ -148,14 +211,14 @@ impl Offer {
         self.format
     }
 
-    /// The streams of the file.
+    /// The streams of the file (none known ahead for a live stream).
     pub fn streams(&self) -> &[StreamSpan] {
         &self.streams
     }
 
     /// The contexts offered: one per stream, ids from 1.
     pub fn contexts(&self) -> Vec<Context> {
-        contexts(&self.streams)
+        self.contexts.clone()
     }
 
     /// The id that binds tokens to this file (its producer's): what the
@@ -182,15 +245,25 @@ impl Arm for Offer {
         selection: &[u32],
         token: Option<&Token>,
     ) -> Result<Box<dyn Emission>, SessionError> {
-        let src = (self.open)().map_err(SessionError::Source)?;
-        let ranges: Vec<(u64, u64)> = selection
-            .iter()
-            .filter_map(|id| self.streams.get((*id as usize).checked_sub(1)?))
-            .map(|s| (s.offset, s.len))
-            .collect();
-        let spans = Spans::new(src, &ranges).map_err(source_err)?;
-        (self.make)(spans, token)
+        (self.arm)(selection, token)
     }
+}
+
+/// The emitter of `p`, from its start or re-armed from `token`.
+fn emitter<F, P>(format: &F, p: P, token: Option<&Token>) -> Result<Box<dyn Emission>, SessionError>
+where
+    F: Format + 'static,
+    F::Split: Send,
+    P: Producer + Send + 'static,
+    P::Error: Send + Sync,
+{
+    Ok(match token {
+        Some(t) => Box::new(
+            Emitter::resume(p, format.split(), t)
+                .map_err(|e| ResumeError::TokenRefused(e.into()))?,
+        ),
+        None => Box::new(Emitter::new(p, format.split()).map_err(source_err)?),
+    })
 }
 
 /// A [`Format`] as a session driver takes it, whatever its type: told
@@ -208,6 +281,8 @@ pub trait SessionFormat: Send + Sync {
     /// A sender's offer of the file `open` opens
     /// ([`Offer::new`]).
     fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError>;
+    /// A sender's offer of a stream made as it is read ([`Offer::live`]).
+    fn live(&self, make: MakeStream) -> Result<Offer, SessionError>;
     /// A receiver's check that has seen the first `len` bytes of `src`
     /// (whole units, as a receiver that restarted kept them): each unit
     /// checked again, so that the check goes on from there and a damaged
@@ -234,6 +309,9 @@ where
     }
     fn offer(&self, open: Open, safe_every: u64) -> Result<Offer, SessionError> {
         Offer::new(self.clone(), open, safe_every)
+    }
+    fn live(&self, make: MakeStream) -> Result<Offer, SessionError> {
+        Offer::live(self.clone(), make)
     }
     fn revalidate(&self, src: BoxSource, len: u64) -> Result<Box<dyn Check>, BoxError> {
         let mut check = self.validator();

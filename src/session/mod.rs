@@ -86,7 +86,7 @@ pub use rate::RateLimit;
 pub use server::{Served, Server, ServerConfig, ServerStats};
 
 pub use proto_session::error::{BoxError, ResumeError, SessionError};
-pub use proto_session::offer::{Detect, Offer, SessionFormat};
+pub use proto_session::offer::{self, Detect, Offer, SessionFormat};
 pub use proto_session::receive::{Position, ReceiveStats};
 pub use proto_session::send::SendStats;
 
