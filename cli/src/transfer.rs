@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use proto_stream::btrfs::Btrfs;
 use proto_stream::checkpoint::FileSource;
+use proto_stream::session::auth::{authenticate, Role};
 use proto_stream::session::offer::{detect, BoxSource};
 use proto_stream::session::{BoxError, Offer, SessionFormat};
 use proto_stream::session::{
@@ -35,6 +36,8 @@ pub enum Peer<'a> {
 /// What `send` and `receive` share.
 pub struct Common<'a> {
     pub peer: Peer<'a>,
+    /// The pre-shared key of TCP connections (`--key FILE`, read).
+    pub key: Option<Vec<u8>>,
     /// The ssh command (`-e`), split at whitespace.
     pub rsh: &'a str,
     /// The program on the remote host (`--remote-path`).
@@ -128,6 +131,7 @@ enum Connector {
     Tcp {
         addrs: Vec<SocketAddr>,
         io_timeout: f64,
+        key: Option<Vec<u8>>,
     },
     /// A program whose standard input and output are the connection
     /// (ssh running `proto-stream ... --stdio` on the remote host).
@@ -140,8 +144,9 @@ impl Connector {
     fn new(dest: &str, role: &str, c: &Common<'_>) -> Result<Connector, AddressError> {
         match parse_dest(dest)? {
             Dest::Tcp(addr) => Ok(Connector::Tcp {
-                addrs: resolve(addr, c.insecure)?,
+                addrs: resolve(addr, c.insecure || c.key.is_some())?,
                 io_timeout: c.io_timeout,
+                key: c.key.clone(),
             }),
             Dest::Ssh { host, port, path } => {
                 let mut argv: Vec<String> = c.rsh.split_whitespace().map(str::to_owned).collect();
@@ -160,14 +165,37 @@ impl Connector {
 
     fn connect(&self) -> io::Result<Box<dyn Duplex>> {
         match self {
-            Connector::Tcp { addrs, io_timeout } => {
-                let conn = TcpStream::connect(&addrs[..])?;
+            Connector::Tcp {
+                addrs,
+                io_timeout,
+                key,
+            } => {
+                let mut conn = TcpStream::connect(&addrs[..])?;
                 setup(&conn, *io_timeout)?;
+                if let Some(k) = key {
+                    authenticated(&mut conn, k, Role::Initiator, *io_timeout)?;
+                }
                 Ok(Box::new(conn))
             }
             Connector::Command(argv) => Ok(Box::new(Piped::spawn(argv)?)),
         }
     }
+}
+
+/// Runs the key exchange on `conn` within a few seconds (a peer that says
+/// nothing cannot hold a listener for long). A refusal is
+/// `PermissionDenied`, which is not retried.
+fn authenticated(conn: &mut TcpStream, key: &[u8], role: Role, io_timeout: f64) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let r = authenticate(conn, key, role);
+    conn.set_read_timeout((io_timeout > 0.0).then(|| Duration::from_secs_f64(io_timeout)))?;
+    r.map_err(|e| {
+        if e.retryable() {
+            io::Error::new(io::ErrorKind::ConnectionAborted, e)
+        } else {
+            io::Error::new(io::ErrorKind::PermissionDenied, e)
+        }
+    })
 }
 
 /// The command line run on the remote host: `PROG ROLE --stdio PATH`, each
@@ -430,6 +458,9 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
                 let acked = server.stats().send.units_sent - server.stats().send.units_resent;
                 let r = match connector.connect() {
                     Ok(conn) => server.serve(RateLimit::new(conn, a.rate_limit)),
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        return Err(Failure::Refused(e))
+                    }
                     Err(e) => Err(SessionError::Io(e)),
                 };
                 match r {
@@ -457,7 +488,7 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
             }
         }
         Peer::Listen(addr) => {
-            let listener = listen(addr, c.insecure)?;
+            let listener = listen(addr, c.insecure || c.key.is_some())?;
             let mut deadline = Instant::now() + retry_for;
             loop {
                 let Some(conn) = accept(&listener, deadline)? else {
@@ -469,6 +500,13 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
                 if let Err(e) = setup(&conn, c.io_timeout) {
                     eprintln!("proto-stream: send: a connection: {e}");
                     continue;
+                }
+                let mut conn = conn;
+                if let Some(k) = &c.key {
+                    if let Err(e) = authenticated(&mut conn, k, Role::Responder, c.io_timeout) {
+                        eprintln!("proto-stream: send: a connection was not authenticated: {e}");
+                        continue;
+                    }
                 }
                 let before = server.stats().send.units_sent;
                 match server.serve(RateLimit::new(conn, a.rate_limit)) {
@@ -597,7 +635,7 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
             }
         }
         Peer::Listen(addr) => {
-            let listener = listen(addr, c.insecure)?;
+            let listener = listen(addr, c.insecure || c.key.is_some())?;
             let wait = if f.finished() {
                 retry_for.min(Duration::from_secs(5))
             } else {
@@ -617,6 +655,13 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
                 if let Err(e) = setup(&conn, c.io_timeout) {
                     eprintln!("proto-stream: receive: a connection: {e}");
                     continue;
+                }
+                let mut conn = conn;
+                if let Some(k) = &c.key {
+                    if let Err(e) = authenticated(&mut conn, k, Role::Responder, c.io_timeout) {
+                        eprintln!("proto-stream: receive: a connection was not authenticated: {e}");
+                        continue;
+                    }
                 }
                 let before = f.received();
                 match f.fetch(conn) {

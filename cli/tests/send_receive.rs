@@ -394,3 +394,78 @@ fn a_stream_on_standard_input_is_sent_as_it_comes() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("both the stream and the connection"));
 }
+
+/// `--key`: a receiver listening beyond loopback with a key takes only a
+/// sender that proves it holds the key; one with another key or none is
+/// refused before a byte of the stream moves, and the receiver goes on
+/// waiting for the right one.
+#[test]
+fn with_a_key_only_a_sender_that_holds_it_is_served() {
+    let d = TempDir::new("key");
+    let want = stream(1, 8);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    std::fs::write(d.path("key"), b"correct horse battery staple\n").unwrap();
+    std::fs::write(d.path("other"), b"another key of enough bytes\n").unwrap();
+    std::fs::write(d.path("short"), b"tiny\n").unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let out = d.path("out.stream");
+    // Beyond loopback: allowed with a key.
+    let mut rcv = start(
+        "receive",
+        &[
+            "receive",
+            s(&out),
+            "--listen",
+            "0.0.0.0:0",
+            "--key",
+            s(&d.path("key")),
+            "--json",
+        ],
+    );
+    let line = rcv.line(deadline);
+    let port = line.rsplit(':').next().unwrap().to_string();
+    let to = format!("tcp://127.0.0.1:{port}");
+    let send = |key: Option<&str>| {
+        let mut args = vec![
+            "send".to_string(),
+            s(&file).into(),
+            "--to".into(),
+            to.clone(),
+        ];
+        if let Some(k) = key {
+            args.extend(["--key".into(), s(&d.path(k)).into()]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_proto-stream"))
+            .args(&args)
+            .args(["--retry-for", "5"])
+            .output()
+            .unwrap()
+    };
+    let wrong = send(Some("other"));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(3), "{err}");
+    assert!(err.contains("proof of the key does not hold"), "{err}");
+    let none = send(None);
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success(), "{err}");
+    assert!(err.contains("magic"), "{err}");
+    let short = send(Some("short"));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16"));
+    // Nothing of the stream moved, and the receiver is still waiting.
+    assert!(rcv.child.try_wait().unwrap().is_none());
+    assert_eq!(
+        std::fs::metadata(format!("{}.part", s(&out)))
+            .unwrap()
+            .len(),
+        0
+    );
+    let right = send(Some("key"));
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    rcv.json(deadline);
+    assert!(std::fs::read(&out).unwrap() == want);
+}

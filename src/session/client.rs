@@ -253,7 +253,9 @@ impl<W: Output> Fetcher<W> {
     /// connections in a row without a new unit). Returns whether the
     /// sender's goodbye arrived: `false` when every unit was acknowledged
     /// but the sender was gone before it said goodbye. Failed connection
-    /// attempts are spaced 50 ms apart.
+    /// attempts are spaced 50 ms apart; one that fails with
+    /// `PermissionDenied` (the peer refused before any session: a wrong
+    /// key) ends it at once.
     pub fn fetch_retrying<S, C>(
         &mut self,
         mut connect: C,
@@ -271,6 +273,11 @@ impl<W: Output> Fetcher<W> {
                 // The sender is gone after its goodbye; one lost on the way
                 // is fine once everything is acknowledged.
                 Err(_) if self.finished() => return Ok(false),
+                // Refused before any session (authentication, say): not
+                // worth another try.
+                Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                    return Err(FetchError::Refused(error));
+                }
                 Err(error) => {
                     if retry.connect_failed(Instant::now()) == Verdict::GiveUp {
                         return Err(FetchError::Unreachable {
@@ -383,6 +390,10 @@ pub enum FetchError {
         /// The error that ended the last one.
         last: Box<SessionError>,
     },
+    /// Connecting was refused before any session (`PermissionDenied`: a
+    /// wrong key, say).
+    #[error("the peer refused the connection: {0}")]
+    Refused(io::Error),
     /// A failure that connecting again cannot mend (a refusal, a bad unit,
     /// the output).
     #[error(transparent)]

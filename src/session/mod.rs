@@ -67,6 +67,7 @@
 //! assert_eq!(&out[..], &file[..]);
 //! ```
 
+pub mod auth;
 mod client;
 mod conn;
 mod durable;
