@@ -7,10 +7,23 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use proto_checkpoint::native::PRSTREAM;
+//! use proto_checkpoint::native::{Writer, PRSTREAM};
+//! use proto_header::{Endian, V1Header};
 //! use proto_session::offer::{detect, BoxSource, SessionFormat};
+//! use proto_tlv::{AttrValue, Value};
 //!
-//! let bytes: Arc<[u8]> = include_bytes!("../../testdata/native/data-v1.stream")[..].into();
+//! // A native `PRSTREAM` stream of two commands.
+//! let header = V1Header {
+//!     byte_order: Endian::Little,
+//!     features_supported: 0,
+//!     features_required: 0,
+//!     stream_id: [7; 16],
+//!     contexts: Vec::new(),
+//! };
+//! let mut w = Writer::v1(Vec::new(), &header).unwrap();
+//! w.write_command(1, &[AttrValue::new(1, Value::Bytes(b"one"))]).unwrap();
+//! w.write_command(1, &[AttrValue::new(1, Value::Bytes(b"two"))]).unwrap();
+//! let bytes: Arc<[u8]> = w.finish().unwrap().into();
 //! let formats: [&dyn SessionFormat; 1] = [&PRSTREAM];
 //! let format = detect(&formats, &bytes).unwrap();
 //! assert_eq!(format.name(), "native");
