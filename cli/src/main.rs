@@ -393,9 +393,13 @@ pub(crate) fn progress(len: Option<u64>) -> ProgressBar {
         Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
-    if let Ok(style) =
-        ProgressStyle::with_template("{bytes}/{total_bytes} {bytes_per_sec} {wide_bar}")
-    {
+    // With a length: bytes of it, rate, ETA, a bar; without: bytes and rate.
+    let template = if len.is_some() {
+        "{bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {wide_bar}"
+    } else {
+        "{bytes} {bytes_per_sec} {elapsed}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style);
     }
     pb

@@ -13,7 +13,7 @@ use proto_stream::btrfs::Btrfs;
 use proto_stream::checkpoint::FileSource;
 use proto_stream::session::auth::{authenticate, Role};
 use proto_stream::session::offer::{detect, BoxSource};
-use proto_stream::session::{BoxError, Offer, SessionFormat};
+use proto_stream::session::{BoxError, Kept, Offer, Output, SessionFormat};
 use proto_stream::session::{
     DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, ResumeError, RetryPolicy, Server,
     ServerConfig, SessionError, KIT_FORMATS,
@@ -445,10 +445,16 @@ fn offer(a: &SendArgs<'_>) -> Result<Offer, Failure> {
 pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
     let c = &a.common;
     let mut server = Server::with_offer(offer(a)?, ServerConfig::default());
+    // On a terminal: bytes sent (frames included), rate, and the ETA when
+    // the stream's length is known (a file; not a live btrfs send).
+    let total = (!a.btrfs && a.source != Path::new("-"))
+        .then(|| std::fs::metadata(a.source).ok().map(|m| m.len()))
+        .flatten();
+    let pb = crate::progress(total);
     let retry_for = Duration::from_secs_f64(c.retry_for.max(0.0));
     let outcome = match c.peer {
         Peer::Stdio => server
-            .serve(RateLimit::new(stdio(), a.rate_limit))
+            .serve(Shown::new(RateLimit::new(stdio(), a.rate_limit), &pb))
             .map_err(Failure::Session)?,
         Peer::To(dest) => {
             let connector = Connector::new(dest, "receive", c).map_err(Failure::Address)?;
@@ -457,7 +463,7 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
             loop {
                 let acked = server.stats().send.units_sent - server.stats().send.units_resent;
                 let r = match connector.connect() {
-                    Ok(conn) => server.serve(RateLimit::new(conn, a.rate_limit)),
+                    Ok(conn) => server.serve(Shown::new(RateLimit::new(conn, a.rate_limit), &pb)),
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                         return Err(Failure::Refused(e))
                     }
@@ -509,7 +515,7 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
                     }
                 }
                 let before = server.stats().send.units_sent;
-                match server.serve(RateLimit::new(conn, a.rate_limit)) {
+                match server.serve(Shown::new(RateLimit::new(conn, a.rate_limit), &pb)) {
                     Ok(served) => break served,
                     Err(e) if sender_goes_on(&e) => {
                         if server.stats().send.units_sent > before {
@@ -586,14 +592,23 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
             .unwrap_or_default(),
         ..FetchConfig::default()
     };
+    // On a terminal: the bytes kept and received, and the rate (the
+    // receiver is not told the stream's length).
+    let pb = crate::progress(None);
+    pb.set_position(kept.as_ref().map_or(0, |k| k.len));
+    let file = ShownOut {
+        inner: file,
+        pb: pb.clone(),
+    };
     let mut f = match kept {
         Some(kept) => {
             let check = file
+                .inner
                 .revalidate(&KIT_FORMATS, kept.len)
                 .map_err(Failure::Durable)?;
             eprintln!(
                 "proto-stream: receive: resuming {} at byte {} (seq {})",
-                file.part_path().display(),
+                file.inner.part_path().display(),
                 kept.len,
                 kept.position.received
             );
@@ -607,10 +622,10 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
         Peer::Listen(s) => s.to_owned(),
         Peer::Stdio => "standard input".to_owned(),
     };
-    let fetch_failure = |f: &Fetcher<DurableFile>, error| Failure::Fetch {
+    let fetch_failure = |f: &Fetcher<ShownOut>, error| Failure::Fetch {
         from: from.clone(),
         error,
-        out: f.output().part_path().display().to_string(),
+        out: f.output().inner.part_path().display().to_string(),
         units: f.kept().position.received,
     };
     // A receiver killed after the last unit was durable but before the
@@ -683,7 +698,8 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let stats = f.stats();
     let resumed_from = f.resumed_from();
     let units = f.kept().position.received;
-    let out = f.into_inner();
+    pb.finish_and_clear();
+    let out = f.into_inner().inner;
     let path = out.finish().map_err(Failure::Durable)?;
     if c.json {
         let v = serde_json::json!({
@@ -719,6 +735,56 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
 
 fn is_other_stream(e: &SessionError) -> bool {
     matches!(e, SessionError::Resume(ResumeError::OtherStream { .. }))
+}
+
+/// A connection or an output whose bytes move a progress bar (hidden off
+/// a terminal).
+struct Shown<T> {
+    inner: T,
+    pb: indicatif::ProgressBar,
+}
+
+impl<T> Shown<T> {
+    fn new(inner: T, pb: &indicatif::ProgressBar) -> Self {
+        Shown {
+            inner,
+            pb: pb.clone(),
+        }
+    }
+}
+
+impl<T: Read> Read for Shown<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<T: Write> Write for Shown<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pb.inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The receiver's output, its bytes moving a progress bar.
+struct ShownOut {
+    inner: DurableFile,
+    pb: indicatif::ProgressBar,
+}
+
+impl Output for ShownOut {
+    fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
+        self.inner.write_unit(unit)?;
+        self.pb.inc(unit.len() as u64);
+        Ok(())
+    }
+    fn commit(&mut self, kept: &Kept) -> io::Result<()> {
+        self.inner.commit(kept)
+    }
 }
 
 /// The summary goes to stdout, or to stderr when stdout is the transport.
