@@ -186,6 +186,12 @@ enum Cmd {
         /// The contexts to receive, by name or id, comma-separated.
         #[arg(long, value_name = "A,B")]
         contexts: Option<String>,
+        /// Feed the verified stream to `btrfs receive DIR` as it arrives
+        /// (OUT is kept too). After a restart, a subvolume the previous
+        /// run left half received is deleted and OUT.part fed again: btrfs
+        /// receive cannot continue a subvolume. One snapshot per stream.
+        #[arg(long, value_name = "DIR")]
+        btrfs_receive: Option<PathBuf>,
         #[command(flatten)]
         opts: TransferOpts,
     },
@@ -696,6 +702,7 @@ fn main() -> ExitCode {
             stdio: _,
             abort,
             contexts,
+            btrfs_receive,
             opts,
         } => {
             let r = if *abort {
@@ -706,6 +713,7 @@ fn main() -> ExitCode {
                         out,
                         common,
                         contexts: contexts.as_deref(),
+                        btrfs_receive: btrfs_receive.as_deref(),
                     })
                 })
             };

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proto_stream::btrfs::Btrfs;
-use proto_stream::checkpoint::FileSource;
+use proto_stream::checkpoint::{FileSource, UnitKind};
 use proto_stream::session::auth::{authenticate, Role};
 use proto_stream::session::offer::{detect, BoxSource};
 use proto_stream::session::{BoxError, Kept, Offer, Output, SessionFormat};
@@ -566,6 +566,140 @@ pub struct ReceiveArgs<'a> {
     pub out: &'a Path,
     pub common: Common<'a>,
     pub contexts: Option<&'a str>,
+    /// `--btrfs-receive DIR`: feed the verified units to `btrfs receive DIR`.
+    pub btrfs_receive: Option<&'a Path>,
+}
+
+/// `btrfs receive DIR` fed the verified units as they arrive.
+struct IntoBtrfs {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl IntoBtrfs {
+    /// Starts `btrfs receive DIR` and feeds it the first `kept` bytes of
+    /// `part` (what a receiver before this one kept). A subvolume a
+    /// receive before this one left half made (no received UUID yet) is
+    /// deleted first: `btrfs receive` cannot continue one. When the
+    /// stream's subvolume is there complete (received UUID set), nothing
+    /// is fed: `None`.
+    fn start(dir: &Path, part: &Path, kept: u64) -> Result<Option<IntoBtrfs>, Failure> {
+        if kept > 0 {
+            if let Some(name) = first_subvolume(part)? {
+                let sub = dir.join(&name);
+                if sub.exists() {
+                    let show = std::process::Command::new("btrfs")
+                        .args(["subvolume", "show"])
+                        .arg(&sub)
+                        .output()
+                        .map_err(|e| Failure::io("btrfs subvolume show", e))?;
+                    let text = String::from_utf8_lossy(&show.stdout);
+                    let received = text.lines().any(|l| {
+                        let l = l.trim();
+                        l.starts_with("Received UUID:") && !l.ends_with('-')
+                    });
+                    if received {
+                        eprintln!(
+                            "proto-stream: receive: {} is complete already; not fed again",
+                            sub.display()
+                        );
+                        return Ok(None);
+                    }
+                    eprintln!(
+                        "proto-stream: receive: deleting the half-received {} (btrfs receive cannot continue it); feeding the kept bytes again",
+                        sub.display()
+                    );
+                    let st = std::process::Command::new("btrfs")
+                        .args(["subvolume", "delete"])
+                        .arg(&sub)
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                        .map_err(|e| Failure::io("btrfs subvolume delete", e))?;
+                    if !st.success() {
+                        return Err(Failure::io(
+                            sub.display(),
+                            io::Error::other(format!("btrfs subvolume delete: {st}")),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut child = std::process::Command::new("btrfs")
+            .arg("receive")
+            .arg(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| Failure::io("btrfs receive", e))?;
+        let mut stdin = child.stdin.take();
+        if kept > 0 {
+            if let Some(w) = stdin.as_mut() {
+                let f = std::fs::File::open(part).map_err(|e| Failure::io(part.display(), e))?;
+                io::copy(&mut f.take(kept), w).map_err(|e| Failure::io("btrfs receive", e))?;
+            }
+        }
+        Ok(Some(IntoBtrfs { child, stdin }))
+    }
+
+    fn feed(&mut self, unit: &[u8]) -> io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(w) => w.write_all(unit),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends its input and waits for it.
+    fn finish(mut self) -> Result<(), Failure> {
+        drop(self.stdin.take());
+        let st = self
+            .child
+            .wait()
+            .map_err(|e| Failure::io("btrfs receive", e))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(Failure::io(
+                "btrfs receive",
+                io::Error::other(format!("exited with {st}")),
+            ))
+        }
+    }
+}
+
+impl Drop for IntoBtrfs {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The subvolume the first stream of `part` makes (its first command's
+/// path), if it names one.
+fn first_subvolume(part: &Path) -> Result<Option<String>, Failure> {
+    use proto_stream::checkpoint::{Format, Units};
+    let f = std::fs::File::open(part).map_err(|e| Failure::io(part.display(), e))?;
+    let src = FileSource::new(f).map_err(|e| Failure::io(part.display(), e))?;
+    let mut units = Btrfs.units(src);
+    let bad = |e: proto_stream::btrfs::Error| Failure::Stream(e);
+    // The header, then the first command.
+    if units.current().map_err(bad)?.is_none() {
+        return Ok(None);
+    }
+    units.advance().map_err(bad)?;
+    let Some(u) = units.current().map_err(bad)? else {
+        return Ok(None);
+    };
+    let UnitKind::Command(profile) = u.kind else {
+        return Ok(None);
+    };
+    let (cmd, _) = proto_stream::tlv::decode_command(u.bytes, &profile, 0, u.offset)
+        .map_err(|e| Failure::Stream(e.into()))?;
+    let name = Btrfs.context_name(1, Some(&cmd));
+    Ok(name
+        .split_once(':')
+        .filter(|(k, _)| *k == "subvol" || *k == "snapshot")
+        .map(|(_, p)| p.to_owned()))
 }
 
 pub fn abort(out: &Path) -> Result<(), Failure> {
@@ -596,9 +730,14 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     // receiver is not told the stream's length).
     let pb = crate::progress(None);
     pb.set_position(kept.as_ref().map_or(0, |k| k.len));
+    let btrfs = match a.btrfs_receive {
+        Some(dir) => IntoBtrfs::start(dir, file.part_path(), kept.as_ref().map_or(0, |k| k.len))?,
+        None => None,
+    };
     let file = ShownOut {
         inner: file,
         pb: pb.clone(),
+        btrfs,
     };
     let mut f = match kept {
         Some(kept) => {
@@ -699,7 +838,12 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let resumed_from = f.resumed_from();
     let units = f.kept().position.received;
     pb.finish_and_clear();
-    let out = f.into_inner().inner;
+    let ShownOut {
+        inner: out, btrfs, ..
+    } = f.into_inner();
+    if let Some(b) = btrfs {
+        b.finish()?;
+    }
     let path = out.finish().map_err(Failure::Durable)?;
     if c.json {
         let v = serde_json::json!({
@@ -770,15 +914,20 @@ impl<T: Write> Write for Shown<T> {
     }
 }
 
-/// The receiver's output, its bytes moving a progress bar.
+/// The receiver's output, its bytes moving a progress bar (and fed to
+/// `btrfs receive` with --btrfs-receive).
 struct ShownOut {
     inner: DurableFile,
     pb: indicatif::ProgressBar,
+    btrfs: Option<IntoBtrfs>,
 }
 
 impl Output for ShownOut {
     fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
         self.inner.write_unit(unit)?;
+        if let Some(b) = self.btrfs.as_mut() {
+            b.feed(unit)?;
+        }
         self.pb.inc(unit.len() as u64);
         Ok(())
     }

@@ -210,3 +210,63 @@ fn a_snapshot_replaced_under_the_same_name_is_refused() {
     assert!(!held.is_empty() && first.starts_with(&held));
     assert!(!out.exists());
 }
+
+/// `receive OUT --btrfs-receive DIR`, killed half way and run again: the
+/// half-received subvolume is deleted, the kept bytes fed again, and the
+/// real `btrfs receive` ends with the snapshot's tree.
+#[test]
+fn receive_into_btrfs_receive_survives_a_restart() {
+    if !support::require_or_skip("receive_into_btrfs_receive_survives_a_restart") {
+        return;
+    }
+    let src = support::Scratch::new().unwrap();
+    let snap = make_snapshot(src.path(), 8, 4);
+    let want = btrfs_send(&snap);
+    let d = TempDir::new("into-btrfs");
+    let file = d.path("snap.stream");
+    std::fs::write(&file, &want).unwrap();
+    let dst = support::Scratch::new().unwrap();
+    let out = d.path("out.stream");
+    let part = with_suffix(&out, ".part");
+    let deadline = Instant::now() + DEADLINE;
+    let snd = start(
+        "send",
+        &[
+            "send",
+            s(&file),
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "6000000",
+        ],
+    );
+    let addr = snd
+        .line(deadline)
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let receive = || {
+        start(
+            "receive",
+            &[
+                "receive",
+                s(&out),
+                "--from",
+                &format!("tcp://{addr}"),
+                "--btrfs-receive",
+                s(dst.path()),
+                "--json",
+            ],
+        )
+    };
+    let mut r = receive();
+    kill_at(&mut r, &part, want.len() as u64 / 2, deadline);
+    let mut r = receive();
+    let (status, _, err) = r.wait(deadline);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("deleting the half-received"), "{err}");
+    assert!(std::fs::read(&out).unwrap() == want);
+    let a = support::tree(&snap).unwrap();
+    let b = support::tree(&dst.path().join("snap")).unwrap();
+    assert!(a.diff(&b).is_none(), "{:?}", a.diff(&b));
+}
