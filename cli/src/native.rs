@@ -3,7 +3,7 @@
 //! The CLI interprets no feature bit: it reads any native stream's framing,
 //! whatever features it requires.
 
-use std::collections::BTreeMap;
+use crate::TypeCounts;
 use std::io::{self, IsTerminal, Read, Write};
 
 use proto_stream::header::ReadOptions;
@@ -80,7 +80,7 @@ struct Summary {
     version: Option<(u32, u32, u32)>,
     commands: u64,
     bytes: u64,
-    by_type: BTreeMap<String, u64>,
+    by_type: TypeCounts,
 }
 
 fn verify_into(input: Opened, s: &mut Summary) -> Result<(), Failure> {
@@ -96,7 +96,7 @@ fn verify_reader(input: impl Read, s: &mut Summary) -> Result<(), Failure> {
     while let Some(c) = r.next_command()? {
         // Attributes were checked when the command was decoded.
         s.commands += 1;
-        *s.by_type.entry(format!("{:#06x}", c.cmd())).or_default() += 1;
+        s.by_type.add(c.cmd());
     }
     s.bytes = r.offset();
     Ok(())
@@ -116,7 +116,7 @@ pub fn verify(input: Opened, json: bool) -> Result<(), Failure> {
             "compat_version": compat,
             "commands": s.commands,
             "bytes": s.bytes,
-            "commands_by_type": s.by_type,
+            "commands_by_type": s.by_type.named(|t| format!("{t:#06x}")),
         });
         add_error(&mut v, &r);
         let _ = writeln!(io::stdout(), "{v}");
