@@ -42,69 +42,46 @@ const SLACK: u64 = 1024;
 
 // ---------------------------------------------------------------- fixtures
 
-fn skipped(what: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
-}
-
-fn shared_dir() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/btrfs");
-    if d.join("full-v2.stream").is_file() {
-        return Some(d);
-    }
-    let msg = format!("{} not found", d.display());
-    if std::env::var("PROTO_STREAM_REQUIRE_BTRFS").is_ok_and(|v| v == "1") {
-        panic!("{msg} (PROTO_STREAM_REQUIRE_BTRFS=1)");
-    }
-    skipped(&format!(
-        "(partly) {msg}: only the streams shipped in testdata/btrfs are tested"
-    ));
-    None
-}
+#[path = "support/fixtures.rs"]
+mod fixtures;
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/btrfs")
+    fixtures::testdata()
 }
 
-/// Full + incremental streams concatenated: files with two contexts.
+/// Full + incremental streams concatenated, of every set (the shipped one,
+/// and the shared one when present): files with two contexts.
 fn multi() -> Vec<(String, Vec<u8>)> {
     let pairs: &[(&str, &str)] = &[
         ("full-v1.stream", "incr-v1.stream"),
         ("full-v2.stream", "incr-v2.stream"),
     ];
-    match shared_dir() {
-        Some(d) => pairs
-            .iter()
-            .map(|(a, b)| {
-                let mut bytes = read(&d, a);
-                bytes.extend(read(&d, b));
-                (format!("{a}+{b}"), bytes)
-            })
-            .collect(),
-        None => {
-            let d = testdata();
-            let mut bytes = read(&d, "nodata-v2.stream");
-            bytes.extend(read(&d, "incr-v2.stream"));
-            vec![("nodata-v2.stream+incr-v2.stream".into(), bytes)]
+    let mut out = Vec::new();
+    for d in fixtures::sets() {
+        for (a, b) in pairs {
+            let mut bytes = read(&d, a);
+            bytes.extend(read(&d, b));
+            out.push((format!("{}: {a}+{b}", fixtures::label(&d)), bytes));
         }
     }
+    out
 }
 
-/// Every fixture stream, then the concatenations.
+/// Every stream of every set, then the concatenations.
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = shared_dir().unwrap_or_else(testdata);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".stream"))
-        .collect();
-    names.sort();
-    let mut out: Vec<_> = names.iter().map(|n| (n.clone(), read(&dir, n))).collect();
+    let mut out = Vec::new();
+    for d in fixtures::sets() {
+        for p in fixtures::streams_in(&d) {
+            let name = p.file_name().unwrap().to_string_lossy();
+            out.push((format!("{}: {name}", fixtures::label(&d)), read(&d, &name)));
+        }
+    }
     out.extend(multi());
-    assert!(out.len() >= 4, "too few fixtures in {}", dir.display());
+    assert!(out.len() >= 8, "too few fixtures");
     out
 }
 
@@ -551,8 +528,9 @@ fn a_killed_sender_resumes_from_the_receivers_token() {
 #[test]
 fn a_sender_that_forgets_between_connections_resumes_from_tokens() {
     let mut cases = multi();
-    if let Some(d) = shared_dir() {
-        cases.push(("full-v1.stream".into(), read(&d, "full-v1.stream")));
+    for d in fixtures::sets() {
+        let name = format!("{}: full-v1.stream", fixtures::label(&d));
+        cases.push((name, read(&d, "full-v1.stream")));
     }
     for (name, file) in cases {
         let mut src = &file[..];
@@ -577,8 +555,7 @@ fn a_sender_that_forgets_between_connections_resumes_from_tokens() {
                 min.max(96 << 10)
             };
             // A file too small for several connections between forgets
-            // (the shipped streams stand in when ../shared is missing)
-            // forgets before every one.
+            // (the streams of the shipped set) forgets before every one.
             let k = if want.len() as u64 >= 4 * plan.client_drop {
                 k
             } else {

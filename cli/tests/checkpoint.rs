@@ -353,31 +353,34 @@ fn bad_tokens_and_buffers_are_refused_with_one_line() {
 }
 
 /// The binary's output through the real `btrfs receive`: the full and the
-/// incremental v2 streams, chunked, stopped, resumed, concatenated and
-/// received, give the same trees as the originals.
+/// incremental v2 streams of every set (the shipped one, and the shared one
+/// when present), chunked, stopped, resumed, concatenated and received, give
+/// the same trees as the originals.
 #[test]
 fn resumed_chunks_through_the_real_btrfs_receive() {
-    let Some(dir) = receive::fixtures_for("resumed_chunks_through_the_real_btrfs_receive") else {
-        return;
-    };
-    let (full, incr) = (dir.join("full-v2.stream"), dir.join("incr-v2.stream"));
-    let full_out = chunk_stop_resume(&full, 65536, 17, 4096, 1);
-    let incr_out = chunk_stop_resume(&incr, 2048, 9, 65536, 4);
-    let originals = [std::fs::read(&full).unwrap(), std::fs::read(&incr).unwrap()];
-    let want = receive::Scratch::new().unwrap();
-    let got = receive::Scratch::new().unwrap();
-    for (o, r) in originals.iter().zip([&full_out, &incr_out]) {
-        assert_ne!(o, r);
-        want.receive(o).unwrap();
-        got.receive(r).unwrap();
-    }
-    for snap in ["snap1", "snap2"] {
-        let w = receive::tree(&want.path().join(snap)).unwrap();
-        let g = receive::tree(&got.path().join(snap)).unwrap();
-        if let Some(d) = w.diff(&g) {
-            panic!("{snap}: {d}");
+    for dir in receive::fixtures_for("resumed_chunks_through_the_real_btrfs_receive") {
+        eprintln!("set {}", dir.display());
+        let (full, incr) = (dir.join("full-v2.stream"), dir.join("incr-v2.stream"));
+        let originals = [std::fs::read(&full).unwrap(), std::fs::read(&incr).unwrap()];
+        // Stopped half-way (17 chunks of 64 KiB into the shared full-v2).
+        let stop = |bytes: &[u8], size: usize| (bytes.len() / size / 2).max(1) as u64;
+        let full_out = chunk_stop_resume(&full, 65536, stop(&originals[0], 65536), 4096, 1);
+        let incr_out = chunk_stop_resume(&incr, 2048, stop(&originals[1], 2048), 65536, 4);
+        let want = receive::Scratch::new().unwrap();
+        let got = receive::Scratch::new().unwrap();
+        for (o, r) in originals.iter().zip([&full_out, &incr_out]) {
+            assert_ne!(o, r);
+            want.receive(o).unwrap();
+            got.receive(r).unwrap();
         }
-        assert_eq!(w, g);
+        for snap in ["snap1", "snap2"] {
+            let w = receive::tree(&want.path().join(snap)).unwrap();
+            let g = receive::tree(&got.path().join(snap)).unwrap();
+            if let Some(d) = w.diff(&g) {
+                panic!("{}: {snap}: {d}", dir.display());
+            }
+            assert_eq!(w, g);
+        }
     }
 }
 

@@ -24,31 +24,15 @@ use proto_stream::checkpoint::{list_streams, Format, StreamSpan};
 const DEADLINE: Duration = Duration::from_secs(90);
 
 mod common;
-use common::{skipped, start, Proc, TempDir};
+use common::{start, Proc, TempDir};
 
-/// A full stream with an incremental one after it (two contexts), written
-/// into `dir`: its path and bytes.
+/// A full stream with an incremental one after it (two contexts): the v2
+/// streams of the set shipped in `testdata/btrfs/small/`, written into
+/// `dir`: its path and bytes.
 fn two_streams(dir: &TempDir) -> (PathBuf, Vec<u8>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let shared = root.join("../shared/fixtures/btrfs");
-    let (a, b) = if shared.join("full-v2.stream").is_file() {
-        (shared.join("full-v2.stream"), shared.join("incr-v2.stream"))
-    } else {
-        if std::env::var("PROTO_STREAM_REQUIRE_BTRFS").is_ok_and(|v| v == "1") {
-            panic!(
-                "{} not found (PROTO_STREAM_REQUIRE_BTRFS=1)",
-                shared.display()
-            );
-        }
-        skipped(&format!(
-            "(partly) {} not found: a stream from testdata/btrfs stands in for the full one",
-            shared.display()
-        ));
-        let t = root.join("testdata/btrfs");
-        (t.join("nodata-v2.stream"), t.join("incr-v1.stream"))
-    };
-    let mut bytes = std::fs::read(a).unwrap();
-    bytes.extend(std::fs::read(b).unwrap());
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/btrfs/small");
+    let mut bytes = std::fs::read(set.join("full-v2.stream")).unwrap();
+    bytes.extend(std::fs::read(set.join("incr-v2.stream")).unwrap());
     let p = dir.path("both.stream");
     std::fs::write(&p, &bytes).unwrap();
     (p, bytes)

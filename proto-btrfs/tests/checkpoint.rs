@@ -1,13 +1,14 @@
-//! Checkpointed emission of every real kernel stream (`../shared/fixtures/btrfs/`
-//! and `testdata/btrfs/`, and full + incremental concatenated): through
-//! buffers from the smallest workable size upward and one unit per buffer,
-//! with safe points every 1, 5 and 64 units; stopped after any chunk and
-//! resumed from its token. The output always compares equal to the original,
-//! and is byte-identical when no command had to be split. Every piece is a
-//! valid command.
+//! Checkpointed emission of every real kernel stream (`testdata/btrfs/`, the
+//! small set in `testdata/btrfs/small/`, and `../shared/fixtures/btrfs/` when
+//! present; see `../../tests/support/fixtures.rs`), and full + incremental of
+//! each set concatenated: through buffers from the smallest workable size
+//! upward and one unit per buffer, with safe points every 1, 5 and 64 units;
+//! stopped after any chunk and resumed from its token. The output always
+//! compares equal to the original, and is byte-identical when no command had
+//! to be split. Every piece is a valid command.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+#[path = "../../tests/support/fixtures.rs"]
+mod fixtures;
 
 use proto_btrfs::checkpoint::{StreamProducer, WRITE_SPLIT};
 use proto_btrfs::Btrfs;
@@ -18,45 +19,27 @@ use proto_checkpoint::{
     TokenError, UnitKind, Units,
 };
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// (name, bytes) of every fixture stream, plus full + incremental v2 as one
-/// concatenated input.
+/// (name, bytes) of every fixture stream, then full + incremental v2 of each
+/// set as one concatenated input.
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    let shared = workspace().join("../shared/fixtures/btrfs");
-    let mut dirs = vec![workspace().join("testdata/btrfs")];
-    if shared.is_dir() {
-        dirs.push(shared.clone());
-    } else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (partly): {} not found: only the streams shipped in testdata/btrfs are tested",
-            shared.display()
-        );
-    }
-    for dir in dirs {
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-            .collect();
-        names.sort();
-        for p in names {
+    for dir in fixtures::stream_dirs() {
+        for p in fixtures::streams_in(&dir) {
             out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
         }
     }
-    if shared.is_dir() {
-        let mut both = std::fs::read(shared.join("full-v2.stream")).unwrap();
-        both.extend(std::fs::read(shared.join("incr-v2.stream")).unwrap());
-        out.push(("full-v2 + incr-v2 (concatenated)".into(), both));
+    for dir in fixtures::sets() {
+        let mut both = std::fs::read(dir.join("full-v2.stream")).unwrap();
+        both.extend(std::fs::read(dir.join("incr-v2.stream")).unwrap());
+        out.push((
+            format!(
+                "{}: full-v2 + incr-v2 (concatenated)",
+                fixtures::label(&dir)
+            ),
+            both,
+        ));
     }
-    assert!(out.len() >= 3, "no fixtures found");
+    assert!(out.len() >= 10, "too few fixtures found");
     out
 }
 
@@ -475,13 +458,19 @@ fn damaged_commands_are_refused_not_laundered() {
 #[test]
 fn compare_finds_the_first_divergence() {
     let fx = fixtures();
-    let Some((_, bytes)) = fx.iter().find(|(n, _)| n.ends_with("full-v1.stream")) else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: compare_finds_the_first_divergence needs full-v1.stream from ../shared/fixtures/btrfs (not found)"
-        );
-        return;
-    };
+    let full_v1: Vec<_> = fx
+        .iter()
+        .filter(|(n, _)| n.ends_with("/full-v1.stream"))
+        .collect();
+    // The shipped set has one, and so does the shared set.
+    assert_eq!(full_v1.len(), fixtures::sets().len(), "full-v1 streams");
+    for (name, bytes) in full_v1 {
+        compare_finds_the_first_divergence_in(name, bytes);
+    }
+}
+
+fn compare_finds_the_first_divergence_in(name: &str, bytes: &[u8]) {
+    eprintln!("{name}");
     let run = emit(bytes, 1, 5000, None);
     let mut out = concat(&run.chunks);
     assert_equal(bytes, &out, "full-v1 through 5000-byte buffers");
@@ -513,7 +502,7 @@ fn compare_finds_the_first_divergence() {
     let crc = proto_tlv::CrcVariant::BtrfsRaw.checksum(c);
     c[6..10].copy_from_slice(&crc.to_le_bytes());
     match compare(
-        &mut Btrfs.units(&bytes[..]),
+        &mut Btrfs.units(bytes),
         &mut Btrfs.units(&out[..]),
         &WRITE_SPLIT,
     )
@@ -537,6 +526,11 @@ fn compare_finds_the_first_divergence() {
 fn file_source_agrees_with_memory() {
     let fx = fixtures();
     let (name, bytes) = fx.iter().max_by_key(|(_, b)| b.len()).unwrap();
+    // Larger than the read-ahead window: the largest input repeated when it
+    // is smaller (whole streams one after another, as a producer takes them).
+    let n = proto_checkpoint::READ_AHEAD / bytes.len() + 1;
+    let (name, bytes) = (&format!("{name} (x{n})"), &bytes.repeat(n));
+    assert!(bytes.len() > proto_checkpoint::READ_AHEAD, "{name}");
     let dir = std::env::temp_dir().join(format!("proto-btrfs-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s.stream");
@@ -576,14 +570,8 @@ fn file_source_agrees_with_memory() {
 #[test]
 fn streams_of_a_concatenation_and_spans_over_a_selection() {
     use proto_checkpoint::{list_streams, Source, Spans};
-    let all = fixtures();
-    let get = |n: &str| match all
-        .iter()
-        .find(|(name, _)| name.ends_with(&format!("/{n}.stream")))
-    {
-        Some((_, b)) => b.clone(),
-        None => std::fs::read(workspace().join("testdata/btrfs/incr-v2.stream")).unwrap(),
-    };
+    let set = fixtures::shipped_set();
+    let get = |n: &str| std::fs::read(set.join(format!("{n}.stream"))).unwrap();
     let (full, incr) = (get("full-v2"), get("incr-v2"));
     let file = [full.as_slice(), &incr, &full].concat();
     let streams = list_streams(&Btrfs, &mut &file[..]).unwrap();

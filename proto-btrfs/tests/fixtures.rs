@@ -1,9 +1,12 @@
-//! Every real kernel stream: in `../shared/fixtures/btrfs/` (made by
-//! `../shared/scripts/mkfixtures.sh`) and the small ones shipped in
-//! `testdata/btrfs/`.
+//! Every real kernel stream (`../../tests/support/fixtures.rs`): those shipped
+//! in `testdata/btrfs/` and in the complete small set `testdata/btrfs/small/`
+//! (made by `scripts/mkfixtures.sh`), and the set in `../shared/fixtures/btrfs/`
+//! when it is there.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+#[path = "../../tests/support/fixtures.rs"]
+mod fixtures;
+
+use std::path::PathBuf;
 
 use proto_btrfs::{
     BtrfsCommand, BtrfsStream, Dumper, Error, Event, StreamDecoder, StreamReader, HEADER_LEN,
@@ -11,39 +14,19 @@ use proto_btrfs::{
 use proto_tlv::{Command, Commands, Decoder, ErrorKind, OwnedCommand, Step};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    fixtures::workspace()
 }
 
 /// (name, stream bytes, reference dump) for every fixture found.
 fn fixtures() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
-    let shared = workspace().join("../shared/fixtures/btrfs");
-    let mut dirs = vec![workspace().join("testdata/btrfs")];
-    if shared.is_dir() {
-        dirs.push(shared);
-    } else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {} not found: only the streams shipped in testdata/btrfs are tested",
-            shared.display()
-        );
-    }
-    for dir in dirs {
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "stream"))
-            .collect();
-        names.sort();
-        for p in names {
+    for dir in fixtures::stream_dirs() {
+        for p in fixtures::streams_in(&dir) {
             let dump = std::fs::read(p.with_extension("dump")).unwrap();
             out.push((p.display().to_string(), std::fs::read(&p).unwrap(), dump));
         }
     }
-    assert!(out.len() >= 3, "no fixtures found");
+    assert!(out.len() >= 9, "too few fixtures found");
     out
 }
 

@@ -21,8 +21,8 @@
 //! }
 //! ```
 //!
-//! (`#[path]` rather than `mod support;` so that a test pulls in only this file and
-//! `tests/support/` needs no `mod.rs`.)  Every function here may be unused by some
+//! (`#[path]` rather than `mod support;` so that a test pulls in only this file (and
+//! `fixtures.rs`, which it includes) and `tests/support/` needs no `mod.rs`.)  Every function here may be unused by some
 //! test binary, hence the `dead_code` allowance below.
 //!
 //! # API
@@ -30,8 +30,11 @@
 //! - `availability() -> Result<(), String>`: Ok when we are root, `btrfs`,
 //!   `mkfs.btrfs`, `mount`, `umount` and `timeout` run, and a loop mount of a fresh
 //!   btrfs image works (probed once per process, cached).
-//! - `fixtures_for(test: &str) -> Option<PathBuf>`: `require_or_skip`, then
-//!   the directory of the shared kernel fixtures (or a loud skip).
+//! - `fixtures_for(test: &str) -> Vec<PathBuf>`: `require_or_skip`, then
+//!   the sets of real kernel streams to receive (`fixtures::sets()`: the
+//!   shipped `testdata/btrfs/small/`, and `../shared/fixtures/btrfs/` when
+//!   present); empty after a loud skip.
+//! - `fixtures`: `tests/support/fixtures.rs` (where the streams are).
 //! - `skipped(what: &str)`: prints `SKIPPED: <what>` past the test
 //!   harness's output capture.
 //! - `require_or_skip(test: &str) -> bool`: true = go ahead.  Otherwise prints
@@ -107,6 +110,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+
+#[path = "fixtures.rs"]
+pub mod fixtures;
 
 /// Seconds any one external command may run before `timeout` kills it.
 pub const COMMAND_TIMEOUT_SECS: u32 = 120;
@@ -200,30 +206,17 @@ pub fn require_or_skip(test: &str) -> bool {
     }
 }
 
-/// The real kernel streams in `../shared/fixtures/btrfs/` (next to the
-/// workspace) when a test that needs the real `btrfs receive` and those
-/// streams can run: `None` after a loud `SKIPPED:` line otherwise (a panic
-/// instead when [`REQUIRE_ENV`]`=1`, unless only loop devices are missing).
-pub fn fixtures_for(test: &str) -> Option<PathBuf> {
+/// The sets of real kernel streams a receive check runs on (see
+/// [`fixtures`]: the set shipped in `testdata/btrfs/small/`, then
+/// `../shared/fixtures/btrfs/` when it exists), when the real `btrfs
+/// receive` can run here: empty after a loud `SKIPPED:` line otherwise (a
+/// panic instead when [`REQUIRE_ENV`]`=1`, unless only loop devices are
+/// missing).  A missing `../shared` skips nothing.
+pub fn fixtures_for(test: &str) -> Vec<PathBuf> {
     if !require_or_skip(test) {
-        return None;
+        return Vec::new();
     }
-    // This file is tests/support/receive.rs of the workspace, whichever
-    // member's test includes it.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|d| d.join("tests/support/receive.rs").is_file())
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
-    let dir = root.join("../shared/fixtures/btrfs");
-    if dir.join("full-v2.stream").is_file() {
-        return Some(dir);
-    }
-    let msg = format!("{test}: fixtures not found in {}", dir.display());
-    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{msg} ({REQUIRE_ENV}=1)");
-    }
-    skipped(&msg);
-    None
+    fixtures::sets()
 }
 
 /// Prints `SKIPPED: <what>` on stderr past the test harness's output capture
