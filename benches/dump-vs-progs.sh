@@ -5,7 +5,7 @@
 # usage: benches/dump-vs-progs.sh [STREAM...]
 #   default streams: $PROTO_STREAM_PERF_DIR/{small-v2,big-v2}.stream
 #   (PROTO_STREAM_PERF_DIR defaults to <workspace>/perf; make them with
-#   ../shared/scripts/mkperf.sh). HYPERFINE_ARGS adds hyperfine options
+#   scripts/mkperf.sh). HYPERFINE_ARGS adds hyperfine options
 #   (e.g. "--runs 20").
 #
 # For each stream: checks that both dumps are byte-identical (TZ=UTC), then
@@ -41,7 +41,7 @@ echo
 SUMMARY=()
 for f in "${STREAMS[@]}"; do
     if [ ! -r "$f" ]; then
-        echo "skip: $f not found (run ../shared/scripts/mkperf.sh $PERF)" >&2
+        echo "skip: $f not found (run scripts/mkperf.sh $PERF as root)" >&2
         continue
     fi
     name=$(basename "$f" .stream)

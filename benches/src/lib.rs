@@ -2,7 +2,7 @@
 //!
 //! Every bench measures the same bytes with proto-stream and with its peers,
 //! in the same run. The bytes are the real `btrfs send` streams made by
-//! `../shared/scripts/mkperf.sh` when they are present in the perf
+//! `scripts/mkperf.sh` (in the repository) when they are present in the perf
 //! directory, else synthetic streams with the same command mix, built in
 //! memory at bench start with proto-btrfs's [`StreamWriter`] (never
 //! committed):
