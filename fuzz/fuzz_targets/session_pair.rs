@@ -9,7 +9,8 @@
 //!
 //! Input (missing bytes read as 0): byte 0: bit 0 the stream
 //! (`testdata/native/data-v1.stream`, three data commands of 100 to 150 KB,
-//! or `sample-v1.stream`), bit 1 damage on; u32 window bytes; u8 window
+//! or `sample-v1.stream`), bit 1 damage on, bit 2 the sender compresses
+//! (zstd DATA frames); u32 window bytes; u8 window
 //! messages; u32 token interval; u8 safe-point interval; u16 read size
 //! (0: whole); u8 forget mask (bit i: forget before connection i mod 8);
 //! u32 damage offset; then up to 8 u32 drop points (each raised to the
@@ -64,6 +65,7 @@ target!(|data: &[u8]| {
     let mode = input.u8();
     let stream = if mode & 1 == 0 { DATA } else { SAMPLE };
     let damage = mode & 2 != 0;
+    let compress = mode & 4 != 0;
     let window = Limits {
         max_bytes: (input.u32() as usize % (2 << 20)).max(1),
         max_messages: (input.u8() as usize % 64).max(1),
@@ -88,6 +90,8 @@ target!(|data: &[u8]| {
         forget: (0..8).map(|i| mask & (1 << i) != 0).collect(),
         chunk,
         flip: damage.then_some(flip % (stream.len() as u64 + 4096)),
+        compress,
+        receiver_zstd: true,
     };
     let o = pair::run(stream, &plan, 200);
     assert!(stream.starts_with(&o.out), "output not a prefix: {plan:?}");
@@ -103,6 +107,7 @@ target!(|data: &[u8]| {
                     SessionError::Frame(_)
                         | SessionError::Header(_)
                         | SessionError::Unit { .. }
+                        | SessionError::Compressed { .. }
                         | SessionError::Closed { .. }
                 ),
                 "damage at {flip}: {e:?}"

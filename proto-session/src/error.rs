@@ -85,6 +85,17 @@ pub enum SessionError {
         /// The receiver's.
         received: u64,
     },
+    /// A compressed DATA frame ([`crate::wire::attr::ZSTD_LEN`]) whose
+    /// payload does not decompress to its unit (nothing of it was written).
+    #[error("compressed DATA frame (seq {seq}) at byte {offset}: {problem}")]
+    Compressed {
+        /// Its seq.
+        seq: u64,
+        /// Its byte offset in the peer's input.
+        offset: u64,
+        /// What is wrong with it.
+        problem: CompressedError,
+    },
     /// The receiver asked for a context name the sender does not offer.
     #[error("unknown context {name:?}; the sender offers: {offered}")]
     UnknownContext {
@@ -133,14 +144,50 @@ impl SessionError {
     /// stream for [`SessionError::Unit`] when its format's error says so.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            SessionError::Closed { offset, .. } | SessionError::Unexpected { offset, .. } => {
-                Some(*offset)
-            }
+            SessionError::Closed { offset, .. }
+            | SessionError::Unexpected { offset, .. }
+            | SessionError::Compressed { offset, .. } => Some(*offset),
             SessionError::Header(e) => e.offset(),
             SessionError::Frame(e) => Some(e.offset()),
             _ => None,
         }
     }
+}
+
+/// Why a compressed DATA frame was refused ([`SessionError::Compressed`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompressedError {
+    /// This receiver was built without zstd (the crate's `zstd` feature)
+    /// and did not advertise [`crate::wire::FEATURE_ZSTD`].
+    #[error("this receiver was built without zstd")]
+    Unsupported,
+    /// The unit length it declares is more than a session carries
+    /// ([`crate::wire::MAX_UNIT`]): nothing was decompressed.
+    #[error("it declares a unit of {len} bytes, more than the {max} a session carries")]
+    TooLong {
+        /// The length declared.
+        len: u64,
+        /// The largest unit.
+        max: u64,
+    },
+    /// zstd refused the payload: not a zstd frame, damaged, or longer than
+    /// its declared length once decompressed (decompression stops there).
+    #[error("its zstd payload does not decompress to its declared {len} bytes: {message}")]
+    Invalid {
+        /// The length declared.
+        len: u64,
+        /// zstd's message.
+        message: String,
+    },
+    /// The payload decompressed to another length than declared.
+    #[error("its zstd payload decompresses to {got} bytes, not its declared {len}")]
+    Length {
+        /// The length declared.
+        len: u64,
+        /// The length it decompressed to.
+        got: u64,
+    },
 }
 
 /// Why a transfer cannot resume as the receiver asked.

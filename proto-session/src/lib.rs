@@ -52,4 +52,4 @@ pub mod retry;
 pub mod send;
 pub mod wire;
 
-pub use error::{BoxError, ResumeError, SessionError};
+pub use error::{BoxError, CompressedError, ResumeError, SessionError};

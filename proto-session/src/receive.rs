@@ -8,15 +8,21 @@
 //! the unit to write ([`Action::deliver`]) and whether to make the output
 //! durable now ([`Action::ack`]); after it has, [`Receiving::durable`]
 //! queues the ACK that says so.
+//!
+//! A DATA frame may carry its unit compressed ([`crate::wire::FEATURE_ZSTD`],
+//! which a receiver built with the `zstd` feature advertises): it is
+//! decompressed into a buffer the receiver owns, never past the length the
+//! frame declares nor past [`MAX_UNIT`], then checked like any other unit,
+//! and its original bytes are handed out.
 
 use proto_checkpoint::{Format, Validator};
 use proto_tlv::CrcVariant;
 
-use crate::error::{BoxError, SessionError};
+use crate::error::{BoxError, CompressedError, SessionError};
 use crate::framer::{u64_attr, Data, Framer, Incoming};
 use crate::handshake::{Accept, Select};
 use crate::replay::{self, Limits, Receiver, ReplayError};
-use crate::wire::{attr, frame, Resumed};
+use crate::wire::{attr, frame, Resumed, MAX_UNIT};
 
 /// A receiver's check of units, whatever their format.
 pub trait Check: Send {
@@ -52,8 +58,16 @@ pub struct ReceiveStats {
     pub units: u64,
     /// Their bytes.
     pub bytes_delivered: u64,
-    /// Payload bytes of every DATA frame that arrived (duplicates included).
+    /// Unit bytes of every DATA frame that arrived (duplicates included;
+    /// a compressed unit counted at its declared, uncompressed length).
     pub bytes_received: u64,
+    /// Payload bytes of every DATA frame as they came on the wire
+    /// (duplicates included): a compressed unit's zstd frame, another
+    /// unit's own bytes. `bytes_received` less this is what compression
+    /// saved.
+    pub payload_wire_bytes: u64,
+    /// DATA frames that came compressed (duplicates included).
+    pub units_compressed: u64,
     /// Payload bytes the sender announced it would send again after a
     /// reconnect, plus duplicates that arrived.
     pub bytes_resent: u64,
@@ -103,6 +117,11 @@ pub struct Receiving {
     done: bool,
     connections: u64,
     stats: ReceiveStats,
+    /// The unit of the last compressed frame (its capacity: the largest
+    /// declared length so far, at most [`MAX_UNIT`]).
+    unzipped: Vec<u8>,
+    #[cfg(feature = "zstd")]
+    unzip: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl std::fmt::Debug for Receiving {
@@ -132,6 +151,9 @@ impl Receiving {
             done: false,
             connections: 0,
             stats: ReceiveStats::default(),
+            unzipped: Vec::new(),
+            #[cfg(feature = "zstd")]
+            unzip: None,
         }
     }
 
@@ -206,8 +228,9 @@ impl Receiving {
         self.check.unit_crc()
     }
 
-    /// One frame of the data phase.
-    pub fn handle<'a>(&mut self, inc: Incoming<'a>) -> Result<Action<'a>, SessionError> {
+    /// One frame of the data phase. The unit handed out borrows the frame,
+    /// or the receiver when the frame was compressed.
+    pub fn handle<'a>(&'a mut self, inc: Incoming<'a>) -> Result<Action<'a>, SessionError> {
         let c = match inc {
             Incoming::Data(d) => return self.data(d.seq, d.payload, Some(&d)),
             Incoming::Frame(c) => c,
@@ -216,7 +239,10 @@ impl Receiving {
             frame::DATA => {
                 let seq = u64_attr(&c, attr::SEQ)?;
                 let payload = c.require(attr::PAYLOAD)?.value();
-                self.data(seq, payload, None)
+                match c.attr(attr::ZSTD_LEN) {
+                    None => self.data(seq, payload, None),
+                    Some(len) => self.compressed(seq, len.as_u64()?, payload, c.offset()),
+                }
             }
             frame::TOKEN => {
                 let seq = u64_attr(&c, attr::SEQ)?;
@@ -274,6 +300,7 @@ impl Receiving {
     ) -> Result<Action<'a>, SessionError> {
         let verify = || fast.map_or(Ok(()), Data::verify);
         self.stats.bytes_received += payload.len() as u64;
+        self.stats.payload_wire_bytes += payload.len() as u64;
         let accept = match self.rx.accept(seq) {
             Ok(a) => a,
             Err(e) => {
@@ -287,14 +314,10 @@ impl Receiving {
                     verify()?;
                     return Err(SessionError::Unit { seq, source });
                 }
-                self.stats.units += 1;
-                self.stats.bytes_delivered += payload.len() as u64;
-                self.unacked.0 += 1;
-                self.unacked.1 += payload.len();
+                let ack = self.delivered(payload.len());
                 Ok(Action {
                     deliver: Some(payload),
-                    ack: self.unacked.0 * 4 >= self.window.max_messages
-                        || self.unacked.1 * 4 >= self.window.max_bytes,
+                    ack,
                     done: false,
                 })
             }
@@ -305,6 +328,100 @@ impl Receiving {
                 Ok(Action::default())
             }
         }
+    }
+
+    /// A unit of `len` bytes was checked and is handed out: whether to ack.
+    fn delivered(&mut self, len: usize) -> bool {
+        self.stats.units += 1;
+        self.stats.bytes_delivered += len as u64;
+        self.unacked.0 += 1;
+        self.unacked.1 += len;
+        self.unacked.0 * 4 >= self.window.max_messages
+            || self.unacked.1 * 4 >= self.window.max_bytes
+    }
+
+    /// One compressed DATA frame (checked in full, CRC included): a unit of
+    /// `len` bytes as one zstd frame. A duplicate is discarded undecompressed;
+    /// a new unit is decompressed into the receiver's buffer (never more
+    /// than `len` bytes, and `len` at most [`MAX_UNIT`]), checked, and its
+    /// original bytes handed out.
+    fn compressed<'a>(
+        &'a mut self,
+        seq: u64,
+        len: u64,
+        zstd: &[u8],
+        offset: u64,
+    ) -> Result<Action<'a>, SessionError> {
+        let refused = |problem| SessionError::Compressed {
+            seq,
+            offset,
+            problem,
+        };
+        self.stats.bytes_received += len;
+        self.stats.payload_wire_bytes += zstd.len() as u64;
+        self.stats.units_compressed += 1;
+        if len > MAX_UNIT as u64 {
+            return Err(refused(CompressedError::TooLong {
+                len,
+                max: MAX_UNIT as u64,
+            }));
+        }
+        match self.rx.accept(seq)? {
+            replay::Accept::Duplicate => {
+                self.stats.duplicates += 1;
+                self.stats.bytes_resent += len;
+                Ok(Action::default())
+            }
+            replay::Accept::Deliver => {
+                let n = len as usize;
+                self.unzip(n, zstd).map_err(refused)?;
+                if let Err(source) = self.check.unit(&self.unzipped[..n]) {
+                    return Err(SessionError::Unit { seq, source });
+                }
+                let ack = self.delivered(n);
+                Ok(Action {
+                    deliver: Some(&self.unzipped[..n]),
+                    ack,
+                    done: false,
+                })
+            }
+        }
+    }
+
+    /// Decompresses `zstd` into `self.unzipped`, which must then hold
+    /// exactly `len` bytes (`len` at most [`MAX_UNIT`]): the output is
+    /// bounded by the buffer's capacity, grown exactly to `len` when short,
+    /// so it never exceeds the largest length declared so far.
+    #[cfg(feature = "zstd")]
+    fn unzip(&mut self, len: usize, zstd: &[u8]) -> Result<(), CompressedError> {
+        let invalid = |e: std::io::Error| CompressedError::Invalid {
+            len: len as u64,
+            message: e.to_string(),
+        };
+        if self.unzip.is_none() {
+            self.unzip = Some(zstd::bulk::Decompressor::new().map_err(invalid)?);
+        }
+        let Some(d) = self.unzip.as_mut() else {
+            return Err(CompressedError::Unsupported);
+        };
+        self.unzipped.clear();
+        self.unzipped.reserve_exact(len);
+        let got = d
+            .decompress_to_buffer(zstd, &mut self.unzipped)
+            .map_err(invalid)?;
+        if got != len {
+            return Err(CompressedError::Length {
+                len: len as u64,
+                got: got as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Built without zstd: a compressed frame is refused as such.
+    #[cfg(not(feature = "zstd"))]
+    fn unzip(&mut self, _: usize, _: &[u8]) -> Result<(), CompressedError> {
+        Err(CompressedError::Unsupported)
     }
 
     /// Everything handed out is durable: queues the ACK that says so.

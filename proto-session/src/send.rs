@@ -10,6 +10,13 @@
 //! The caller owns the I/O, the clock and the instance ids:
 //! [`Sending::poll`] writes frames into a [`Framer`] and says what to do
 //! next ([`Step`]).
+//!
+//! Compression ([`SendConfig::compress`]): on a connection whose receiver
+//! advertised [`FEATURE_ZSTD`] (the caller tells [`Sending::negotiated`]
+//! before [`Sending::resume`]), each unit of at least [`COMPRESS_MIN`]
+//! bytes goes out as one zstd frame when that makes its DATA frame
+//! shorter, plain otherwise. The window keeps the units themselves: a
+//! resend is compressed again, for whatever its connection negotiated.
 
 use std::collections::VecDeque;
 
@@ -20,7 +27,14 @@ use crate::error::{BoxError, ResumeError, SessionError};
 use crate::framer::{expect, u64_attr, Framer};
 use crate::handshake::{Accept, Select};
 use crate::replay::{Limits, ReplayError, Resend, Sender};
-use crate::wire::{attr, frame, Resumed};
+use crate::wire::{attr, frame, Resumed, COMPRESS_MIN, FEATURE_ZSTD};
+
+/// The zstd level of compressed DATA frames: fast.
+pub const ZSTD_LEVEL: i32 = 1;
+/// What a compressed DATA frame carries more than a plain one: its
+/// [`attr::ZSTD_LEN`] attribute (type, length, u64).
+#[cfg(feature = "zstd")]
+const ZSTD_LEN_ATTR: usize = 4 + 8;
 
 /// An emitter of any format, as a sending session drives it.
 pub trait Emission: Send {
@@ -61,8 +75,15 @@ pub struct SendStats {
     /// Units transmitted (resends included), counted when attempted: a unit
     /// cut off by a failure is sent again in full.
     pub units_sent: u64,
-    /// Payload bytes transmitted (resends included).
+    /// Unit bytes transmitted (resends included; a compressed unit counted
+    /// at its own, uncompressed length).
     pub bytes_sent: u64,
+    /// Payload bytes of the DATA frames as they went on the wire (resends
+    /// included): a compressed unit's zstd frame, another unit's own bytes.
+    /// `bytes_sent` less this is what compression saved.
+    pub payload_wire_bytes: u64,
+    /// DATA frames sent compressed (resends included).
+    pub units_compressed: u64,
     /// Units transmitted again after a reconnect.
     pub units_resent: u64,
     /// Their bytes.
@@ -123,6 +144,13 @@ pub(crate) struct Transfer {
     /// whether FINISH went out.
     just_sent: Option<u64>,
     finish_sent: bool,
+    /// This connection compresses DATA (asked, and the receiver can).
+    compress: bool,
+    /// The compressor (made on first use) and its output.
+    #[cfg(feature = "zstd")]
+    zip: Option<zstd::bulk::Compressor<'static>>,
+    #[cfg(feature = "zstd")]
+    zipped: Vec<u8>,
 }
 
 impl std::fmt::Debug for Transfer {
@@ -148,6 +176,10 @@ pub struct SendConfig {
     /// The CRC variant of the stream's commands, when every stream sent
     /// has the same: large DATA frames take their CRC from their command's.
     pub unit_crc: Option<CrcVariant>,
+    /// Compress DATA frames with zstd where the receiver advertised
+    /// [`FEATURE_ZSTD`] (see [`Sending::negotiated`]); plain frames
+    /// otherwise. Without the crate's `zstd` feature, never.
+    pub compress: bool,
 }
 
 impl Transfer {
@@ -176,13 +208,20 @@ impl Transfer {
             last,
             just_sent: None,
             finish_sent: false,
+            compress: false,
+            #[cfg(feature = "zstd")]
+            zip: None,
+            #[cfg(feature = "zstd")]
+            zipped: Vec::new(),
         }
     }
 
-    /// A new connection starts its data phase.
-    pub(crate) fn connected(&mut self) {
+    /// A new connection starts its data phase; `compress`: its DATA frames
+    /// may be compressed.
+    pub(crate) fn connected(&mut self, compress: bool) {
         self.just_sent = None;
         self.finish_sent = false;
+        self.compress = compress;
     }
 
     /// Writes what is due into `f`: the tokens of the DATA written last,
@@ -226,8 +265,25 @@ impl Transfer {
                 stats.units_resent += 1;
                 stats.bytes_resent += bytes.len() as u64;
             }
-            let follows = f.write_data(seq, bytes, self.unit_crc);
             self.just_sent = Some(seq);
+            if self.compress && bytes.len() >= COMPRESS_MIN {
+                #[cfg(feature = "zstd")]
+                if let Some(zipped) = compress(&mut self.zip, &mut self.zipped, bytes) {
+                    f.write_frame(
+                        frame::DATA,
+                        &[
+                            AttrValue::new(attr::SEQ, Value::U64(seq)),
+                            AttrValue::new(attr::ZSTD_LEN, Value::U64(bytes.len() as u64)),
+                            AttrValue::new(attr::PAYLOAD, Value::Bytes(zipped)),
+                        ],
+                    )?;
+                    stats.payload_wire_bytes += zipped.len() as u64;
+                    stats.units_compressed += 1;
+                    return Ok(Step::Data { seq, body: None });
+                }
+            }
+            stats.payload_wire_bytes += bytes.len() as u64;
+            let follows = f.write_data(seq, bytes, self.unit_crc);
             return Ok(Step::Data {
                 seq,
                 body: follows.then_some(bytes),
@@ -280,6 +336,27 @@ impl Transfer {
     }
 }
 
+/// `unit` as one zstd frame in `out`, when its DATA frame comes out
+/// shorter than the plain one (else, or when zstd fails, `None`).
+#[cfg(feature = "zstd")]
+fn compress<'z>(
+    zip: &mut Option<zstd::bulk::Compressor<'static>>,
+    out: &'z mut Vec<u8>,
+    unit: &[u8],
+) -> Option<&'z [u8]> {
+    if zip.is_none() {
+        *zip = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    }
+    let z = zip.as_mut()?;
+    // Room for less than the unit less the attribute that says it is
+    // compressed: zstd stops (an error) where it would not shrink the frame.
+    let room = unit.len().checked_sub(ZSTD_LEN_ATTR + 1)?;
+    out.clear();
+    out.reserve_exact(room);
+    let n = z.compress_to_buffer(unit, out).ok()?;
+    (n <= room).then_some(&out[..n])
+}
+
 /// Makes the emitter of the contexts `selection`, from the start or
 /// re-armed from a checkpoint token: the format's part of a resume.
 pub trait Arm {
@@ -314,6 +391,8 @@ pub struct Sending {
     window: Limits,
     config: SendConfig,
     stats: SendStats,
+    /// The features negotiated on the connection about to resume.
+    features: u64,
 }
 
 impl Sending {
@@ -325,7 +404,18 @@ impl Sending {
             window,
             config,
             stats: SendStats::default(),
+            features: 0,
         }
+    }
+
+    /// The features of the connection whose SELECT comes next: those the
+    /// receiver advertised in its HELLO (and the sender too). Call it after
+    /// the handshake, before [`Sending::resume`], on every connection:
+    /// `resume` takes them for that connection only, and without them a
+    /// connection's DATA frames are plain. [`FEATURE_ZSTD`] there and
+    /// [`SendConfig::compress`]: DATA frames are compressed.
+    pub fn negotiated(&mut self, features: u64) {
+        self.features = features;
     }
 
     /// Forgets the transfer (the window and the position), as a restarted
@@ -351,11 +441,13 @@ impl Sending {
         arm: &mut dyn Arm,
     ) -> Result<Accept, SessionError> {
         let received = select.received;
+        let features = std::mem::take(&mut self.features);
         let (how, resend) = self.settle(select, instance, arm)?;
         let Some(t) = self.transfer.as_mut() else {
             return Err(ResumeError::NoTransfer.into());
         };
-        t.connected();
+        let compress = self.config.compress && features & FEATURE_ZSTD != 0;
+        t.connected(compress && cfg!(feature = "zstd"));
         let _ = received;
         Ok(Accept {
             instance: t.instance,

@@ -19,8 +19,20 @@ pub const FEATURE_REPLAY: u64 = 1 << 0;
 pub const FEATURE_TOKENS: u64 = 1 << 1;
 /// Feature: the receiver selects contexts.
 pub const FEATURE_CONTEXTS: u64 = 1 << 2;
-/// Every feature this implementation knows.
+/// Feature: DATA frames may carry their unit compressed with zstd
+/// ([`attr::ZSTD_LEN`]). A receiver advertises it when it can decompress;
+/// a sender compresses only when asked and the receiver advertised it.
+pub const FEATURE_ZSTD: u64 = 1 << 3;
+/// Every feature this implementation knows ([`FEATURE_ZSTD`] only with the
+/// crate's `zstd` feature).
+#[cfg(feature = "zstd")]
+pub const KNOWN_FEATURES: u64 = FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS | FEATURE_ZSTD;
+/// Every feature this implementation knows ([`FEATURE_ZSTD`] only with the
+/// crate's `zstd` feature).
+#[cfg(not(feature = "zstd"))]
 pub const KNOWN_FEATURES: u64 = FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS;
+/// DATA units shorter than this are never compressed.
+pub const COMPRESS_MIN: usize = 512;
 /// Feature dependencies (a feature is advertised only with what it needs).
 pub const FEATURE_DEPS: &[proto_header::FeatureDep] = &[proto_header::FeatureDep {
     feature: FEATURE_TOKENS,
@@ -114,7 +126,14 @@ pub mod attr {
     pub const RESEND_MESSAGES: u16 = 12;
     /// ACCEPT: bytes the sender will send again (u64).
     pub const RESEND_BYTES: u16 = 13;
-    /// DATA: the unit; runs to the end of the frame.
+    /// DATA: the unit's length (u64) when [`PAYLOAD`] holds the unit
+    /// compressed, as one zstd frame ([`super::FEATURE_ZSTD`]); absent: the
+    /// payload is the unit itself. It comes before [`PAYLOAD`] (which runs
+    /// to the end of the frame, the only attribute that may be longer
+    /// than 64 KiB).
+    pub const ZSTD_LEN: u16 = 14;
+    /// DATA: the unit, or its zstd frame ([`ZSTD_LEN`]); runs to the end of
+    /// the frame.
     pub const PAYLOAD: u16 = 0x7fff;
 }
 

@@ -102,9 +102,14 @@ fn a_sender_that_forgets_resumes_from_the_receivers_token() {
 #[test]
 fn damage_in_transit_is_refused_and_never_written() {
     let file = sample("data-v1.stream");
-    for at in [3u64, 20, 40, 200, 300, 1000, 100_500, 200_000, 300_000] {
+    for (at, compress) in [3u64, 20, 40, 200, 300, 1000, 100_500, 200_000, 300_000]
+        .into_iter()
+        .flat_map(|at| [(at, false), (at, true)])
+    {
+        // Compressed: the frames are shorter, the offsets land elsewhere.
         let plan = Plan {
             flip: Some(at),
+            compress,
             ..Plan::clean()
         };
         let o = run(&file, &plan, 1);
@@ -148,4 +153,299 @@ fn a_sender_that_forgets_every_time_and_no_token_still_completes() {
     assert_eq!(o.sent.resumed_by_token, o.connections - 1);
     assert!(o.sent.units_skipped > 0);
     assert_eq!(o.received.duplicates, 0);
+}
+
+/// A native stream that compresses well: text-like data commands of
+/// 300 B (below the threshold), 5 KB, 70 KB and 200 KB (past the framer's
+/// inline limit), each after a small command, and one 150 KB data command
+/// of pseudo-random bytes (which stays plain).
+fn compressible() -> Vec<u8> {
+    native(true)
+}
+
+/// A native stream, its commands when `commands`, else its header and end.
+fn native(commands: bool) -> Vec<u8> {
+    use proto_checkpoint::native::{
+        Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT, NATIVE_OFFSET,
+    };
+    use proto_header::{Endian, V1Header, KIT_VERSIONS};
+    use proto_tlv::{AttrValue, Value};
+
+    let header = V1Header {
+        byte_order: Endian::Little,
+        features_supported: 0,
+        features_required: 0,
+        stream_id: *b"compressible....",
+        contexts: Vec::new(),
+    };
+    let mut w = Writer::new(Vec::new(), KIT_VERSIONS.entry(1).unwrap(), 1, &header).unwrap();
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("line {} of a log, status ok; ", i % 977).into_bytes())
+        .take(200_000)
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..150_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut offset = 0u64;
+    let n = if commands { 12 } else { 0 };
+    for (i, data) in [
+        &text[..300],
+        &text[..5000],
+        &noise[..],
+        &text[..70_000],
+        &text[..],
+    ]
+    .iter()
+    .cycle()
+    .take(n)
+    .enumerate()
+    {
+        w.write_command(1, &[AttrValue::new(1, Value::U64(i as u64))])
+            .unwrap();
+        w.write_command(
+            NATIVE_DATA_CMD,
+            &[
+                AttrValue::new(NATIVE_OBJECT, Value::Bytes(b"log")),
+                AttrValue::new(NATIVE_OFFSET, Value::U64(offset)),
+                AttrValue::new(NATIVE_DATA, Value::Bytes(data)),
+            ],
+        )
+        .unwrap();
+        offset += data.len() as u64;
+    }
+    w.finish().unwrap()
+}
+
+/// Compression asked and advertised: the stream arrives byte-identical,
+/// cleanly, in pieces, through dropped connections and a sender that
+/// forgets (its resends compressed again); fewer payload bytes cross the
+/// wire than the stream holds, and the noise and the short units go plain.
+#[cfg(feature = "zstd")]
+#[test]
+fn a_compressed_transfer_is_byte_identical() {
+    let file = compressible();
+    let plans = [
+        ("clean", Plan::clean()),
+        (
+            "cut reads",
+            Plan {
+                chunk: 777,
+                ..Plan::clean()
+            },
+        ),
+        (
+            "drops",
+            Plan {
+                window: small_window(),
+                drops: vec![150_000, 40_000],
+                chunk: 9000,
+                ..Plan::clean()
+            },
+        ),
+        (
+            "a sender that forgets",
+            Plan {
+                window: small_window(),
+                token_every: 1,
+                drops: vec![100_000],
+                forget: vec![true],
+                chunk: 5000,
+                ..Plan::clean()
+            },
+        ),
+    ];
+    for (what, plan) in plans {
+        let plan = Plan {
+            compress: true,
+            ..plan
+        };
+        let o = run(&file, &plan, 100);
+        assert!(o.error.is_none(), "{what}: {:?}", o.error);
+        assert!(o.out == file, "{what}: output differs");
+        assert_eq!(o.received.duplicates, 0, "{what}");
+        let (s, r) = (o.sent, o.received);
+        assert!(
+            s.units_compressed > 0 && r.units_compressed > 0,
+            "{what}: {s:?}"
+        );
+        // Plain units too: the header, the short commands, the noise.
+        assert!(s.units_compressed < s.units_sent, "{what}: {s:?}");
+        assert!(
+            s.payload_wire_bytes * 2 < s.bytes_sent,
+            "{what}: {} payload bytes on the wire for {}",
+            s.payload_wire_bytes,
+            s.bytes_sent
+        );
+        assert!(r.payload_wire_bytes < r.bytes_received, "{what}: {r:?}");
+        if what == "a sender that forgets" {
+            assert!(o.forgot > 0 && s.resumed_by_token > 0, "{what}: {s:?}");
+        }
+        if what == "drops" {
+            assert!(o.connections > 1 && s.units_resent > 0, "{what}: {s:?}");
+        }
+        if o.connections == 1 {
+            assert_eq!(s.payload_wire_bytes, r.payload_wire_bytes, "{what}");
+            assert_eq!(r.bytes_delivered, file.len() as u64, "{what}");
+        }
+    }
+}
+
+/// A receiver that does not advertise zstd gets plain frames, however
+/// much the sender was asked to compress; a sender not asked sends plain.
+#[test]
+fn without_the_feature_on_both_sides_frames_are_plain() {
+    let file = compressible();
+    for (compress, receiver_zstd) in [(true, false), (false, true)] {
+        let plan = Plan {
+            compress,
+            receiver_zstd,
+            drops: vec![120_000],
+            ..Plan::clean()
+        };
+        let o = run(&file, &plan, 20);
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert!(o.out == file, "output differs");
+        assert_eq!(o.sent.units_compressed, 0);
+        assert_eq!(o.received.units_compressed, 0);
+        assert_eq!(o.sent.payload_wire_bytes, o.sent.bytes_sent);
+        assert_eq!(o.received.payload_wire_bytes, o.received.bytes_received);
+    }
+}
+
+/// Compressed DATA frames built by hand: the receiver decompresses no
+/// further than the length the frame declares, never past `MAX_UNIT`, and
+/// refuses a bomb, garbage or a wrong length with a typed error naming the
+/// frame (its seq and offset); nothing is handed out.
+#[test]
+fn a_bad_compressed_frame_is_a_typed_error() {
+    use proto_checkpoint::native::{NativeFormat, PRSTREAM};
+    use proto_checkpoint::Format;
+    use proto_session::framer::Framer;
+    use proto_session::handshake::Accept;
+    use proto_session::receive::Receiving;
+    use proto_session::replay::Resend;
+    use proto_session::wire::{attr, frame, MAX_UNIT};
+    use proto_session::CompressedError;
+    use proto_tlv::{AttrValue, Value};
+
+    let file = compressible();
+    // The stream header, the first unit: a stream of no command less its
+    // end command.
+    let header_len = native(false).len() - proto_tlv::CMD_HEADER_LEN;
+    let zip = |bytes: &[u8]| -> Vec<u8> {
+        #[cfg(feature = "zstd")]
+        {
+            zstd::bulk::compress(bytes, 1).unwrap()
+        }
+        #[cfg(not(feature = "zstd"))]
+        {
+            bytes.to_vec()
+        }
+    };
+    let bomb = zip(&vec![0u8; 2 * MAX_UNIT]);
+    assert!(bomb.len() < 1 << 20);
+    let cases: Vec<(&str, u64, Vec<u8>)> = vec![
+        (
+            "a declared length past MAX_UNIT",
+            MAX_UNIT as u64 + 1,
+            bomb.clone(),
+        ),
+        ("a bomb within the bound", MAX_UNIT as u64, bomb.clone()),
+        ("a bomb past a short length", 1000, bomb),
+        ("garbage", 100, b"this is not a zstd frame at all".to_vec()),
+        (
+            "a shorter unit",
+            header_len as u64 + 1,
+            zip(&file[..header_len]),
+        ),
+        (
+            "a valid header",
+            header_len as u64,
+            zip(&file[..header_len]),
+        ),
+    ];
+    for (what, len, payload) in cases {
+        let mut r = Receiving::new(Box::new(<NativeFormat as Format>::validator(&PRSTREAM)));
+        r.connect().unwrap();
+        r.accepted(&Accept {
+            instance: [1; 16],
+            resumed: 0,
+            next: 1,
+            window: small_window(),
+            resend: Resend::default(),
+        })
+        .unwrap();
+        let mut tx = Framer::new();
+        tx.write_frame(
+            frame::DATA,
+            &[
+                AttrValue::new(attr::SEQ, Value::U64(1)),
+                AttrValue::new(attr::ZSTD_LEN, Value::U64(len)),
+                AttrValue::new(attr::PAYLOAD, Value::Bytes(&payload)),
+            ],
+        )
+        .unwrap();
+        let mut rx = Framer::new();
+        rx.handshake_done();
+        let wire = tx.pending().to_vec();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let buf = rx.recv_buf();
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            rx.received(n);
+            rest = &rest[n..];
+        }
+        let at = rx.next_frame("test").unwrap().unwrap();
+        let crc = r.unit_crc();
+        let result = r.handle(rx.incoming(at, crc).unwrap());
+        match (what, result) {
+            #[cfg(feature = "zstd")]
+            ("a valid header", Ok(action)) => {
+                assert_eq!(action.deliver, Some(&file[..header_len]));
+                continue;
+            }
+            (_, Ok(action)) => panic!("{what}: accepted: {action:?}"),
+            (_, Err(e)) => {
+                let SessionError::Compressed {
+                    seq,
+                    offset,
+                    problem,
+                } = &e
+                else {
+                    panic!("{what}: {e:?}");
+                };
+                assert_eq!((*seq, *offset), (1, 0), "{what}");
+                assert_eq!(e.offset(), Some(0), "{what}");
+                assert!(
+                    e.to_string().contains("compressed DATA frame (seq 1)"),
+                    "{e}"
+                );
+                #[cfg(feature = "zstd")]
+                match (what, problem) {
+                    ("a declared length past MAX_UNIT", CompressedError::TooLong { .. })
+                    | ("a bomb within the bound", CompressedError::Invalid { .. })
+                    | ("a bomb past a short length", CompressedError::Invalid { .. })
+                    | ("garbage", CompressedError::Invalid { .. })
+                    | ("a shorter unit", CompressedError::Length { .. }) => {}
+                    _ => panic!("{what}: {e}"),
+                }
+                #[cfg(not(feature = "zstd"))]
+                assert!(
+                    matches!(
+                        problem,
+                        CompressedError::Unsupported | CompressedError::TooLong { .. }
+                    ),
+                    "{what}: {e}"
+                );
+            }
+        }
+        assert_eq!(r.stats().units, 0, "{what}");
+    }
 }

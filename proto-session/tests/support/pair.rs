@@ -16,7 +16,9 @@ use proto_session::offer::{BoxSource, Offer, Open};
 use proto_session::receive::{ReceiveStats, Receiving};
 use proto_session::replay::Limits;
 use proto_session::send::{SendConfig, SendStats, Sending, Step};
-use proto_session::wire::{FEATURE_DEPS, FEATURE_REPLAY, KNOWN_FEATURES, SESSION_VERSIONS};
+use proto_session::wire::{
+    FEATURE_DEPS, FEATURE_REPLAY, FEATURE_ZSTD, KNOWN_FEATURES, SESSION_VERSIONS,
+};
 use proto_session::SessionError;
 
 /// How the connections misbehave.
@@ -41,6 +43,10 @@ pub struct Plan {
     /// Damage: flip the byte at this offset of the sender's output on the
     /// first connection.
     pub flip: Option<u64>,
+    /// The sender is asked to compress DATA frames (`SendConfig::compress`).
+    pub compress: bool,
+    /// The receiver advertises `FEATURE_ZSTD` (when this build knows it).
+    pub receiver_zstd: bool,
 }
 
 impl Plan {
@@ -57,6 +63,8 @@ impl Plan {
             forget: Vec::new(),
             chunk: usize::MAX,
             flip: None,
+            compress: false,
+            receiver_zstd: true,
         }
     }
 
@@ -115,9 +123,15 @@ pub fn run(stream: &[u8], plan: &Plan, max_connections: u64) -> Outcome {
         stream_id: [7; 16],
         contexts,
     };
+    let receiver_features = if plan.receiver_zstd {
+        features
+    } else {
+        features & !FEATURE_ZSTD
+    };
     let receiver_hello = V1Header {
         contexts: Vec::new(),
         stream_id: [0; 16],
+        features_supported: receiver_features,
         ..sender_hello.clone()
     };
     let mut sending = Sending::new(
@@ -126,6 +140,7 @@ pub fn run(stream: &[u8], plan: &Plan, max_connections: u64) -> Outcome {
             token_every: plan.token_every,
             max_unit: largest,
             unit_crc: Some(proto_tlv::CrcVariant::Standard),
+            compress: plan.compress,
         },
     );
     let check = Box::new(<NativeFormat as Format>::validator(&PRSTREAM));
@@ -327,7 +342,10 @@ fn step_sender(
     loop {
         match s {
             SenderState::Handshake(hs) => match hs.poll(f)? {
-                Some(_) => *s = SenderState::Select,
+                Some(est) => {
+                    sending.negotiated(est.peer.features_supported);
+                    *s = SenderState::Select;
+                }
                 None => return Ok(()),
             },
             SenderState::Select => {
