@@ -157,6 +157,11 @@ enum Cmd {
         /// Hold what is sent to this many bytes per second.
         #[arg(long, value_name = "BYTES_PER_S", default_value_t = 0)]
         rate_limit: u64,
+        /// Compress DATA frames with zstd when the receiver can decompress
+        /// them (it says so in the handshake; an older one gets plain
+        /// frames): the receiver writes the original bytes.
+        #[arg(long)]
+        compress: bool,
         #[command(flatten)]
         opts: TransferOpts,
     },
@@ -681,6 +686,7 @@ fn main() -> ExitCode {
             listen,
             stdio: _,
             rate_limit,
+            compress,
             opts,
         } => {
             let r = opts.common(to, listen).and_then(|common| {
@@ -688,6 +694,7 @@ fn main() -> ExitCode {
                     source,
                     common,
                     rate_limit: *rate_limit,
+                    compress: *compress,
                     btrfs: *btrfs,
                     parent: parent.as_deref(),
                     proto: *proto,

@@ -341,6 +341,8 @@ pub struct SendArgs<'a> {
     pub source: &'a Path,
     pub common: Common<'a>,
     pub rate_limit: u64,
+    /// `--compress`: zstd DATA frames where the receiver takes them.
+    pub compress: bool,
     /// `--btrfs`: SOURCE is a read-only snapshot; `btrfs send` runs here.
     pub btrfs: bool,
     pub parent: Option<&'a Path>,
@@ -444,7 +446,11 @@ fn offer(a: &SendArgs<'_>) -> Result<Offer, Failure> {
 
 pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
     let c = &a.common;
-    let mut server = Server::with_offer(offer(a)?, ServerConfig::default());
+    let config = ServerConfig {
+        compress: a.compress,
+        ..ServerConfig::default()
+    };
+    let mut server = Server::with_offer(offer(a)?, config);
     // On a terminal: bytes sent (frames included), rate, and the ETA when
     // the stream's length is known (a file; not a live btrfs send).
     let total = (!a.btrfs && a.source != Path::new("-"))
@@ -536,6 +542,8 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
             "connections": s.connections,
             "refused": s.refused,
             "bytes_sent": s.send.bytes_sent,
+            "payload_wire_bytes": s.send.payload_wire_bytes,
+            "units_compressed": s.send.units_compressed,
             "bytes_resent": s.send.bytes_resent,
             "resumed_by_seq": s.send.resumed_by_seq,
             "resumed_by_token": s.send.resumed_by_token,
@@ -543,10 +551,15 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
         });
         summary(&c.peer, &v.to_string());
     } else {
+        let zipped = if s.send.units_compressed > 0 {
+            format!(" ({} on the wire, compressed)", s.send.payload_wire_bytes)
+        } else {
+            String::new()
+        };
         summary(
             &c.peer,
             &format!(
-                "sent {} units over {} connections: {} bytes, {} resent",
+                "sent {} units over {} connections: {} bytes{zipped}, {} resent",
                 outcome.units, s.connections, s.send.bytes_sent, s.send.bytes_resent
             ),
         );
@@ -857,6 +870,8 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
             "resumed_from": resumed_from,
             "resumed_by_token": stats.receive.resumed_by_token,
             "wire_bytes": stats.wire_bytes,
+            "payload_wire_bytes": stats.receive.payload_wire_bytes,
+            "units_compressed": stats.receive.units_compressed,
             "goodbye": bye,
         });
         summary(&c.peer, &v.to_string());

@@ -469,3 +469,39 @@ fn with_a_key_only_a_sender_that_holds_it_is_served() {
     rcv.json(deadline);
     assert!(std::fs::read(&out).unwrap() == want);
 }
+
+/// `send --compress` of a compressible stream: the file arrives identical,
+/// and the sender's JSON shows far fewer payload bytes on the wire than
+/// the stream holds (the receiver's too).
+#[test]
+fn send_compress_puts_fewer_bytes_on_the_wire() {
+    let d = TempDir::new("compress");
+    let want = stream(2, 7);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let total = want.len() as u64;
+    let deadline = Instant::now() + DEADLINE;
+    let out = d.path("out.stream");
+    let (mut snd, addr) = sender(&file, "127.0.0.1:0", &["--compress"], deadline);
+    let rv = receiver(&out, &addr).json(deadline);
+    let sv = snd.json(deadline);
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "the received file differs"
+    );
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert_eq!(n(&sv, "bytes_sent"), total, "{sv}");
+    assert!(n(&sv, "units_compressed") > 0, "{sv}");
+    assert!(
+        n(&sv, "payload_wire_bytes") * 10 < total,
+        "{} payload bytes on the wire for a stream of {total}: {sv}",
+        n(&sv, "payload_wire_bytes")
+    );
+    assert_eq!(n(&rv, "bytes_received"), total, "{rv}");
+    assert_eq!(
+        n(&rv, "payload_wire_bytes"),
+        n(&sv, "payload_wire_bytes"),
+        "{rv}"
+    );
+    assert!(n(&rv, "wire_bytes") * 10 < total, "{rv}");
+}

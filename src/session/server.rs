@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub token_every: u64,
     /// A safe point every this many units (see `StreamProducer`).
     pub safe_every: u64,
+    /// Compress DATA frames with zstd when the receiver advertises
+    /// [`FEATURE_ZSTD`](super::FEATURE_ZSTD) (and `features` has it); plain
+    /// frames otherwise.
+    pub compress: bool,
     /// Fault injection: after sending this many payload bytes, the sender
     /// drops the connection and forgets the transfer (its window, its
     /// position), as a restarted process would; the receiver must then
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             },
             token_every: 1 << 20,
             safe_every: 1,
+            compress: false,
             #[cfg(feature = "fault-injection")]
             kill_after: None,
         }
@@ -143,6 +148,7 @@ impl Server {
                 token_every: config.token_every,
                 max_unit: offer.max_unit(),
                 unit_crc: offer.unit_crc(),
+                compress: config.compress,
             },
         );
         Server {
@@ -200,7 +206,10 @@ impl Server {
             self.config.required,
             self.hello.clone(),
         );
-        conn.handshake(shared)?;
+        let peer = conn.handshake(shared)?.peer;
+        // Compression: when asked, and both advertised it.
+        self.sending
+            .negotiated(peer.features_supported & self.hello.features_supported);
 
         let c = conn.read_frame("in the handshake (SELECT)")?;
         let select = Select::read(&c, &self.hello.context_ids())?;
