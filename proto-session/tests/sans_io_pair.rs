@@ -343,9 +343,10 @@ fn a_bad_compressed_frame_is_a_typed_error() {
         {
             zstd::bulk::compress(bytes, 1).unwrap()
         }
+        // Without zstd, any bytes do: the frame is refused unread.
         #[cfg(not(feature = "zstd"))]
         {
-            bytes.to_vec()
+            bytes[..bytes.len().min(64)].to_vec()
         }
     };
     let bomb = zip(&vec![0u8; 2 * MAX_UNIT]);
