@@ -453,7 +453,8 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
     let mut server = Server::with_offer(offer(a)?, config);
     // On a terminal: bytes sent (frames included), rate, and the ETA when
     // the stream's length is known (a file; not a live btrfs send).
-    let total = (!a.btrfs && a.source != Path::new("-"))
+    // (Compressed, the bytes on the wire say nothing of the length left.)
+    let total = (!a.btrfs && !a.compress && a.source != Path::new("-"))
         .then(|| std::fs::metadata(a.source).ok().map(|m| m.len()))
         .flatten();
     let pb = crate::progress(total);
