@@ -15,8 +15,8 @@ use proto_stream::session::auth::{authenticate, Role};
 use proto_stream::session::offer::{detect, BoxSource};
 use proto_stream::session::{BoxError, Kept, Offer, Output, SessionFormat};
 use proto_stream::session::{
-    DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, ResumeError, RetryPolicy, Server,
-    ServerConfig, SessionError, KIT_FORMATS,
+    DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, RetryPolicy, Server, ServerConfig,
+    SessionError, KIT_FORMATS,
 };
 use proto_stream::tlv::ReadBuf;
 
@@ -834,10 +834,13 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
                 let before = f.received();
                 match f.fetch(conn) {
                     Ok(()) => break true,
-                    // A broken connection, or a stray sender offering
-                    // another stream: wait for the right one.
+                    // A broken connection, a stray or hostile peer (another
+                    // stream, garbage, a refusal): it was told why, and
+                    // the receiver waits for the right sender (for
+                    // --retry-for without progress). Only its own output
+                    // failing ends it.
                     Err(_) if f.finished() => break false,
-                    Err(e) if e.retryable() || is_other_stream(&e) => {
+                    Err(e) if !matches!(e, SessionError::Output(_)) => {
                         if f.received() > before {
                             deadline = Instant::now() + retry_for;
                         }
@@ -891,10 +894,6 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-fn is_other_stream(e: &SessionError) -> bool {
-    matches!(e, SessionError::Resume(ResumeError::OtherStream { .. }))
 }
 
 /// A connection or an output whose bytes move a progress bar (hidden off

@@ -505,3 +505,62 @@ fn send_compress_puts_fewer_bytes_on_the_wire() {
     );
     assert!(n(&rv, "wire_bytes") * 10 < total, "{rv}");
 }
+
+/// Stray and hostile clients on a listening side (garbage, a peer that
+/// hangs up at once) neither end nor reset the transfer: the right peer is
+/// served after them.
+#[test]
+fn stray_clients_do_not_end_a_listening_side() {
+    use std::net::TcpStream;
+    let d = TempDir::new("stray");
+    let want = stream(1, 9);
+    let file = d.path("source.stream");
+    std::fs::write(&file, &want).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let strays = |addr: &str| {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n this is not a session at all, just garbage");
+        drop(c);
+        drop(TcpStream::connect(addr).unwrap());
+        let mut c = TcpStream::connect(addr).unwrap();
+        let _ = c.write_all(&[0xFF; 4096]);
+    };
+    // A listening receiver.
+    let out = d.path("out.stream");
+    let mut rcv = start(
+        "receive",
+        &["receive", s(&out), "--listen", "127.0.0.1:0", "--json"],
+    );
+    let addr = rcv
+        .line(deadline)
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    strays(&addr);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        rcv.child.try_wait().unwrap().is_none(),
+        "the receiver ended"
+    );
+    let snd = Command::new(env!("CARGO_BIN_EXE_proto-stream"))
+        .args(["send", s(&file), "--to", &format!("tcp://{addr}")])
+        .output()
+        .unwrap();
+    assert!(
+        snd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snd.stderr)
+    );
+    rcv.json(deadline);
+    assert!(std::fs::read(&out).unwrap() == want);
+    // A listening sender.
+    let out2 = d.path("out2.stream");
+    let (mut snd, addr) = sender(&file, "127.0.0.1:0", &[], deadline);
+    strays(&addr);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(snd.child.try_wait().unwrap().is_none(), "the sender ended");
+    let mut r = receiver(&out2, &addr);
+    r.json(deadline);
+    snd.json(deadline);
+    assert!(std::fs::read(&out2).unwrap() == want);
+}
