@@ -44,6 +44,18 @@ pub(crate) fn secs(s: f64) -> Option<Duration> {
     (s > 0.0).then(|| Duration::from_secs_f64(s))
 }
 
+/// Connects to `addr`. With nothing listening on a loopback port in the
+/// ephemeral range, the kernel may pick that very port for the socket and
+/// connect it to itself, holding the port a peer is about to listen on
+/// again: that is refused, not a connection.
+pub(crate) fn connect(addr: impl std::net::ToSocketAddrs) -> io::Result<TcpStream> {
+    let conn = TcpStream::connect(addr)?;
+    if conn.local_addr()? == conn.peer_addr()? {
+        return Err(io::ErrorKind::ConnectionRefused.into());
+    }
+    Ok(conn)
+}
+
 pub(crate) fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
     conn.set_nodelay(true)?;
     conn.set_read_timeout(secs(io_timeout))?;
@@ -150,7 +162,7 @@ pub fn fetch(a: &FetchArgs<'_>) -> Result<(), Failure> {
         max_stalls: MAX_STALLS,
     };
     let connect = || {
-        let conn = TcpStream::connect(a.addr)?;
+        let conn = connect(a.addr)?;
         setup(&conn, a.io_timeout)?;
         Ok(DropEvery::new(conn, a.drop_every.unwrap_or(0)))
     };
