@@ -56,6 +56,21 @@ pub(crate) fn connect(addr: impl std::net::ToSocketAddrs) -> io::Result<TcpStrea
     Ok(conn)
 }
 
+/// Binds a listener on `addr`. A process started again on its port may
+/// find the connections of the one before still closing there (not yet in
+/// TIME_WAIT): it waits for them, ten seconds at most.
+pub(crate) fn bind(addr: impl std::net::ToSocketAddrs + Copy) -> io::Result<TcpListener> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
 pub(crate) fn setup(conn: &TcpStream, io_timeout: f64) -> io::Result<()> {
     conn.set_nodelay(true)?;
     conn.set_read_timeout(secs(io_timeout))?;
@@ -74,7 +89,7 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
         ..ServerConfig::default()
     };
     let mut server = Server::open(a.file, config).map_err(Failure::Session)?;
-    let listener = TcpListener::bind(a.listen).map_err(|e| Failure::io(a.listen, e))?;
+    let listener = bind(a.listen).map_err(|e| Failure::io(a.listen, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| Failure::io(a.listen, e))?;

@@ -20,7 +20,7 @@ use proto_stream::session::{
 };
 use proto_stream::tlv::ReadBuf;
 
-use crate::session::{connect, setup};
+use crate::session::{bind, connect, setup};
 use crate::Failure;
 
 /// Where the peer is.
@@ -304,19 +304,7 @@ fn stdio() -> Stdio {
 /// Prints `listening on ADDR` first on stdout (tests and scripts read it).
 fn listen(addr: &str, insecure: bool) -> Result<TcpListener, Failure> {
     let addrs = resolve(addr, insecure).map_err(Failure::Address)?;
-    // A process started again on its port may find the connections of the
-    // one before still closing there (not yet in TIME_WAIT): it waits for
-    // them, a few seconds at most.
-    let until = Instant::now() + Duration::from_secs(10);
-    let listener = loop {
-        match TcpListener::bind(&addrs[..]) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(Failure::io(addr, e)),
-        }
-    };
+    let listener = bind(&addrs[..]).map_err(|e| Failure::io(addr, e))?;
     let local = listener.local_addr().map_err(|e| Failure::io(addr, e))?;
     listener
         .set_nonblocking(true)
