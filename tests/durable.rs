@@ -72,7 +72,13 @@ fn a_fetcher_restored_from_a_durable_file_finishes_the_same_stream() {
     let (file, kept) = DurableFile::open(&out, Duration::from_secs(5)).unwrap();
     let kept = kept.expect("the state was kept");
     assert!(kept.len > 0 && kept.len <= held.len);
-    let check = file.revalidate(&KIT_FORMATS, kept.len).unwrap();
+    assert_eq!(kept.check.map(|c| c.offset), Some(kept.len));
+    // Both ways to go on: resumed from the kept check state, and checked
+    // again from the bytes; they agree.
+    let again = file.revalidate(&KIT_FORMATS, kept.len).unwrap();
+    assert_eq!(again.state(), kept.check);
+    let check = file.resume_check(&KIT_FORMATS, &kept).unwrap();
+    assert_eq!(check.state(), kept.check);
     let from = kept.len;
     let mut f = Fetcher::restore(check, file, FetchConfig::default(), kept);
     f.fetch(connect()).unwrap();

@@ -757,7 +757,7 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
         Some(kept) => {
             let check = file
                 .inner
-                .revalidate(&KIT_FORMATS, kept.len)
+                .resume_check(&KIT_FORMATS, &kept)
                 .map_err(Failure::Durable)?;
             eprintln!(
                 "proto-stream: receive: resuming {} at byte {} (seq {})",

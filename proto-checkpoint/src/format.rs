@@ -163,6 +163,27 @@ pub struct Validator<F: Format> {
     offset: u64,
     /// A stream ended and the format does not concatenate.
     closed: bool,
+    /// Where the header of the stream being received lies (offset,
+    /// length): what [`Validator::resume`] reads the profile from again.
+    head: Option<(u64, u32)>,
+}
+
+/// Where a [`Validator`] stands, to keep beside the units it checked
+/// ([`Validator::state`]) and continue from without checking them again
+/// ([`Validator::resume`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidatorState {
+    /// Streams begun.
+    pub streams: u64,
+    /// Index of the next command in its stream.
+    pub index: u64,
+    /// Offset of the next unit.
+    pub offset: u64,
+    /// A stream ended and the format does not concatenate.
+    pub closed: bool,
+    /// The header of the stream being received (offset, length); `None`
+    /// between streams.
+    pub head: Option<(u64, u32)>,
 }
 
 impl<F: Format> Validator<F> {
@@ -175,7 +196,54 @@ impl<F: Format> Validator<F> {
             index: 0,
             offset: 0,
             closed: false,
+            head: None,
         }
+    }
+
+    /// Where it stands (see [`Validator::resume`]).
+    pub fn state(&self) -> ValidatorState {
+        ValidatorState {
+            streams: self.streams,
+            index: self.index,
+            offset: self.offset,
+            closed: self.closed,
+            head: self.head,
+        }
+    }
+
+    /// A validator that continues from `state`, as one that checked the
+    /// units before it would: `header` holds the bytes of the header of the
+    /// stream being received (at `state.head`), read again for its profile,
+    /// when `state` is inside a stream. The units before are not checked
+    /// again: keep the state with them, durably, and only with them.
+    pub fn resume(format: F, state: ValidatorState, header: &[u8]) -> Result<Self, F::Error> {
+        let profile = match state.head {
+            None => None,
+            Some((at, len)) => match format.head(header, at)? {
+                Head::Head(h) if h.len == len as usize && h.len == header.len() => Some(h.profile),
+                _ => {
+                    return Err(Fault::State {
+                        why: "the kept stream header does not read as one of its length",
+                    }
+                    .into())
+                }
+            },
+        };
+        if state.head.is_some() && state.streams == 0 {
+            return Err(Fault::State {
+                why: "inside a stream, but no stream begun",
+            }
+            .into());
+        }
+        Ok(Validator {
+            format,
+            profile,
+            streams: state.streams,
+            index: state.index,
+            offset: state.offset,
+            closed: state.closed,
+            head: state.head,
+        })
     }
 
     /// Stream offset of the next unit.
@@ -222,6 +290,7 @@ impl<F: Format> Validator<F> {
                     }
                 };
                 self.profile = Some(head.profile);
+                self.head = Some((self.offset, head.len as u32));
                 self.streams += 1;
                 self.index = 0;
             }
@@ -235,6 +304,7 @@ impl<F: Format> Validator<F> {
                 self.format.check_command(&cmd)?;
                 if cmd.cmd() == p.end_cmd {
                     self.profile = None;
+                    self.head = None;
                     self.closed = !self.format.concatenates();
                 }
                 self.index += 1;

@@ -94,7 +94,7 @@ pub mod token;
 
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
-pub use format::{Fault, Format, Head, StreamHead, Validator};
+pub use format::{Fault, Format, Head, StreamHead, Validator, ValidatorState};
 pub use live::ReadProducer;
 pub use producer::{Commands, CommandsError, CommandsProducer, Producer, Unit, UnitKind, Units};
 pub use source::{FileSource, Source, Spans, READ_AHEAD};

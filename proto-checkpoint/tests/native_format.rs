@@ -8,7 +8,9 @@ use proto_checkpoint::native::{
     Error, NativeFormat, Reader, Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT,
     NATIVE_OFFSET, PRSTREAM,
 };
-use proto_checkpoint::{compare, list_streams, Emitter, Format, Outcome, Token, UnitKind, Units};
+use proto_checkpoint::{
+    compare, list_streams, Emitter, Format, Outcome, Token, UnitKind, Units, Validator,
+};
 use proto_header::{Context, Endian, FixedHeaderFormat, ReadOptions, V1Header, KIT_VERSIONS};
 use proto_tlv::{AttrValue, ErrorKind, Value};
 
@@ -204,6 +206,42 @@ fn the_validator_takes_exactly_the_units_of_a_valid_stream() {
     assert!(v.unit(&two).is_err());
     // A stream cut short does not finish.
     assert!(v.finish().is_err());
+
+    // Resumed from its state at every unit boundary (the header read again
+    // from where the state says), a validator takes the rest of the stream
+    // as the one that went on did, errors at the same positions included.
+    for k in 0..=units.len() {
+        let mut v = PRSTREAM.validator();
+        for (_, u) in &units[..k] {
+            v.unit(u).unwrap();
+        }
+        let state = v.state();
+        let header: &[u8] = match state.head {
+            Some((at, len)) => &original[at as usize..at as usize + len as usize],
+            None => &[],
+        };
+        let mut r = Validator::resume(PRSTREAM, state, header).unwrap();
+        assert_eq!(r.state(), state);
+        if let Some((_, u)) = units.get(k).filter(|_| k > 0) {
+            let mut bad = u.clone();
+            let n = bad.len() - 1;
+            bad[n] ^= 1;
+            assert_eq!(
+                r.unit(&bad).map_err(|e| e.to_string()),
+                v.unit(&bad).map_err(|e| e.to_string())
+            );
+        }
+        for (_, u) in &units[k..] {
+            r.unit(u).unwrap();
+        }
+        r.finish().unwrap();
+    }
+    // A header that is not the kept one's length is refused.
+    let mut v = PRSTREAM.validator();
+    v.unit(&units[0].1).unwrap();
+    let state = v.state();
+    let header = &units[0].1[..units[0].1.len() - 1];
+    assert!(Validator::resume(PRSTREAM, state, header).is_err());
 }
 
 #[test]

@@ -36,7 +36,7 @@
 
 use proto_checkpoint::{
     contexts, list_streams, Emitter, Format, Head, Producer, ReadProducer, Source, Spans,
-    StreamSpan, Token, Units,
+    StreamSpan, Token, Units, Validator, ValidatorState,
 };
 use std::io::Read;
 
@@ -301,6 +301,14 @@ pub trait SessionFormat: Send + Sync {
     /// checked again, so that the check goes on from there and a damaged
     /// kept prefix is an error, not part of the output.
     fn revalidate(&self, src: BoxSource, len: u64) -> Result<Box<dyn Check>, BoxError>;
+    /// A receiver's check that continues from `state`, kept with the units
+    /// of `src` it covers: only the header of the stream being received is
+    /// read again (for its profile), nothing else is checked again.
+    fn resume_check(
+        &self,
+        state: ValidatorState,
+        src: BoxSource,
+    ) -> Result<Box<dyn Check>, BoxError>;
 }
 
 impl<F> SessionFormat for F
@@ -325,6 +333,17 @@ where
     }
     fn live(&self, make: MakeStream) -> Result<Offer, SessionError> {
         Offer::live(self.clone(), make)
+    }
+    fn resume_check(
+        &self,
+        state: ValidatorState,
+        mut src: BoxSource,
+    ) -> Result<Box<dyn Check>, BoxError> {
+        let header = match state.head {
+            Some((at, len)) => src.read_at(at, len as usize)?.to_vec(),
+            None => Vec::new(),
+        };
+        Ok(Box::new(Validator::resume(self.clone(), state, &header)?))
     }
     fn revalidate(&self, src: BoxSource, len: u64) -> Result<Box<dyn Check>, BoxError> {
         let mut check = self.validator();
@@ -420,6 +439,9 @@ impl Check for Detect {
     }
     fn unit_crc(&self) -> Option<CrcVariant> {
         self.chosen.as_ref().and_then(|c| c.unit_crc())
+    }
+    fn state(&self) -> Option<ValidatorState> {
+        self.chosen.as_ref().and_then(|c| c.state())
     }
 }
 

@@ -15,7 +15,7 @@
 //! frame declares nor past [`MAX_UNIT`], then checked like any other unit,
 //! and its original bytes are handed out.
 
-use proto_checkpoint::{Format, Validator};
+use proto_checkpoint::{Format, Validator, ValidatorState};
 use proto_tlv::CrcVariant;
 
 use crate::error::{BoxError, CompressedError, SessionError};
@@ -33,6 +33,11 @@ pub trait Check: Send {
     /// The CRC variant of the commands of the stream being received, once
     /// its header is in (large DATA frames are then read on the fast path).
     fn unit_crc(&self) -> Option<CrcVariant>;
+    /// Where the check stands, when it can be kept and resumed from
+    /// ([`SessionFormat::resume_check`](crate::offer::SessionFormat::resume_check)).
+    fn state(&self) -> Option<ValidatorState> {
+        None
+    }
 }
 
 impl<F: Format + Send> Check for Validator<F> {
@@ -44,6 +49,9 @@ impl<F: Format + Send> Check for Validator<F> {
     }
     fn unit_crc(&self) -> Option<CrcVariant> {
         self.profile().map(|p| p.crc)
+    }
+    fn state(&self) -> Option<ValidatorState> {
+        Some(Validator::state(self))
     }
 }
 
@@ -168,6 +176,12 @@ impl Receiving {
         r.token = at.token.filter(|(seq, _)| *seq <= at.received);
         r.last = at.last.filter(|l| *l == at.received);
         r
+    }
+
+    /// Where the check of the units stands (kept with them, a restarted
+    /// receiver resumes it without checking them again).
+    pub fn check_state(&self) -> Option<ValidatorState> {
+        self.check.state()
     }
 
     /// Where the receiver stands: what to keep durably with the units

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use proto_checkpoint::ValidatorState;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{resolve_contexts, Accept, Handshake};
 use proto_session::offer::{Detect, SessionFormat};
@@ -88,6 +89,9 @@ pub struct Kept {
     /// Bytes of the output (whole units, every one up to
     /// `position.received`).
     pub len: u64,
+    /// Where the check of those bytes stands (its offset is `len`): a
+    /// restarted receiver resumes it instead of checking them again.
+    pub check: Option<ValidatorState>,
 }
 
 /// The receiving side: fetches a stream into `out` over as many
@@ -165,6 +169,7 @@ impl<W: Output> Fetcher<W> {
             stream_id: self.stream_id.unwrap_or_default(),
             selection: self.selection.clone().unwrap_or_default(),
             len: self.kept_len + self.session.stats().bytes_delivered,
+            check: self.session.check_state(),
         }
     }
 

@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use rustix::fs::{flock, FlockOperation};
 
 use proto_checkpoint::FileSource;
+use proto_checkpoint::ValidatorState;
 use proto_session::offer::{detect, BoxSource, SessionFormat};
 use proto_session::receive::{Check, Position};
 
 use super::client::{Kept, Output};
 
-const MAGIC: &[u8; 8] = b"PSRECV\0\x01";
+const MAGIC: &[u8; 8] = b"PSRECV\0\x02";
 /// The longest token kept (a token is at most 4160 bytes).
 const MAX_TOKEN: usize = 8192;
 /// The most contexts kept.
@@ -205,6 +206,33 @@ impl DurableFile {
             .map_err(err)
     }
 
+    /// The check to go on with: resumed from the state `kept` carries
+    /// (only the current stream's header is read again), or, when it
+    /// carries none, made by checking the kept bytes again
+    /// ([`revalidate`](DurableFile::revalidate)).
+    pub fn resume_check(
+        &self,
+        formats: &[&dyn SessionFormat],
+        kept: &Kept,
+    ) -> Result<Box<dyn Check>, DurableError> {
+        let Some(state) = kept.check.filter(|c| c.offset == kept.len) else {
+            return self.revalidate(formats, kept.len);
+        };
+        let err = |source| DurableError::Revalidate {
+            path: self.part_path.clone(),
+            source,
+        };
+        let open = || -> io::Result<BoxSource> {
+            Ok(Box::new(FileSource::new(File::open(&self.part_path)?)?))
+        };
+        let mut src = open().map_err(|e| err(e.into()))?;
+        let n = src.len().min(64) as usize;
+        let head = src.read_at(0, n).map_err(|e| err(e.into()))?.to_vec();
+        let format = detect(formats, &head)
+            .ok_or_else(|| err("no stream format to check the kept bytes against".into()))?;
+        format.resume_check(state, src).map_err(err)
+    }
+
     /// `OUT.part`.
     pub fn part_path(&self) -> &Path {
         &self.part_path
@@ -290,10 +318,12 @@ impl Output for DurableFile {
     }
 
     fn commit(&mut self, kept: &Kept) -> io::Result<()> {
-        if kept.len != self.len {
+        if kept.len != self.len || kept.check.is_some_and(|c| c.offset != kept.len) {
             return Err(io::Error::other(format!(
-                "the receiver names {} bytes, {} were written",
-                kept.len, self.len
+                "the receiver names {} bytes (checked to {:?}), {} were written",
+                kept.len,
+                kept.check.map(|c| c.offset),
+                self.len
             )));
         }
         self.part.flush()?;
@@ -350,6 +380,19 @@ fn encode(k: &Kept) -> io::Result<Vec<u8>> {
     for id in &k.selection {
         b.extend_from_slice(&id.to_le_bytes());
     }
+    match &k.check {
+        None => b.push(0),
+        Some(c) => {
+            b.push(1);
+            b.extend_from_slice(&c.streams.to_le_bytes());
+            b.extend_from_slice(&c.index.to_le_bytes());
+            b.extend_from_slice(&c.offset.to_le_bytes());
+            b.push(u8::from(c.closed));
+            let (at, len) = c.head.unwrap_or((u64::MAX, 0));
+            b.extend_from_slice(&at.to_le_bytes());
+            b.extend_from_slice(&len.to_le_bytes());
+        }
+    }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     Ok(b)
@@ -393,6 +436,33 @@ fn decode(b: &[u8]) -> Result<Kept, &'static str> {
     for _ in 0..n {
         selection.push(u32_of(take(4)?));
     }
+    let check = match take(1)?[0] {
+        0 => None,
+        1 => {
+            let streams = u64_of(take(8)?);
+            let index = u64_of(take(8)?);
+            let offset = u64_of(take(8)?);
+            let closed = match take(1)?[0] {
+                0 => false,
+                1 => true,
+                _ => return Err("bad flag"),
+            };
+            let at = u64_of(take(8)?);
+            let hlen = u32_of(take(4)?);
+            let head = (at != u64::MAX).then_some((at, hlen));
+            if offset != len || head.is_some_and(|(a, l)| a.saturating_add(u64::from(l)) > len) {
+                return Err("inconsistent check state");
+            }
+            Some(ValidatorState {
+                streams,
+                index,
+                offset,
+                closed,
+                head,
+            })
+        }
+        _ => return Err("bad flag"),
+    };
     if !r.is_empty() {
         return Err("trailing bytes");
     }
@@ -409,6 +479,7 @@ fn decode(b: &[u8]) -> Result<Kept, &'static str> {
         stream_id,
         selection,
         len,
+        check,
     })
 }
 
@@ -427,6 +498,13 @@ mod tests {
             stream_id: [9; 16],
             selection: vec![1, 3],
             len: 123_456,
+            check: Some(ValidatorState {
+                streams: 1,
+                index: 41,
+                offset: 123_456,
+                closed: false,
+                head: Some((0, 17)),
+            }),
         }
     }
 
@@ -458,5 +536,20 @@ mod tests {
             ..kept()
         };
         assert_eq!(decode(&encode(&finished).unwrap()).unwrap(), finished);
+        let unchecked = Kept {
+            check: None,
+            ..kept()
+        };
+        assert_eq!(decode(&encode(&unchecked).unwrap()).unwrap(), unchecked);
+        // A check state that does not cover exactly the kept bytes is not
+        // one to resume from.
+        let off = Kept {
+            check: Some(ValidatorState {
+                offset: 99,
+                ..kept().check.unwrap()
+            }),
+            ..kept()
+        };
+        assert!(decode(&encode(&off).unwrap()).is_err());
     }
 }
