@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use proto_stream::session::replay::Limits;
-use proto_stream::session::{DropEvery, FetchConfig, Fetcher, RetryPolicy, Server, ServerConfig};
+use proto_stream::session::{
+    DropEvery, FetchConfig, Fetcher, RetryPolicy, Server, ServerConfig, ServerStats,
+};
 
 use crate::Failure;
 
@@ -42,6 +44,27 @@ const MAX_STALLS: u32 = 50;
 
 pub(crate) fn secs(s: f64) -> Option<Duration> {
     (s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// The `--json` summary of a sender (`serve`, `send`) that served `units`.
+pub(crate) fn served_json(units: u64, s: &ServerStats) -> serde_json::Value {
+    serde_json::json!({
+        "ok": true,
+        "units": units,
+        "connections": s.connections,
+        "refused": s.refused,
+        "resumed_by_seq": s.send.resumed_by_seq,
+        "resumed_by_token": s.send.resumed_by_token,
+        "units_sent": s.send.units_sent,
+        "bytes_sent": s.send.bytes_sent,
+        "payload_wire_bytes": s.send.payload_wire_bytes,
+        "units_compressed": s.send.units_compressed,
+        "units_resent": s.send.units_resent,
+        "bytes_resent": s.send.bytes_resent,
+        "units_skipped": s.send.units_skipped,
+        "tokens_sent": s.send.tokens_sent,
+        "restarts": s.restarts,
+    })
 }
 
 /// Connects to `addr`. With nothing listening on a loopback port in the
@@ -123,21 +146,7 @@ pub fn serve(a: &ServeArgs<'_>) -> Result<(), Failure> {
             Ok(served) => {
                 let s = server.stats();
                 if a.json {
-                    let v = serde_json::json!({
-                        "ok": true,
-                        "units": served.units,
-                        "connections": s.connections,
-                        "refused": s.refused,
-                        "resumed_by_seq": s.send.resumed_by_seq,
-                        "resumed_by_token": s.send.resumed_by_token,
-                        "units_sent": s.send.units_sent,
-                        "bytes_sent": s.send.bytes_sent,
-                        "units_resent": s.send.units_resent,
-                        "bytes_resent": s.send.bytes_resent,
-                        "units_skipped": s.send.units_skipped,
-                        "tokens_sent": s.send.tokens_sent,
-                        "restarts": s.restarts,
-                    });
+                    let v = served_json(served.units, &s);
                     let _ = writeln!(io::stdout(), "{v}");
                 } else {
                     let _ = writeln!(

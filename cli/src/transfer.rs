@@ -20,7 +20,7 @@ use proto_stream::session::{
 };
 use proto_stream::tlv::ReadBuf;
 
-use crate::session::{bind, connect, setup};
+use crate::session::{bind, connect, served_json, setup};
 use crate::Failure;
 
 /// Where the peer is.
@@ -537,19 +537,7 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
     };
     let s = server.stats();
     if c.json {
-        let v = serde_json::json!({
-            "ok": true,
-            "units": outcome.units,
-            "connections": s.connections,
-            "refused": s.refused,
-            "bytes_sent": s.send.bytes_sent,
-            "payload_wire_bytes": s.send.payload_wire_bytes,
-            "units_compressed": s.send.units_compressed,
-            "bytes_resent": s.send.bytes_resent,
-            "resumed_by_seq": s.send.resumed_by_seq,
-            "resumed_by_token": s.send.resumed_by_token,
-            "units_skipped": s.send.units_skipped,
-        });
+        let v = served_json(outcome.units, &s);
         summary(&c.peer, &v.to_string());
     } else {
         let zipped = if s.send.units_compressed > 0 {

@@ -13,42 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proto_stream::header::{Endian, V1Header, KIT_VERSIONS};
-use proto_stream::native::{Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT, NATIVE_OFFSET};
-use proto_stream::tlv::{AttrValue, Value};
-
 mod common;
-use common::{skipped, start, TempDir};
+use common::{skipped, start, stream, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const SSHD: &str = "/usr/sbin/sshd";
-
-/// A native stream of `mb` MiB of 64 KiB data commands.
-fn stream(mb: usize, seed: u8) -> Vec<u8> {
-    let header = V1Header {
-        byte_order: Endian::Little,
-        features_supported: 0,
-        features_required: 0,
-        stream_id: [seed; 16],
-        contexts: Vec::new(),
-    };
-    let mut w = Writer::new(Vec::new(), KIT_VERSIONS.entry(1).unwrap(), 1, &header).unwrap();
-    for i in 0..(mb * 16) {
-        let data: Vec<u8> = (0..65536u32)
-            .map(|b| (b.wrapping_mul(7) as u8) ^ (i as u8) ^ seed)
-            .collect();
-        w.write_command(
-            NATIVE_DATA_CMD,
-            &[
-                AttrValue::new(NATIVE_OBJECT, Value::Bytes(b"image")),
-                AttrValue::new(NATIVE_OFFSET, Value::U64(i as u64 * 65536)),
-                AttrValue::new(NATIVE_DATA, Value::Bytes(&data)),
-            ],
-        )
-        .unwrap();
-    }
-    w.finish().unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

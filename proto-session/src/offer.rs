@@ -207,16 +207,10 @@ impl Offer {
         mut open: Open,
         safe_every: u64,
     ) -> Result<Offer, SessionError> {
-        let longest = formats
-            .iter()
-            .map(|f| f.fixed_header().magic.len())
-            .max()
-            .ok_or_else(|| SessionError::Source(NoFormat.into()))?;
         let mut src = open().map_err(SessionError::Source)?;
-        let n = src.len().min(longest as u64) as usize;
-        let head = src.read_at(0, n).map_err(source_err)?;
-        let format = detect(formats, head).ok_or_else(|| SessionError::Source(NoFormat.into()))?;
-        format.offer(open, safe_every)
+        detect_source(formats, &mut *src)
+            .map_err(SessionError::Source)?
+            .offer(open, safe_every)
     }
 
     /// The format's short name.
@@ -386,6 +380,23 @@ pub fn detect<'a>(formats: &[&'a dyn SessionFormat], head: &[u8]) -> Option<&'a 
         .find(|f| f.recognises(head))
         .or(formats.last())
         .copied()
+}
+
+/// The format of the stream `src` holds, as [`detect`] tells it from its
+/// first bytes (as many as the longest magic of `formats`). An error when
+/// `formats` is empty or `src` cannot be read.
+pub fn detect_source<'a>(
+    formats: &[&'a dyn SessionFormat],
+    src: &mut dyn Source,
+) -> Result<&'a dyn SessionFormat, BoxError> {
+    let longest = formats
+        .iter()
+        .map(|f| f.fixed_header().magic.len())
+        .max()
+        .ok_or(NoFormat)?;
+    let n = src.len().min(longest as u64) as usize;
+    let head = src.read_at(0, n)?;
+    Ok(detect(formats, head).ok_or(NoFormat)?)
 }
 
 /// A receiver's check that takes a stream of any of several formats: the

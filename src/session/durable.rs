@@ -23,7 +23,7 @@ use rustix::fs::{flock, FlockOperation};
 
 use proto_checkpoint::FileSource;
 use proto_checkpoint::ValidatorState;
-use proto_session::offer::{detect, BoxSource, SessionFormat};
+use proto_session::offer::{detect_source, BoxSource, SessionFormat};
 use proto_session::receive::{Check, Position};
 
 use super::client::{Kept, Output};
@@ -189,21 +189,29 @@ impl DurableFile {
         formats: &[&dyn SessionFormat],
         len: u64,
     ) -> Result<Box<dyn Check>, DurableError> {
-        let err = |source| DurableError::Revalidate {
+        let (format, src) = self.kept_format(formats)?;
+        format.revalidate(src, len).map_err(|e| self.kept_error(e))
+    }
+
+    /// The format of the kept bytes (told by their magic) and a source over
+    /// them.
+    fn kept_format<'a>(
+        &self,
+        formats: &[&'a dyn SessionFormat],
+    ) -> Result<(&'a dyn SessionFormat, BoxSource), DurableError> {
+        let mut src: BoxSource =
+            FileSource::new(File::open(&self.part_path).map_err(|e| self.kept_error(e.into()))?)
+                .map(|s| Box::new(s) as BoxSource)
+                .map_err(|e| self.kept_error(e.into()))?;
+        let format = detect_source(formats, &mut *src).map_err(|e| self.kept_error(e))?;
+        Ok((format, src))
+    }
+
+    fn kept_error(&self, source: proto_session::BoxError) -> DurableError {
+        DurableError::Revalidate {
             path: self.part_path.clone(),
             source,
-        };
-        let open = || -> io::Result<BoxSource> {
-            Ok(Box::new(FileSource::new(File::open(&self.part_path)?)?))
-        };
-        let mut src = open().map_err(|e| err(e.into()))?;
-        let n = src.len().min(64) as usize;
-        let head = src.read_at(0, n).map_err(|e| err(e.into()))?.to_vec();
-        let format = detect(formats, &head)
-            .ok_or_else(|| err("no stream format to check the kept bytes against".into()))?;
-        format
-            .revalidate(open().map_err(|e| err(e.into()))?, len)
-            .map_err(err)
+        }
     }
 
     /// The check to go on with: resumed from the state `kept` carries
@@ -218,19 +226,10 @@ impl DurableFile {
         let Some(state) = kept.check.filter(|c| c.offset == kept.len) else {
             return self.revalidate(formats, kept.len);
         };
-        let err = |source| DurableError::Revalidate {
-            path: self.part_path.clone(),
-            source,
-        };
-        let open = || -> io::Result<BoxSource> {
-            Ok(Box::new(FileSource::new(File::open(&self.part_path)?)?))
-        };
-        let mut src = open().map_err(|e| err(e.into()))?;
-        let n = src.len().min(64) as usize;
-        let head = src.read_at(0, n).map_err(|e| err(e.into()))?.to_vec();
-        let format = detect(formats, &head)
-            .ok_or_else(|| err("no stream format to check the kept bytes against".into()))?;
-        format.resume_check(state, src).map_err(err)
+        let (format, src) = self.kept_format(formats)?;
+        format
+            .resume_check(state, src)
+            .map_err(|e| self.kept_error(e))
     }
 
     /// `OUT.part`.

@@ -11,6 +11,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use proto_stream::header::{Endian, V1Header, KIT_VERSIONS};
+use proto_stream::native::{Writer, NATIVE_DATA, NATIVE_DATA_CMD, NATIVE_OBJECT, NATIVE_OFFSET};
+use proto_stream::tlv::{AttrValue, Value};
+
 /// Prints a loud SKIPPED line past the test harness's capture.
 pub fn skipped(what: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
@@ -141,4 +145,36 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A native stream of about `mb` MiB: small commands between data
+/// commands of 64 KiB, every byte depending on `seed`.
+pub fn stream(mb: usize, seed: u8) -> Vec<u8> {
+    let header = V1Header {
+        byte_order: Endian::Little,
+        features_supported: 0,
+        features_required: 0,
+        stream_id: [seed; 16],
+        contexts: Vec::new(),
+    };
+    let entry = KIT_VERSIONS.entry(1).unwrap();
+    let mut w = Writer::new(Vec::new(), entry, 1, &header).unwrap();
+    for i in 0..(mb * 16) {
+        let name = format!("section {i}");
+        w.write_command(1, &[AttrValue::new(1, Value::Bytes(name.as_bytes()))])
+            .unwrap();
+        let data: Vec<u8> = (0..65536u32)
+            .map(|b| (b.wrapping_mul(31) as u8) ^ (i as u8) ^ seed)
+            .collect();
+        w.write_command(
+            NATIVE_DATA_CMD,
+            &[
+                AttrValue::new(NATIVE_OBJECT, Value::Bytes(b"memory")),
+                AttrValue::new(NATIVE_OFFSET, Value::U64(i as u64 * 65536)),
+                AttrValue::new(NATIVE_DATA, Value::Bytes(&data)),
+            ],
+        )
+        .unwrap();
+    }
+    w.finish().unwrap()
 }
