@@ -20,4 +20,5 @@ pub use proto_header as header;
 pub use proto_tlv as tlv;
 
 pub use proto_checkpoint::native;
+pub mod apply;
 pub mod session;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error};
 
+mod apply;
 mod checkpoint;
 mod input;
 mod inspect;
@@ -50,6 +51,28 @@ enum Cmd {
         #[arg(default_value = "-")]
         file: PathBuf,
         /// Print the summary (or the error) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply btrfs send streams to a directory on any filesystem, as `btrfs
+    /// receive` builds them in btrfs: DIR/NAME for each stream's subvolume.
+    /// Resumable: run again after a crash, it continues from its journal
+    /// (in DIR/.proto-stream/). Never writes outside DIR.
+    Apply {
+        /// Stream file, or `-` for standard input (several streams
+        /// concatenated are applied in turn).
+        stream: PathBuf,
+        /// The directory to apply into (it must exist).
+        dir: PathBuf,
+        /// Make what is applied durable (syncfs) and record it every N
+        /// commands (0: only at the end).
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        sync_every: u64,
+        /// Testing: stop the process abruptly (SIGKILL, no cleanup) after it
+        /// carried out N commands.
+        #[arg(long, value_name = "N")]
+        crash_after: Option<u64>,
+        /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -486,6 +509,8 @@ pub(crate) enum Failure {
         waited: f64,
         last: Box<proto_stream::session::SessionError>,
     },
+    /// `apply` stopped.
+    Apply(proto_stream::apply::ApplyError),
     /// A failure in one of two streams (`compare`).
     Side(&'static str, Box<Failure>),
 }
@@ -593,6 +618,7 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Side(side, e) => write!(f, "stream {side}: {e}"),
+            Failure::Apply(e) => e.fmt(f),
             Failure::Address(e) => e.fmt(f),
             Failure::ShortKey(p, n) => write!(
                 f,
@@ -653,6 +679,13 @@ fn main() -> ExitCode {
         Cmd::Dump { file } => dump(file),
         Cmd::Verify { file, json } => verify(file, *json),
         Cmd::Inspect { file, json } => inspect::inspect(file, *json),
+        Cmd::Apply {
+            stream,
+            dir,
+            sync_every,
+            crash_after,
+            json,
+        } => apply::apply(stream, dir, *sync_every, *crash_after, *json),
         Cmd::Chunk {
             file,
             safe_every,

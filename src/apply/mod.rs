@@ -1,0 +1,435 @@
+//! `apply`: carries out the commands of btrfs send streams in a directory
+//! on any Linux filesystem, resumable after a crash at any command, never
+//! writing outside that directory.
+//!
+//! [`apply`] reads one stream or several concatenated (as `btrfs receive`
+//! does), checks each command (framing, CRC) before it is carried out, and
+//! makes `DIR/NAME` hold what `btrfs receive` would put in the subvolume
+//! `NAME`: the same types, data, modes, owners, xattrs, hard links, symlink
+//! targets and times. A `snapshot` (an incremental stream) starts from a
+//! copy of its parent, found by the UUID the parent was received with.
+//! What apply keeps for itself lies beside the trees, in
+//! `DIR/.proto-stream/` ([`META_DIR`]): a record per received tree and the
+//! journal.
+//!
+//! **Crash safety.** The journal holds the position before every command
+//! whose effect depends on the tree's state (renames, creations, removals,
+//! clones) and, every [`ApplyOptions::sync_every`] commands and at the end,
+//! a durable position made after `syncfs`. Run again on the same stream,
+//! `apply` reads past what is applied (checking that it is the same stream)
+//! and continues: the one command that may have been in flight is found done
+//! or carried out, and the commands after it run again in order, which gives
+//! the same tree.
+//!
+//! **Hostile streams.** Paths are resolved beneath the tree with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): absolute paths, `..` and paths
+//! through a symlink are refused, whatever the stream's symlinks point to;
+//! only regular files are opened to be written or cloned from.
+//!
+//! ```
+//! use proto_stream::apply::{apply, ApplyOptions};
+//! use proto_stream::btrfs::{BtrfsCommand, StreamWriter};
+//!
+//! // A small stream: subvolume `snap` with one file.
+//! let mut stream = Vec::new();
+//! let w = StreamWriter::new(2, &mut stream)?;
+//! w.write(&BtrfsCommand::Subvol { path: b"snap", uuid: [7; 16], ctransid: 1 }, &mut stream)?;
+//! w.write(&BtrfsCommand::Mkfile { path: b"o257-1-0", ino: 257 }, &mut stream)?;
+//! w.write(&BtrfsCommand::Rename { path: b"o257-1-0", to: b"hello" }, &mut stream)?;
+//! w.write(&BtrfsCommand::Write { path: b"hello", offset: 0, data: b"hi\n" }, &mut stream)?;
+//! w.finish(&mut stream)?;
+//!
+//! let dir = std::env::temp_dir().join(format!("apply-doc-{}", std::process::id()));
+//! std::fs::create_dir(&dir)?;
+//! let stats = apply(&stream[..], &dir, &ApplyOptions::default(), |_| {})?;
+//! assert_eq!((stats.streams, stats.applied), (1, 5));
+//! assert_eq!(std::fs::read(dir.join("snap/hello"))?, b"hi\n");
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod copy;
+mod encoded;
+mod journal;
+mod ops;
+mod path;
+mod records;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use proto_btrfs::{BtrfsCommand, CommandType, StreamReader};
+use rustix::fs::{Mode, OFlags};
+
+pub use records::META_DIR;
+
+use journal::{Journal, Position};
+use ops::{Applier, Fail, Outcome};
+use records::Records;
+
+/// The most commands carried out between two records of the position.
+const RECORD_EVERY: u64 = 16;
+
+/// How [`apply`] runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Make everything applied durable (`syncfs`) and record it in the
+    /// journal every this many commands (0: only at the end).
+    pub sync_every: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions { sync_every: 10_000 }
+    }
+}
+
+/// Where a run continued from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// Commands of the input applied by earlier runs (over every stream).
+    pub command: u64,
+    /// Byte offset of the input there.
+    pub offset: u64,
+    /// True when the position is the one the previous run left in this
+    /// boot; false when it is the last durable one (after a reboot).
+    pub same_boot: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Streams of the input, to their END.
+    pub streams: u64,
+    /// Commands of the input, over every stream.
+    pub commands: u64,
+    /// Commands carried out by this run.
+    pub applied: u64,
+    /// Commands found already done (the one in flight when a run stopped).
+    pub already_done: u64,
+    /// Commands with nothing to do, as for `btrfs receive` (`update_extent`
+    /// of a `--no-data` stream, `fileattr`).
+    pub ignored: u64,
+    /// Commands read past because earlier runs applied them.
+    pub skipped: u64,
+    /// Bytes of file data written or cloned.
+    pub data_bytes: u64,
+    /// Durable points made (`syncfs` and the journal fsync'd).
+    pub syncs: u64,
+    /// Where this run continued from, if an earlier one stopped.
+    pub resumed: Option<Resumed>,
+}
+
+/// One command done, for progress and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Its index in the input (over every stream).
+    pub command: u64,
+    /// Its byte offset in the input.
+    pub offset: u64,
+    /// Commands carried out (or found done) by this run so far.
+    pub done_this_run: u64,
+}
+
+/// Why an apply stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The target directory cannot be used.
+    #[error("{}: {source}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process is applying into the directory.
+    #[error("{}: another apply into it is running", dir.display())]
+    Busy {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The input is not a valid stream: nothing from the failing command on
+    /// was applied. The error names the command index and byte offset.
+    #[error("the stream does not verify: {0}")]
+    Stream(#[source] proto_btrfs::Error),
+    /// A command could not be carried out, or was refused.
+    #[error("command {index} ({command}) at byte offset {offset}: {what}")]
+    Command {
+        /// Index of the command in its stream.
+        index: u64,
+        /// Byte offset of the command in the input.
+        offset: u64,
+        /// Its type.
+        command: CommandType,
+        /// What went wrong.
+        what: String,
+        /// The system call's error, if one failed.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The directory's journal is for another stream.
+    #[error(
+        "{}: an unfinished apply of another stream is recorded there (at command {at}, byte offset {offset}, this stream differs); run it again with that stream, or remove {} to give it up",
+        dir.display(), journal.display()
+    )]
+    OtherStream {
+        /// The directory.
+        dir: PathBuf,
+        /// The journal.
+        journal: PathBuf,
+        /// Commands the journal says were applied.
+        at: u64,
+        /// Its byte offset.
+        offset: u64,
+    },
+    /// Reading or writing the journal or the records failed.
+    #[error("{}: {source}", path.display())]
+    Journal {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Bytes as text: printable ASCII as is, anything else as `\xNN`.
+pub(crate) fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
+fn command_error(f: Fail, index: u64, offset: u64, command: CommandType) -> ApplyError {
+    let (what, source) = match f {
+        Fail::Path { path, why } => (format!("refused path \"{}\": {why}", escape(&path)), None),
+        Fail::Io { op, path, source } => (
+            format!("{op} \"{}\": {source}", escape(&path)),
+            Some(source),
+        ),
+        Fail::Refused(what) => (what, None),
+    };
+    ApplyError::Command {
+        index,
+        offset,
+        command,
+        what,
+        source,
+    }
+}
+
+/// Applies the btrfs send streams read from `input` into the directory
+/// `dir` (which must exist), continuing an earlier run that stopped.
+/// `each` is called after every command carried out.
+pub fn apply<R: Read>(
+    input: R,
+    dir: &Path,
+    opts: &ApplyOptions,
+    mut each: impl FnMut(&Step),
+) -> Result<ApplyStats, ApplyError> {
+    let dir_err = |source: io::Error| ApplyError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let meta_path = dir.join(META_DIR);
+    let journal_path = meta_path.join(journal::NAME);
+    let dirfd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| dir_err(e.into()))?;
+    let records =
+        Records::open(rustix::fd::AsFd::as_fd(&dirfd)).map_err(|source| ApplyError::Journal {
+            path: meta_path.clone(),
+            source,
+        })?;
+    let (mut journal, resume) = match Journal::open(records.meta()) {
+        Ok(j) => j,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(ApplyError::Busy {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(ApplyError::Journal {
+                path: journal_path,
+                source,
+            })
+        }
+    };
+    let journal_err = |source: io::Error| ApplyError::Journal {
+        path: journal_path.clone(),
+        source,
+    };
+    let mut reader = StreamReader::new(input).map_err(ApplyError::Stream)?;
+    let mut ap = Applier::new(dirfd, records);
+    let mut stats = ApplyStats::default();
+    let mut pos = Position::default();
+    // While reading past what earlier runs applied: the tree a later
+    // command continues in.
+    let mut pending: Option<(Vec<u8>, [u8; 16], u64)> = None;
+    let mut reached = resume.is_none();
+    let mut replaying = resume.is_some();
+    let mut since_record = 0u64;
+    let other_stream = |r: &journal::Resume| ApplyError::OtherStream {
+        dir: dir.to_path_buf(),
+        journal: journal_path.clone(),
+        at: r.at.next,
+        offset: r.at.offset,
+    };
+    let mut done_this_run = 0u64;
+    loop {
+        loop {
+            let cmd = match reader.next_command() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(ApplyError::Stream(e)),
+            };
+            let (index, offset, crc) = (cmd.index(), cmd.offset(), cmd.crc());
+            let end = offset + cmd.encoded_len() as u64;
+            let view = BtrfsCommand::parse(&cmd).map_err(|e| ApplyError::Stream(e.into()))?;
+            stats.commands += 1;
+            if let (false, Some(r)) = (reached, &resume) {
+                if pos.next < r.at.next {
+                    match view {
+                        BtrfsCommand::Subvol {
+                            path,
+                            uuid,
+                            ctransid,
+                        }
+                        | BtrfsCommand::Snapshot {
+                            path,
+                            uuid,
+                            ctransid,
+                            ..
+                        } => pending = Some((path.to_vec(), uuid, ctransid)),
+                        BtrfsCommand::End => pending = None,
+                        _ => {}
+                    }
+                    pos = advance(pos, crc, end);
+                    stats.skipped += 1;
+                    continue;
+                }
+                if pos.chain != r.at.chain {
+                    return Err(other_stream(r));
+                }
+                reached = true;
+                stats.resumed = Some(Resumed {
+                    command: pos.next,
+                    offset: pos.offset,
+                    same_boot: r.same_boot,
+                });
+                if let Some((name, uuid, ctransid)) = pending.take() {
+                    ap.attach(&name, uuid, ctransid)
+                        .map_err(|f| command_error(f, index, offset, view.command_type()))?;
+                }
+            }
+            let record = ops::needs_record(&view);
+            // Commands an earlier run may have carried out: the one in
+            // flight (a command that needs a record), and the others up to
+            // the next command that needs one, which run again.
+            if record && resume.is_some_and(|r| pos.next > r.at.next.max(r.doubt_until)) {
+                replaying = false;
+            }
+            let doubt = if record {
+                resume.is_some_and(|r| pos.next <= r.doubt_until)
+            } else {
+                replaying
+            };
+            if record {
+                journal
+                    .progress(Position { offset, ..pos })
+                    .map_err(journal_err)?;
+                since_record = 0;
+            }
+            let done = ap
+                .apply(&view, doubt)
+                .map_err(|f| command_error(f, index, offset, view.command_type()))?;
+            match done {
+                Outcome::Applied => stats.applied += 1,
+                Outcome::AlreadyDone => stats.already_done += 1,
+                Outcome::Ignored => stats.ignored += 1,
+            }
+            if matches!(view, BtrfsCommand::End) {
+                stats.streams += 1;
+            }
+            let is_clone = matches!(view, BtrfsCommand::Clone { .. });
+            pos = advance(pos, crc, end);
+            since_record += 1;
+            // After a clone (it reads another file, which later commands may
+            // change), and every RECORD_EVERY commands, so that a run that
+            // is stopped again and again still gets on.
+            if is_clone || since_record >= RECORD_EVERY {
+                journal.progress(pos).map_err(journal_err)?;
+                since_record = 0;
+            }
+            done_this_run += 1;
+            if opts.sync_every > 0 && done_this_run % opts.sync_every == 0 {
+                sync(&ap, &mut journal, pos).map_err(journal_err)?;
+                stats.syncs += 1;
+            }
+            each(&Step {
+                command: pos.next - 1,
+                offset,
+                done_this_run,
+            });
+        }
+        match reader.next_stream() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return Err(ApplyError::Stream(e)),
+        }
+    }
+    if let (false, Some(r)) = (reached, &resume) {
+        // Everything was applied before, or this is another stream.
+        if pos.next != r.at.next || pos.chain != r.at.chain {
+            return Err(other_stream(r));
+        }
+        stats.resumed = Some(Resumed {
+            command: pos.next,
+            offset: pos.offset,
+            same_boot: r.same_boot,
+        });
+    }
+    ap.finish()
+        .map_err(|f| command_error(f, pos.next, pos.offset, CommandType::END))?;
+    sync(&ap, &mut journal, pos).map_err(journal_err)?;
+    stats.syncs += 1;
+    stats.data_bytes = ap.data_bytes;
+    // Done: a new apply into DIR starts afresh. (Should the removal be lost
+    // in a crash, running the same stream again reads it through and finds
+    // nothing to do.)
+    drop(journal);
+    match rustix::fs::unlinkat(
+        ap.records().meta(),
+        journal::NAME,
+        rustix::fs::AtFlags::empty(),
+    ) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(journal_err(e.into())),
+    }
+    Ok(stats)
+}
+
+fn advance(pos: Position, crc: u32, end: u64) -> Position {
+    Position {
+        next: pos.next + 1,
+        offset: end,
+        chain: crc32c::crc32c_append(pos.chain, &crc.to_le_bytes()),
+    }
+}
+
+/// Everything applied so far made durable, then recorded as such.
+fn sync(ap: &Applier, journal: &mut Journal, pos: Position) -> io::Result<()> {
+    rustix::fs::syncfs(ap.dir())?;
+    journal.durable(pos)
+}
