@@ -19,6 +19,8 @@ mod support;
 
 mod common;
 use common::TempDir;
+
+mod gen;
 use support::{fixtures, tree, Kind, Scratch, Tree};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proto-stream");
@@ -137,9 +139,9 @@ fn assert_same(want: &Tree, got: &Tree, what: &str) {
 
 /// The received trees in `dir` (every entry but apply's records), by name.
 fn trees(dir: &Path) -> Vec<(String, Tree)> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| e.unwrap().file_name())
         .filter(|n| n != ".proto-stream" && n != "lost+found")
         .collect();
     names.sort();
@@ -147,7 +149,7 @@ fn trees(dir: &Path) -> Vec<(String, Tree)> {
         .into_iter()
         .map(|n| {
             let t = comparable(tree(&dir.join(&n)).unwrap());
-            (n, t)
+            (n.to_string_lossy().into_owned(), t)
         })
         .collect()
 }
@@ -336,4 +338,226 @@ fn another_stream_into_an_unfinished_apply_is_refused() {
         err.contains("command 0 (subvol)") && err.contains("exists"),
         "{err}"
     );
+}
+
+/// Builds, on the btrfs at `$1`, a subvolume through three states that
+/// stress what an incremental stream must get right, with a read-only
+/// snapshot of each (`s0`, `s1`, `s2`).
+const STRESS: &str = r#"
+set -eu
+cd "$1"
+btrfs -q subvolume create vol
+cd vol
+# s0: a deep tree, unicode and 255-byte names, holes, reflinks, hard links,
+# big xattrs, device nodes, a FIFO, a socket, symlinks.
+p=.; for i in $(seq 1 40); do p=$p/d$i; done; mkdir -p "$p"; echo deep > "$p/leaf"
+mkdir -p 'uni/héllo wörld ☃' swap1 swap2 cyc/a cyc/b gone/sub
+echo unicode > 'uni/héllo wörld ☃/файл'
+long=$(printf 'n%.0s' $(seq 1 255)); echo long > "uni/$long"
+printf 'start' > sparse; dd if=/dev/urandom of=sparse bs=4096 seek=2560 count=3 conv=notrunc status=none
+dd if=/dev/urandom of=big bs=64K count=20 status=none
+cp --reflink=always big big-clone
+echo one > swap1/f; echo two > swap2/f
+echo x > cyc/a/x; echo y > cyc/b/y
+echo linked > hl; mkdir hd; ln hl hd/hl2
+echo file > fdir; mkdir dfile; echo in > dfile/in
+echo gone > gone/sub/f; echo keep > gone/keep
+setfattr -n user.small -v value hl
+setfattr -n user.big -v "0s$(head -c 3000 /dev/urandom | base64 -w0)" big
+mknod chr c 1 3; mknod blk b 7 0; mkfifo fifo
+python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' sock
+ln -s 'uni/héllo wörld ☃' to-uni; ln -s /nonexistent/abs dangling
+chown 1000:1000 hl; chmod 4755 big; touch -d '2001-02-03 04:05:06.123456789' swap1/f
+cd ..; sync; btrfs -q subvolume snapshot -r vol s0; cd vol
+# s1: swaps and cycles, a file replaced by a directory and back, hard links
+# across renames, an orphaned tree, holes punched, clones from s0's data.
+mv swap1 tmp; mv swap2 swap1; mv tmp swap2
+mv cyc/a/x cyc/b/x2; mv cyc/a cyc/b/a; mv cyc/b cyc/c; mv cyc/c/a cyc/a
+rm fdir; mkdir fdir; echo now-dir > fdir/f
+rm -r dfile; echo now-file > dfile
+mkdir moved; mv hl moved/hl; ln moved/hl hl-again; rm hd/hl2
+mv gone/keep kept; rm -r gone
+fallocate -p -o 4096 -l 8192 big; truncate -s 5000 sparse
+dd if=/dev/urandom of=sparse bs=4096 seek=5000 count=1 conv=notrunc status=none
+cp --reflink=always big-clone big-clone2
+setfattr -x user.small moved/hl; setfattr -n user.new -v v2 moved/hl
+chmod 700 uni; chown 1234:5678 kept
+for i in $(seq 1 30); do echo "$i" > "many-$i"; done
+cd ..; sync; btrfs -q subvolume snapshot -r vol s1; cd vol
+# s2: the swap again the other way, directories deep inside renamed
+# above their parents, many files removed, a name reused for a new inode.
+mv swap2 tmp; mv swap1 swap2; mv tmp swap1
+mv d1/d2/d3 d3-up; mv d1 d3-up/d1-under
+rm many-*; echo reused > many-1
+ln -s kept kept-link; rm kept; echo other > kept
+cd ..; sync; btrfs -q subvolume snapshot -r vol s2
+"#;
+
+#[test]
+fn apply_of_kernel_streams_of_hard_cases_gives_btrfs_receives_tree() {
+    if !support::require_or_skip("apply_of_kernel_streams_of_hard_cases_gives_btrfs_receives_tree")
+    {
+        return;
+    }
+    let src = Scratch::new().unwrap();
+    support::run_ok("bash", &["-c", STRESS, "stress", s(src.path())], None).unwrap();
+    let send = |args: &[&str]| -> Vec<u8> {
+        let mut all = vec!["send", "-q"];
+        all.extend_from_slice(args);
+        support::run_ok("btrfs", &all, None).unwrap().stdout
+    };
+    let p = |n: &str| src.path().join(n).to_str().unwrap().to_string();
+    for proto in ["1", "2"] {
+        let streams = [
+            send(&["--proto", proto, &p("s0")]),
+            send(&["--proto", proto, "-p", &p("s0"), &p("s1")]),
+            send(&["--proto", proto, "-p", &p("s1"), &p("s2")]),
+        ];
+        let what = format!("proto {proto}");
+        let dst = Scratch::new().unwrap();
+        for st in &streams {
+            dst.receive(st)
+                .unwrap_or_else(|e| panic!("{what}: btrfs receive: {e}"));
+        }
+        let want = trees(dst.path());
+        assert_eq!(want.len(), 3, "{what}: s0, s1, s2");
+        for (fs, target) in [("tmpfs", Mounted::tmpfs()), ("ext4", Mounted::ext4())] {
+            for st in &streams {
+                apply_ok(&["apply", "-", s(&target.mnt)], Some(st));
+            }
+            assert_same_trees(&want, &trees(&target.mnt), &format!("{what} on {fs}"));
+        }
+        // Killed after any command of the incremental streams, then run
+        // again: the same trees (for v2; v1 differs in data commands only).
+        if proto == "1" {
+            continue;
+        }
+        let fs = Mounted::tmpfs();
+        for (i, st) in streams.iter().enumerate().skip(1) {
+            let n = command_count(st);
+            let base = fs.mnt.join(format!("base{i}"));
+            std::fs::create_dir(&base).unwrap();
+            for prev in &streams[..i] {
+                apply_ok(&["apply", "-", s(&base)], Some(prev));
+            }
+            for k in 1..n {
+                let what = format!("{what}: stream {i}, crash after {k} of {n}");
+                let dir = fs.mnt.join("crash");
+                support::run_ok("cp", &["-a", s(&base), s(&dir)], None).unwrap();
+                let crash = k.to_string();
+                let out = cli(&["apply", "-", s(&dir), "--crash-after", &crash], Some(st));
+                assert_eq!(
+                    out.status.signal(),
+                    Some(9),
+                    "{what}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                apply_ok(&["apply", "-", s(&dir)], Some(st));
+                let got = trees(&dir);
+                let want: Vec<_> = want[..=i].to_vec();
+                assert_same_trees(&want, &got, &what);
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        }
+    }
+}
+
+/// Whether an apply error is one of apply's own refusals, of what `btrfs
+/// receive` carries out without a second thought: a path with `.` or `..`,
+/// a NUL byte (btrfs-progs cuts the path there), a path through a symlink,
+/// a write to what is not a regular file, a chmod through a symlink, a
+/// subvolume name that is not one component, an owner that does not fit
+/// 32 bits (btrfs-progs cuts it).
+fn strict_refusal(err: &str) -> bool {
+    [
+        "refused path",
+        "only regular files",
+        "chmod of a symlink",
+        "Too many levels of symbolic links",
+        "is out of range",
+    ]
+    .iter()
+    .any(|s| err.contains(s))
+}
+
+#[test]
+fn random_streams_apply_where_btrfs_receive_does() {
+    if !support::require_or_skip("random_streams_apply_where_btrfs_receive_does") {
+        return;
+    }
+    let progs = Scratch::new().unwrap();
+    let ours = Mounted::tmpfs();
+    let (mut both_ok, mut both_fail, mut refused) = (0, 0, Vec::new());
+    let mut failures = Vec::new();
+    // Random bytes in every field (they fail early, in both), then streams
+    // a receiver can mostly carry out.
+    for seed in 1..=400u64 {
+        let st = if seed <= 100 {
+            gen::random_stream(seed)
+        } else {
+            gen::valid_stream(seed)
+        };
+        let (a, b) = (
+            progs.path().join(format!("r{seed}")),
+            ours.mnt.join(format!("r{seed}")),
+        );
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let theirs = support::run("btrfs", &["receive", s(&a)], Some(&st)).unwrap();
+        let mine = cli(&["apply", "-", s(&b)], Some(&st));
+        let err = String::from_utf8_lossy(&mine.stderr).into_owned();
+        match (theirs.status.success(), mine.status.success()) {
+            (true, true) => {
+                both_ok += 1;
+                let (ta, tb) = (trees(&a), trees(&b));
+                if ta != tb {
+                    let kept =
+                        std::env::temp_dir().join(format!("apply-differs-seed-{seed}.stream"));
+                    std::fs::write(&kept, &st).unwrap();
+                    failures.push(format!(
+                        "seed {seed}: both applied it, trees differ: {:?} (the stream: {})",
+                        ta.iter().zip(&tb).find_map(|((_, x), (_, y))| x.diff(y)),
+                        kept.display()
+                    ));
+                }
+            }
+            // Apply refused what btrfs receive carries out (see
+            // `strict_refusal`), whether btrfs receive failed later or not.
+            (_, false) if strict_refusal(&err) => refused.push(seed),
+            (false, false) => {
+                both_fail += 1;
+                // Both stop at the same command: what each made before it
+                // is the same (but for times, which the stream sets last).
+                let untimed = |t: Vec<(String, Tree)>| {
+                    t.into_iter()
+                        .map(|(n, mut t)| {
+                            t.entries.iter_mut().for_each(|e| e.mtime = (0, 0));
+                            (n, t)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let (ta, tb) = (untimed(trees(&a)), untimed(trees(&b)));
+                if ta != tb {
+                    failures.push(format!(
+                        "seed {seed}: both fail, having made different trees: {:?}; apply said {}; btrfs receive said {}",
+                        ta.iter().zip(&tb).find_map(|((_, x), (_, y))| x.diff(y)).or(Some(format!("{} vs {} trees", ta.len(), tb.len()))),
+                        err.trim(),
+                        String::from_utf8_lossy(&theirs.stderr).trim()
+                    ));
+                }
+            }
+            (t, m) => failures.push(format!(
+                "seed {seed}: btrfs receive {}, apply {}: {}; btrfs receive said {}",
+                if t { "succeeds" } else { "fails" },
+                if m { "succeeds" } else { "fails" },
+                err.trim(),
+                String::from_utf8_lossy(&theirs.stderr).trim()
+            )),
+        }
+    }
+    eprintln!(
+        "random streams: {both_ok} applied by both, {both_fail} refused by both at the same point, {} refused by apply's stricter checks (seeds {refused:?})",
+        refused.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -337,9 +337,16 @@ impl Applier {
         }
         let (fd, name) = self.at(path)?;
         let r = match what {
-            Make::File => path::open_in(fd, name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL)
-                .map(drop)
-                .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+            // As btrfs receive: creat(path, 0600).
+            Make::File => rustix::fs::openat2(
+                fd,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+                path::RESOLVE,
+            )
+            .map(drop),
+
             Make::Dir => mkdirat(fd, name, Mode::from_raw_mode(0o700)),
             Make::Node { mode, rdev } => mknodat(
                 fd,
@@ -449,8 +456,19 @@ impl Applier {
             "subvol"
         };
         let done = match parent {
+            // A new subvolume's root is 0755 (whatever the umask), as btrfs
+            // makes it; full streams send its mode, incremental ones may not.
             None => match mkdirat(&self.dir, name, Mode::from_raw_mode(0o700)) {
-                Ok(()) => Outcome::Applied,
+                Ok(()) => {
+                    chmodat(
+                        &self.dir,
+                        name,
+                        Mode::from_raw_mode(0o755),
+                        AtFlags::empty(),
+                    )
+                    .map_err(errno(op, name))?;
+                    Outcome::Applied
+                }
                 Err(Errno::EXIST) if doubt => Outcome::AlreadyDone,
                 Err(e) => return Err(errno(op, name)(e)),
             },
