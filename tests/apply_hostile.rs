@@ -492,3 +492,78 @@ fn errors_name_the_command_and_what_failed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_clone_of_a_terabyte_of_holes_writes_only_its_data() {
+    let big = 1u64 << 40;
+    let cmds = [
+        BtrfsCommand::Mkfile {
+            path: b"a",
+            ino: 257,
+        },
+        BtrfsCommand::Truncate {
+            path: b"a",
+            size: big,
+        },
+        BtrfsCommand::Write {
+            path: b"a",
+            offset: big - 4,
+            data: b"tail",
+        },
+        BtrfsCommand::Write {
+            path: b"a",
+            offset: 1 << 20,
+            data: b"middle",
+        },
+        BtrfsCommand::Mkfile {
+            path: b"b",
+            ino: 258,
+        },
+        BtrfsCommand::Write {
+            path: b"b",
+            offset: 0,
+            data: &[0xee; 8192],
+        },
+        BtrfsCommand::Clone {
+            path: b"b",
+            offset: 0,
+            len: 0,
+            clone_uuid: UUID,
+            clone_ctransid: 1,
+            clone_path: b"a",
+            clone_offset: 0,
+        },
+    ];
+    let target = TempDir::new("sparse-clone");
+    run(&stream(&cmds), &target.0).unwrap();
+    let b = target.0.join("snap/b");
+    let md = std::fs::metadata(&b).unwrap();
+    assert_eq!(md.len(), big);
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "{} bytes allocated",
+        md.blocks() * 512
+    );
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(&b).unwrap();
+    let mut buf = [0xffu8; 8];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [0; 8], "the hole over b's old data reads as zeros");
+    f.read_exact_at(&mut buf[..6], 1 << 20).unwrap();
+    assert_eq!(&buf[..6], b"middle");
+    f.read_exact_at(&mut buf[..4], big - 4).unwrap();
+    assert_eq!(&buf[..4], b"tail");
+
+    // With a bound, the same stream is refused at the truncate.
+    let target = TempDir::new("bounded");
+    let opts = ApplyOptions {
+        max_file_size: Some(1 << 30),
+        ..ApplyOptions::default()
+    };
+    let err = apply(&stream(&cmds)[..], &target.0, &opts, |_| {}).unwrap_err();
+    assert!(matches!(err, ApplyError::Command { index: 2, .. }), "{err}");
+    assert!(
+        err.to_string().contains("largest file size allowed"),
+        "{err}"
+    );
+}

@@ -11,7 +11,7 @@ use crate::Failure;
 pub(crate) fn apply(
     stream: &Path,
     dir: &Path,
-    sync_every: u64,
+    opts: &ApplyOptions,
     crash_after: Option<u64>,
     json: bool,
 ) -> Result<(), Failure> {
@@ -20,8 +20,7 @@ pub(crate) fn apply(
     } else {
         Box::new(File::open(stream).map_err(|e| Failure::io(stream.display(), e))?)
     };
-    let opts = ApplyOptions { sync_every };
-    let stats = run(input, dir, &opts, |step| {
+    let stats = run(input, dir, opts, |step| {
         if crash_after == Some(step.done_this_run) {
             crash();
         }

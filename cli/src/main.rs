@@ -68,6 +68,10 @@ enum Cmd {
         /// commands (0: only at the end).
         #[arg(long, value_name = "N", default_value_t = 10_000)]
         sync_every: u64,
+        /// Refuse commands that would make a file larger than this many
+        /// bytes (a bound for untrusted streams).
+        #[arg(long, value_name = "BYTES")]
+        max_file_size: Option<u64>,
         /// Testing: stop the process abruptly (SIGKILL, no cleanup) after it
         /// carried out N commands.
         #[arg(long, value_name = "N")]
@@ -683,9 +687,19 @@ fn main() -> ExitCode {
             stream,
             dir,
             sync_every,
+            max_file_size,
             crash_after,
             json,
-        } => apply::apply(stream, dir, *sync_every, *crash_after, *json),
+        } => apply::apply(
+            stream,
+            dir,
+            &proto_stream::apply::ApplyOptions {
+                sync_every: *sync_every,
+                max_file_size: *max_file_size,
+            },
+            *crash_after,
+            *json,
+        ),
         Cmd::Chunk {
             file,
             safe_every,

@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{
     chmodat, chownat, copy_file_range, fstat, linkat, mkdirat, mknodat, openat, readlinkat,
-    renameat, statat, symlinkat, utimensat, AtFlags, FileType, Mode, OFlags, SeekFrom, Stat,
-    Timestamps, XattrFlags,
+    renameat, statat, symlinkat, utimensat, AtFlags, FallocateFlags, FileType, Mode, OFlags,
+    SeekFrom, Stat, Timestamps, XattrFlags,
 };
 use rustix::io::Errno;
 
@@ -21,10 +21,11 @@ const CHUNK: usize = 1 << 20;
 
 /// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` (all of
 /// `src` from `src_off` on when `len` is 0, as a btrfs clone range of 0
-/// means). `copy_file_range` first: on btrfs and XFS it shares the extents
-/// (a reflink), elsewhere the kernel copies; plain reads and writes where
-/// it cannot be used (overlapping ranges of one file, other filesystems).
-/// Returns the bytes copied.
+/// means), as a clone would: holes of the source become holes (a range of
+/// terabytes of holes costs nothing), its data is copied with
+/// `copy_file_range` (on btrfs and XFS the extents are shared, a reflink;
+/// elsewhere the kernel copies), or read and written where that cannot be
+/// used (overlapping ranges of one file). Returns the bytes of the range.
 pub(super) fn range(
     src: &File,
     src_off: u64,
@@ -32,30 +33,93 @@ pub(super) fn range(
     dst_off: u64,
     len: u64,
 ) -> io::Result<u64> {
+    let size = src.metadata()?.len();
     let len = if len == 0 {
-        src.metadata()?.len().saturating_sub(src_off)
+        size.saturating_sub(src_off)
     } else {
         len
     };
-    let (mut s, mut d, mut left) = (src_off, dst_off, len);
+    let end = src_off
+        .checked_add(len)
+        .filter(|&e| e <= size)
+        .ok_or_else(short)?;
+    dst_off.checked_add(len).ok_or_else(short)?;
+    let mut at = src_off;
+    while at < end {
+        let (data, hole) = segment(src, at, end)?;
+        if data > at {
+            zero(dst, dst_off + (at - src_off), data - at)?;
+        }
+        if hole > data {
+            copy(src, data, dst, dst_off + (data - src_off), hole - data)?;
+        }
+        at = hole;
+    }
+    if dst.metadata()?.len() < dst_off + len {
+        dst.set_len(dst_off + len)?;
+    }
+    Ok(len)
+}
+
+/// From `at` (before `end`): where the next data starts and where the hole
+/// after it starts (both at most `end`). Without `SEEK_DATA`, all data.
+fn segment(src: &File, at: u64, end: u64) -> io::Result<(u64, u64)> {
+    let data = match rustix::fs::seek(src, SeekFrom::Data(at)) {
+        Ok(d) => d.min(end),
+        Err(Errno::NXIO) => return Ok((end, end)),
+        Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok((at, end)),
+        Err(e) => return Err(e.into()),
+    };
+    if data == end {
+        return Ok((end, end));
+    }
+    let hole = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(end);
+    Ok((data, hole))
+}
+
+/// Makes `len` bytes of `dst` at `off` read as zeros: a hole punched, or
+/// zeros written where the file has bytes (beyond its end it reads as zeros
+/// already).
+fn zero(dst: &File, off: u64, len: u64) -> io::Result<()> {
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    match rustix::fs::fallocate(dst, flags, off, len) {
+        Ok(()) => Ok(()),
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+            let size = dst.metadata()?.len();
+            let mut left = size.saturating_sub(off).min(len);
+            let zeros = vec![0u8; left.min(CHUNK as u64) as usize];
+            let mut at = off;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                dst.write_all_at(&zeros[..n], at)?;
+                (at, left) = (at + n as u64, left - n as u64);
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies a data segment.
+fn copy(src: &File, mut s: u64, dst: &File, mut d: u64, mut left: u64) -> io::Result<()> {
     while left > 0 {
         let want = left.min(1 << 30) as usize;
         match copy_file_range(src, Some(&mut s), dst, Some(&mut d), want) {
             Ok(0) => return Err(short()),
             Ok(n) => left -= n as u64,
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM) => {
-                return read_write(src, s, dst, d, left).map(|()| len);
+                return read_write(src, s, dst, d, left);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(len)
+    Ok(())
 }
 
 fn short() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "the source is shorter than the range to copy",
+        "the range to copy goes beyond the end of its source",
     )
 }
 
@@ -74,30 +138,12 @@ fn read_write(src: &File, mut s: u64, dst: &File, mut d: u64, mut left: u64) -> 
 }
 
 /// A whole file's data: shared with a reflink where the filesystem can,
-/// else its data segments copied (holes stay holes) and the size set.
+/// else copied as [`range`] copies (holes stay holes).
 fn file_data(src: &File, dst: &File, size: u64) -> io::Result<()> {
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(());
     }
-    let mut off = 0;
-    while off < size {
-        let data = match rustix::fs::seek(src, SeekFrom::Data(off)) {
-            Ok(d) => d,
-            Err(Errno::NXIO) => break,
-            // No SEEK_DATA here: the whole file.
-            Err(Errno::INVAL) => {
-                range(src, 0, dst, 0, size)?;
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let hole = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(size);
-        if hole > data {
-            range(src, data, dst, data, hole - data)?;
-        }
-        off = hole;
-    }
-    dst.set_len(size)
+    range(src, 0, dst, 0, size).map(drop)
 }
 
 fn times(st: &Stat) -> Timestamps {

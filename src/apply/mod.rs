@@ -76,11 +76,18 @@ pub struct ApplyOptions {
     /// Make everything applied durable (`syncfs`) and record it in the
     /// journal every this many commands (0: only at the end).
     pub sync_every: u64,
+    /// Refuse any command that would make a file larger than this (a write,
+    /// truncate, fallocate or clone beyond it): a bound on what an untrusted
+    /// stream can make this process write. `None`: no bound.
+    pub max_file_size: Option<u64>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { sync_every: 10_000 }
+        ApplyOptions {
+            sync_every: 10_000,
+            max_file_size: None,
+        }
     }
 }
 
@@ -272,6 +279,7 @@ pub fn apply<R: Read>(
     };
     let mut reader = StreamReader::new(input).map_err(ApplyError::Stream)?;
     let mut ap = Applier::new(dirfd, records);
+    ap.max_file_size = opts.max_file_size;
     let mut stats = ApplyStats::default();
     let mut pos = Position::default();
     // While reading past what earlier runs applied: the tree a later

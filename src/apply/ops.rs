@@ -81,6 +81,8 @@ pub(super) struct Applier {
     write: Option<(Vec<u8>, File)>,
     /// Data bytes written (write, clone, encoded_write).
     pub(super) data_bytes: u64,
+    /// The largest file size a command may ask for, if limited.
+    pub(super) max_file_size: Option<u64>,
     scratch: Vec<u8>,
 }
 
@@ -122,6 +124,7 @@ impl Applier {
             cur: None,
             write: None,
             data_bytes: 0,
+            max_file_size: None,
             scratch: Vec::new(),
         }
     }
@@ -180,6 +183,7 @@ impl Applier {
             C::Unlink { path } => self.remove(path, false, doubt),
             C::Rmdir { path } => self.remove(path, true, doubt),
             C::Write { path, offset, data } => {
+                self.check_size("write", offset, data.len() as u64)?;
                 let f = self.open_write(path)?;
                 f.write_all_at(data, offset)
                     .map_err(io_fail("write", path))?;
@@ -196,6 +200,7 @@ impl Applier {
                 ..
             } => self.clone_range(path, offset, len, clone_uuid, clone_path, clone_offset),
             C::Truncate { path, size } => {
+                self.check_size("truncate", size, 0)?;
                 let f = self.open_write(path)?;
                 f.set_len(size).map_err(io_fail("truncate", path))?;
                 Ok(Outcome::Applied)
@@ -255,6 +260,7 @@ impl Applier {
                 offset,
                 size,
             } => {
+                self.check_size("fallocate", offset, size)?;
                 let f = self.open_write(path)?;
                 let flags = FallocateFlags::from_bits(mode).ok_or_else(|| {
                     Fail::Refused(format!("fallocate: unknown mode bits {mode:#x}"))
@@ -290,6 +296,7 @@ impl Applier {
                 )
                 .map_err(|why| Fail::Refused(format!("encoded_write: {why}")))
                 .and_then(|plain| {
+                    self.check_size("encoded_write", offset, plain.len() as u64)?;
                     let f = self.open_write(path)?;
                     f.write_all_at(plain, offset)
                         .map_err(io_fail("encoded_write", path))?;
@@ -667,6 +674,19 @@ impl Applier {
         Ok(Outcome::Applied)
     }
 
+    /// Refuses a command that would make a file larger than allowed.
+    fn check_size(&self, op: &str, offset: u64, len: u64) -> Result<()> {
+        let Some(max) = self.max_file_size else {
+            return Ok(());
+        };
+        match offset.checked_add(len) {
+            Some(end) if end <= max => Ok(()),
+            _ => Err(Fail::Refused(format!(
+                "{op} of {len} bytes at offset {offset}: beyond the largest file size allowed ({max} bytes)"
+            ))),
+        }
+    }
+
     /// The regular file at `path`, open for writing (kept for the next
     /// command on the same path). Anything but a regular file is refused
     /// before it is opened: opening a device node can have effects.
@@ -728,6 +748,13 @@ impl Applier {
             };
             open_regular(d.as_fd(), sname, OFlags::RDONLY, clone_path)?
         };
+        let len = if len == 0 {
+            let size = src.metadata().map_err(io_fail("clone", clone_path))?.len();
+            size.saturating_sub(clone_offset)
+        } else {
+            len
+        };
+        self.check_size("clone", offset, len)?;
         let dst = self.open_write(path)?;
         let n =
             copy::range(&src, clone_offset, dst, offset, len).map_err(io_fail("clone", path))?;
