@@ -20,7 +20,7 @@
 # - checkpoint_token: four valid checkpoint tokens (at the start, inside a
 #   split write, at the end, with no producer state), each as its text form
 #   and as its bytes (the target reads every input as both, raw).
-# - checkpoint_resume, checkpoint_compare, session_replay: no file seeds
+# - checkpoint_resume, checkpoint_compare, session_replay, apply_stream: no file seeds
 #   (structured inputs; the directory is made).
 # - session_handshake: real session transcripts (a mode byte, then what one
 #   peer sent), recorded by `cargo run --example session_transcript` in the
@@ -88,7 +88,7 @@ TOKENS
         n=$((n + 1))
         ;;
     # Structured inputs: no file seeds (the directory is made).
-    checkpoint_resume | checkpoint_compare | session_replay) mkdir -p "$CORPUS/$t" ;;
+    checkpoint_resume | checkpoint_compare | session_replay | apply_stream) mkdir -p "$CORPUS/$t" ;;
     # Transcripts of real sessions over 127.0.0.1 (see the example).
     session_handshake)
         mkdir -p "$CORPUS/$t"

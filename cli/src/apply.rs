@@ -36,8 +36,9 @@ pub(crate) fn apply(
             );
         }
         eprintln!(
-            "applied {} streams into {}: {} commands carried out, {} found done, {} with nothing to do, {} data bytes",
+            "applied {} stream{} into {}: {} commands carried out, {} found done, {} with nothing to do, {} data bytes",
             stats.streams,
+            if stats.streams == 1 { "" } else { "s" },
             dir.display(),
             stats.applied,
             stats.already_done,

@@ -13,42 +13,63 @@
 
 use std::path::Path;
 
-#[path = "../fuzz_targets/tlv_decode.rs"]
-mod tlv_decode;
-#[path = "../fuzz_targets/tlv_roundtrip.rs"]
-mod tlv_roundtrip;
+#[path = "../fuzz_targets/apply_stream.rs"]
+mod apply_stream;
 #[path = "../fuzz_targets/btrfs_dump.rs"]
 mod btrfs_dump;
-#[path = "../fuzz_targets/header_fixed.rs"]
-mod header_fixed;
-#[path = "../fuzz_targets/header_version.rs"]
-mod header_version;
-#[path = "../fuzz_targets/header_negotiate.rs"]
-mod header_negotiate;
-#[path = "../fuzz_targets/header_contexts.rs"]
-mod header_contexts;
-#[path = "../fuzz_targets/native_reader.rs"]
-mod native_reader;
-#[path = "../fuzz_targets/checkpoint_token.rs"]
-mod checkpoint_token;
-#[path = "../fuzz_targets/checkpoint_resume.rs"]
-mod checkpoint_resume;
 #[path = "../fuzz_targets/checkpoint_compare.rs"]
 mod checkpoint_compare;
 #[path = "../fuzz_targets/checkpoint_format.rs"]
 mod checkpoint_format;
-#[path = "../fuzz_targets/session_replay.rs"]
-mod session_replay;
+#[path = "../fuzz_targets/checkpoint_resume.rs"]
+mod checkpoint_resume;
+#[path = "../fuzz_targets/checkpoint_token.rs"]
+mod checkpoint_token;
+#[path = "../fuzz_targets/header_contexts.rs"]
+mod header_contexts;
+#[path = "../fuzz_targets/header_fixed.rs"]
+mod header_fixed;
+#[path = "../fuzz_targets/header_negotiate.rs"]
+mod header_negotiate;
+#[path = "../fuzz_targets/header_version.rs"]
+mod header_version;
+#[path = "../fuzz_targets/native_reader.rs"]
+mod native_reader;
 #[path = "../fuzz_targets/session_handshake.rs"]
 mod session_handshake;
 #[path = "../fuzz_targets/session_pair.rs"]
 mod session_pair;
+#[path = "../fuzz_targets/session_replay.rs"]
+mod session_replay;
+#[path = "../fuzz_targets/tlv_decode.rs"]
+mod tlv_decode;
+#[path = "../fuzz_targets/tlv_roundtrip.rs"]
+mod tlv_roundtrip;
 
-const TARGETS: &[&str] = &["tlv_decode", "tlv_roundtrip", "btrfs_dump", "header_fixed", "header_version", "header_negotiate", "header_contexts", "native_reader", "checkpoint_token", "checkpoint_resume", "checkpoint_compare", "checkpoint_format", "session_replay", "session_handshake", "session_pair"];
+const TARGETS: &[&str] = &[
+    "tlv_decode",
+    "tlv_roundtrip",
+    "btrfs_dump",
+    "header_fixed",
+    "header_version",
+    "header_negotiate",
+    "header_contexts",
+    "native_reader",
+    "checkpoint_token",
+    "checkpoint_resume",
+    "checkpoint_compare",
+    "checkpoint_format",
+    "session_replay",
+    "session_handshake",
+    "session_pair",
+    "apply_stream",
+];
 
 /// Runs `run` on every file in `regressions/<target>/`.
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("regressions")
+        .join(target);
     let mut files: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.map(|e| e.expect("a directory entry").path()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -122,6 +143,10 @@ fn session_handshake_regressions() {
 fn session_pair_regressions() {
     replay("session_pair", session_pair::run_bytes);
 }
+#[test]
+fn apply_stream_regressions() {
+    replay("apply_stream", apply_stream::run_bytes);
+}
 
 /// The list above is the fuzz targets of `Cargo.toml`, and every directory
 /// of saved inputs belongs to one of them.
@@ -138,9 +163,15 @@ fn every_target_is_replayed() {
     bins.sort_unstable();
     let mut listed = TARGETS.to_vec();
     listed.sort_unstable();
-    assert_eq!(bins, listed, "fuzz/tests/regressions.rs must list every target");
+    assert_eq!(
+        bins, listed,
+        "fuzz/tests/regressions.rs must list every target"
+    );
     for e in std::fs::read_dir(root.join("regressions")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
-        assert!(TARGETS.contains(&name.as_str()), "regressions/{name} names no target");
+        assert!(
+            TARGETS.contains(&name.as_str()),
+            "regressions/{name} names no target"
+        );
     }
 }
