@@ -509,6 +509,10 @@ fn random_streams_apply_where_btrfs_receive_does() {
         match (theirs.status.success(), mine.status.success()) {
             (true, true) => {
                 both_ok += 1;
+                // For some, a crash after every third command, then a rerun.
+                if both_ok <= 12 && seed > 100 {
+                    crash_and_rerun(&st, &b, &ours.mnt.join(format!("c{seed}")), 3);
+                }
                 let (ta, tb) = (trees(&a), trees(&b));
                 if ta != tb {
                     let kept =
@@ -560,4 +564,34 @@ fn random_streams_apply_where_btrfs_receive_does() {
         refused.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Applies `st` into `scratch` killed after command k (every `step`-th),
+/// then again: the trees are those of `reference`, the uninterrupted apply.
+fn crash_and_rerun(st: &[u8], reference: &Path, scratch: &Path, step: usize) {
+    let want = trees(reference);
+    let n = command_count(st);
+    for k in (1..n).step_by(step) {
+        let what = format!("{}: crash after {k} of {n}", scratch.display());
+        std::fs::create_dir(scratch).unwrap();
+        let crash = k.to_string();
+        let out = cli(
+            &["apply", "-", s(scratch), "--crash-after", &crash],
+            Some(st),
+        );
+        if out.status.success() {
+            // Fewer commands carried out than k (the stream ended first).
+            std::fs::remove_dir_all(scratch).unwrap();
+            continue;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        apply_ok(&["apply", "-", s(scratch)], Some(st));
+        assert_same_trees(&want, &trees(scratch), &what);
+        std::fs::remove_dir_all(scratch).unwrap();
+    }
 }

@@ -288,6 +288,8 @@ pub fn apply<R: Read>(
     let mut reached = resume.is_none();
     let mut replaying = resume.is_some();
     let mut since_record = 0u64;
+    // The path the previous command made, if it made one.
+    let mut made: Option<Vec<u8>> = None;
     let other_stream = |r: &journal::Resume| ApplyError::OtherStream {
         dir: dir.to_path_buf(),
         journal: journal_path.clone(),
@@ -341,7 +343,14 @@ pub fn apply<R: Read>(
                         .map_err(|f| command_error(f, index, offset, view.command_type()))?;
                 }
             }
-            let record = ops::needs_record(&view);
+            // A rename of what the command before it made (the kernel makes
+            // every inode under a temporary name, then renames it) needs no
+            // record of its own: run again, the pair gives the same result
+            // whether the first run got to the rename or not.
+            let renames_made =
+                matches!(view, BtrfsCommand::Rename { path, .. } if made.as_deref() == Some(path));
+            made = ops::made_path(&view).map(<[u8]>::to_vec);
+            let record = ops::needs_record(&view) && !renames_made;
             // Commands an earlier run may have carried out: the one in
             // flight (a command that needs a record), and the others up to
             // the next command that needs one, which run again.

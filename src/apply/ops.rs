@@ -79,6 +79,10 @@ pub(super) struct Applier {
     cur: Option<Current>,
     /// The file last written to, by its path in the current tree.
     write: Option<(Vec<u8>, File)>,
+    /// The entry this run made last (mkfile, mkdir, ...), by its path
+    /// (followed through renames), and its type: no need to look at it
+    /// again before opening it or changing its mode.
+    made: Option<(Vec<u8>, FileType)>,
     /// Data bytes written (write, clone, encoded_write).
     pub(super) data_bytes: u64,
     /// The largest file size a command may ask for, if limited.
@@ -109,6 +113,19 @@ pub(super) fn needs_record(cmd: &BtrfsCommand<'_>) -> bool {
     )
 }
 
+/// The path a creation command makes.
+pub(super) fn made_path<'a>(cmd: &BtrfsCommand<'a>) -> Option<&'a [u8]> {
+    match *cmd {
+        BtrfsCommand::Mkfile { path, .. }
+        | BtrfsCommand::Mkdir { path, .. }
+        | BtrfsCommand::Mknod { path, .. }
+        | BtrfsCommand::Mkfifo { path, .. }
+        | BtrfsCommand::Mksock { path, .. }
+        | BtrfsCommand::Symlink { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
 fn ts(t: Timespec) -> rustix::fs::Timespec {
     rustix::fs::Timespec {
         tv_sec: t.sec as i64,
@@ -123,6 +140,7 @@ impl Applier {
             records,
             cur: None,
             write: None,
+            made: None,
             data_bytes: 0,
             max_file_size: None,
             scratch: Vec::new(),
@@ -232,6 +250,12 @@ impl Applier {
                 };
                 utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(errno("utimes", path))?;
+                Ok(Outcome::Applied)
+            }
+            C::SetXattr { path, name, data } if self.writes_to(path) => {
+                let f = self.open_write(path)?;
+                rustix::fs::fsetxattr(f, name, data, XattrFlags::empty())
+                    .map_err(errno("set_xattr", path))?;
                 Ok(Outcome::Applied)
             }
             C::SetXattr { path, name, data } => {
@@ -367,9 +391,29 @@ impl Applier {
             Make::Symlink(target) => symlinkat(target, fd, name),
         };
         match r {
-            Ok(()) => Ok(Outcome::Applied),
+            Ok(()) => {
+                let kind = match what {
+                    Make::File => FileType::RegularFile,
+                    Make::Dir => FileType::Directory,
+                    Make::Node { mode, .. } => FileType::from_raw_mode(mode as u32),
+                    Make::Fifo => FileType::Fifo,
+                    Make::Socket => FileType::Socket,
+                    Make::Symlink(_) => FileType::Symlink,
+                };
+                self.made = Some((path.to_vec(), kind));
+                Ok(Outcome::Applied)
+            }
             Err(Errno::EXIST) if doubt => Ok(Outcome::AlreadyDone),
             Err(e) => Err(errno(what.op(), path)(e)),
+        }
+    }
+
+    /// The type of `path` when this run made it (and it was only renamed
+    /// since).
+    fn made_as(&self, path: &[u8]) -> Option<FileType> {
+        match &self.made {
+            Some((p, kind)) if p.as_slice() == path => Some(*kind),
+            _ => None,
         }
     }
 }
@@ -526,6 +570,7 @@ impl Applier {
     pub(super) fn attach(&mut self, name: &[u8], uuid: [u8; 16], ctransid: u64) -> Result<()> {
         check_subvol_name(name)?;
         self.write = None;
+        self.made = None;
         let root = path::open_in(self.dir.as_fd(), name, OFlags::PATH | OFlags::DIRECTORY)
             .map_err(io_fail("open the received tree", name))?;
         self.cur = Some(Current {
@@ -556,6 +601,9 @@ impl Applier {
     fn forget_under(&mut self, path: &[u8]) {
         if matches!(&self.write, Some((p, _)) if path::is_under(p, path)) {
             self.write = None;
+        }
+        if matches!(&self.made, Some((p, _)) if path::is_under(p, path)) {
+            self.made = None;
         }
         if let Some(cur) = &mut self.cur {
             cur.dirs.forget_under(path);
@@ -599,8 +647,12 @@ impl Applier {
             Err(e) => Err(errno("rename", from)(e)),
         };
         drop((a, b));
+        let moved = self.made_as(from);
         self.forget_under(from);
         self.forget_under(to);
+        if let (Some(kind), Ok(_)) = (moved, &r) {
+            self.made = Some((to.to_vec(), kind));
+        }
         r
     }
 
@@ -655,11 +707,19 @@ impl Applier {
     }
 
     fn chmod(&mut self, path: &[u8], mode: u64) -> Result<Outcome> {
+        let made = self.made_as(path);
         let (fd, name) = self.at(path)?;
-        let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno("chmod", path))?;
+        let kind = match made {
+            Some(kind) => kind,
+            None => FileType::from_raw_mode(
+                statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(errno("chmod", path))?
+                    .st_mode,
+            ),
+        };
         // chmod follows a symlink: never through one (the kernel sends no
         // chmod for symlinks).
-        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        if kind == FileType::Symlink {
             return Err(Fail::Refused(
                 "chmod of a symlink (it would change the file it points to)".into(),
             ));
@@ -672,6 +732,13 @@ impl Applier {
         )
         .map_err(errno("chmod", path))?;
         Ok(Outcome::Applied)
+    }
+
+    /// Whether `path` is a regular file open for writing, or one this run
+    /// made (its xattrs are then set through that descriptor).
+    fn writes_to(&self, path: &[u8]) -> bool {
+        matches!(&self.write, Some((p, _)) if p.as_slice() == path)
+            || self.made_as(path) == Some(FileType::RegularFile)
     }
 
     /// Refuses a command that would make a file larger than allowed.
@@ -693,8 +760,16 @@ impl Applier {
     fn open_write(&mut self, path: &[u8]) -> Result<&File> {
         if !matches!(&self.write, Some((p, _)) if p.as_slice() == path) {
             self.write = None;
+            let known = self.made_as(path) == Some(FileType::RegularFile);
             let (fd, name) = self.at(path)?;
-            let file = open_regular(fd, name, OFlags::WRONLY, path)?;
+            let file = if known {
+                File::from(
+                    path::open_in(fd, name, OFlags::WRONLY | OFlags::NONBLOCK)
+                        .map_err(io_fail("open", path))?,
+                )
+            } else {
+                open_regular(fd, name, OFlags::WRONLY, path)?
+            };
             self.write = Some((path.to_vec(), file));
         }
         Ok(&self.write.as_ref().expect("just opened").1)
