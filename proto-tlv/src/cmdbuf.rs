@@ -76,6 +76,13 @@ impl<T: AsRef<[u8]>> CmdBuf<T> {
     }
 }
 
+impl<'a> CmdBuf<&'a mut [u8]> {
+    /// A view of a header alone (no check needed: it is exactly one).
+    pub(crate) fn header_mut(buf: &'a mut [u8; CMD_HEADER_LEN]) -> Self {
+        CmdBuf { buf: &mut buf[..] }
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> CmdBuf<T> {
     fn m(&mut self) -> &mut [u8] {
         self.buf.as_mut()

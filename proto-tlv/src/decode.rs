@@ -37,6 +37,25 @@ pub struct Command<'a> {
 }
 
 impl<'a> Command<'a> {
+    /// A command already checked (the codec's frames).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn checked(
+        cmd: u16,
+        crc: u32,
+        payload: &'a [u8],
+        index: u64,
+        offset: u64,
+        profile: Profile,
+    ) -> Self {
+        Command {
+            cmd,
+            crc,
+            payload,
+            index,
+            offset,
+            profile,
+        }
+    }
     /// Command type.
     #[inline]
     pub fn cmd(&self) -> u16 {

@@ -49,7 +49,7 @@ pub fn encoded_len(profile: &Profile, attrs: &[AttrValue<'_>]) -> Result<usize, 
 }
 
 /// Names the command type in an `Oversized` error from [`encoded_len`].
-fn with_cmd(mut e: Error, cmd: u16) -> Error {
+pub(crate) fn with_cmd(mut e: Error, cmd: u16) -> Error {
     if let ErrorKind::Oversized { cmd: c, .. } = &mut e.kind {
         *c = cmd;
     }
@@ -123,6 +123,19 @@ pub fn encode_raw(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<usize, Error> {
+    let header = raw_header(profile, cmd, payload)?;
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+    Ok(CMD_HEADER_LEN + payload.len())
+}
+
+/// The header of a command of type `cmd` whose payload is `payload`: its
+/// length (checked against the profile) and CRC.
+pub(crate) fn raw_header(
+    profile: &Profile,
+    cmd: u16,
+    payload: &[u8],
+) -> Result<[u8; CMD_HEADER_LEN], Error> {
     if payload.len() > profile.max_payload_len as usize {
         return Err(ErrorKind::Oversized {
             cmd,
@@ -131,17 +144,13 @@ pub fn encode_raw(
         }
         .at(0, 0));
     }
-    let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cmd.to_le_bytes());
-    out.extend_from_slice(
-        &profile
-            .crc
-            .command_crc(&out[start..], payload)
-            .to_le_bytes(),
-    );
-    out.extend_from_slice(payload);
-    Ok(out.len() - start)
+    let mut header = [0u8; CMD_HEADER_LEN];
+    let mut h = CmdBuf::header_mut(&mut header);
+    h.set_payload_len(payload.len() as u32);
+    h.set_cmd(cmd);
+    let crc = profile.crc.command_crc(&header, payload);
+    CmdBuf::header_mut(&mut header).set_crc(crc);
+    Ok(header)
 }
 
 /// An owned command: type and attributes in wire order, each kept as raw

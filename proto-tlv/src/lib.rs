@@ -12,7 +12,9 @@
 //! - Decoding borrows: [`Commands`] iterates an in-memory stream without
 //!   copying, [`Decoder`] is fed pieces of any size (sans-IO) and says how many
 //!   more bytes it needs, [`ReadDecoder`] reads any `std::io::Read` through one
-//!   reused buffer.
+//!   reused buffer, and (feature `tokio`) `CommandCodec` is a
+//!   `tokio_util::codec` decoder and encoder of commands for `FramedRead` /
+//!   `FramedWrite` over any `AsyncRead` / `AsyncWrite`.
 //! - Encoding ([`encode_command`], [`encode_command_into`]) writes attributes,
 //!   then the length and CRC; into a caller's bounded slice it writes a whole
 //!   command or nothing.
@@ -51,6 +53,8 @@
 
 mod attr;
 mod cmdbuf;
+#[cfg(feature = "tokio")]
+mod codec;
 mod crc;
 mod decode;
 mod encode;
@@ -61,6 +65,8 @@ mod profile;
 
 pub use attr::{Attr, AttrHeader, AttrValue, Attrs, Timespec, Value, ATTR_HEADER_LEN};
 pub use cmdbuf::CmdBuf;
+#[cfg(feature = "tokio")]
+pub use codec::{CodecError, CommandCodec, CommandFrame};
 pub use crc::{crc32c_shift, CrcVariant};
 pub use decode::{
     decode_command, frame_len, CmdHeader, Command, Commands, Decoder, Step, CMD_HEADER_LEN,
