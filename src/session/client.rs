@@ -11,6 +11,7 @@ use proto_session::receive::{Check, Position, ReceiveStats, Receiving};
 use proto_session::retry::{Retry, RetryPolicy, Verdict};
 
 use super::conn::Conn;
+use super::io::{run_blocking, Blocking, Io};
 use super::{
     ResumeError, SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES,
     SESSION_VERSIONS,
@@ -237,18 +238,46 @@ impl<W: Output> Fetcher<W> {
     /// failure, connect again and call this again. A refusal is told to the
     /// peer before the error is returned.
     pub fn fetch<S: Read + Write>(&mut self, io: S) -> Result<(), SessionError> {
+        run_blocking(self.fetch_on(Conn::new(Blocking(io))))
+    }
+
+    /// [`Fetcher::fetch`] over an `AsyncRead + AsyncWrite` (a tokio
+    /// `TcpStream`, say): the same session, every read, write and flush
+    /// bounded by `io_timeout` (past it the connection fails with
+    /// `TimedOut`, which is [retryable](SessionError::retryable)). The
+    /// output is written and committed ([`Output`]) on the task itself:
+    /// a `Vec` or a buffered file costs nothing there, a
+    /// [`DurableFile`](super::DurableFile) (an fsync per commit) is better
+    /// run under `tokio::task::block_in_place` or on a thread of its own.
+    #[cfg(feature = "tokio")]
+    pub async fn fetch_async<S>(
+        &mut self,
+        io: S,
+        io_timeout: std::time::Duration,
+    ) -> Result<(), SessionError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.fetch_on(Conn::new(super::io::Tokio::new(io, io_timeout)))
+            .await
+    }
+
+    async fn fetch_on<S: Io>(&mut self, mut conn: Conn<S>) -> Result<(), SessionError> {
         if self.session.connections() > 0 {
             // The seq stated in the handshake lets the sender drop what it
             // covers: make it durable first.
             self.commit()?;
         }
         self.session.connect()?;
-        let mut conn = Conn::new(io);
-        let r = self
-            .handshake(&mut conn)
-            .and_then(|()| self.receive(&mut conn));
+        let r = match self.handshake(&mut conn).await {
+            Ok(()) => self.receive(&mut conn).await,
+            Err(e) => Err(e),
+        };
         self.wire_bytes += conn.in_bytes();
-        r.map_err(|e| conn.refuse(e))
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(conn.refuse(e).await),
+        }
     }
 
     /// Runs the whole transfer, as `proto-stream fetch` does: connects
@@ -270,50 +299,63 @@ impl<W: Output> Fetcher<W> {
         S: Read + Write,
         C: FnMut() -> io::Result<S>,
     {
-        let mut retry = Retry::new(policy, Instant::now());
-        let mut last: Option<SessionError> = None;
+        let mut again = Reconnect::new(policy);
         loop {
             let conn = match connect() {
                 Ok(c) => c,
-                // The sender is gone after its goodbye; one lost on the way
-                // is fine once everything is acknowledged.
-                Err(_) if self.finished() => return Ok(false),
-                // Refused before any session (authentication, say): not
-                // worth another try.
-                Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
-                    return Err(FetchError::Refused(error));
-                }
                 Err(error) => {
-                    if retry.connect_failed(Instant::now()) == Verdict::GiveUp {
-                        return Err(FetchError::Unreachable {
-                            waited: retry.waited(Instant::now()),
-                            error,
-                            last: last.map(Box::new),
-                        });
+                    if let Some(done) = again.connect_failed(error, self.finished()) {
+                        return done;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(CONNECT_PAUSE);
                     continue;
                 }
             };
             let before = self.received();
-            match self.fetch(conn) {
-                Ok(()) => return Ok(true),
-                Err(e) if e.retryable() => {
-                    let progressed = self.received() > before || self.finished();
-                    if retry.ended(progressed, Instant::now()) == Verdict::GiveUp {
-                        return Err(FetchError::Stalled {
-                            stalls: retry.stalls(),
-                            last: Box::new(e),
-                        });
-                    }
-                    last = Some(e);
-                }
-                Err(e) => return Err(FetchError::Session(e)),
+            let r = self.fetch(conn);
+            if let Some(done) = again.ended(r, self.received() > before || self.finished()) {
+                return done;
             }
         }
     }
 
-    fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+    /// [`Fetcher::fetch_retrying`] over tokio: `connect` makes a
+    /// connection (`|| tokio::net::TcpStream::connect(addr)`, say), each
+    /// attempt bounded by `io_timeout` as every read and write of
+    /// [`Fetcher::fetch_async`] is; the same policy, the same outcomes.
+    #[cfg(feature = "tokio")]
+    pub async fn fetch_retrying_async<S, C, F>(
+        &mut self,
+        mut connect: C,
+        policy: RetryPolicy,
+        io_timeout: std::time::Duration,
+    ) -> Result<bool, FetchError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        C: FnMut() -> F,
+        F: std::future::Future<Output = io::Result<S>>,
+    {
+        let mut again = Reconnect::new(policy);
+        loop {
+            let conn = match super::io::timed(io_timeout, "connecting", connect()).await {
+                Ok(c) => c,
+                Err(error) => {
+                    if let Some(done) = again.connect_failed(error, self.finished()) {
+                        return done;
+                    }
+                    tokio::time::sleep(CONNECT_PAUSE).await;
+                    continue;
+                }
+            };
+            let before = self.received();
+            let r = self.fetch_async(conn, io_timeout).await;
+            if let Some(done) = again.ended(r, self.received() > before || self.finished()) {
+                return done;
+            }
+        }
+    }
+
+    async fn handshake<S: Io>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         let hello = V1Header {
             byte_order: Endian::Little,
             features_supported: advertised(self.config.features, FEATURE_DEPS),
@@ -322,7 +364,7 @@ impl<W: Output> Fetcher<W> {
             contexts: Vec::new(),
         };
         let shared = Handshake::new(self.config.versions, self.config.required, hello);
-        let peer = conn.handshake(shared)?.peer;
+        let peer = conn.handshake(shared).await?.peer;
         match self.stream_id {
             Some(kept) if kept != peer.stream_id => {
                 return Err(ResumeError::OtherStream {
@@ -340,9 +382,9 @@ impl<W: Output> Fetcher<W> {
             None => resolve_contexts(&self.offered, &self.config.contexts)?,
         };
         self.session.select(ids.clone()).write(conn.framer())?;
-        conn.flush()?;
+        conn.flush().await?;
 
-        let c = conn.read_frame("in the handshake (ACCEPT)")?;
+        let c = conn.read_frame("in the handshake (ACCEPT)").await?;
         let accept = Accept::read(&c)?;
         self.session.accepted(&accept)?;
         self.selection = Some(ids);
@@ -350,10 +392,10 @@ impl<W: Output> Fetcher<W> {
         Ok(())
     }
 
-    fn receive<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+    async fn receive<S: Io>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         loop {
             let unit_crc = self.session.unit_crc();
-            let inc = conn.read_incoming("in the transfer", unit_crc)?;
+            let inc = conn.read_incoming("in the transfer", unit_crc).await?;
             let action = self.session.handle(inc)?;
             if let Some(unit) = action.deliver {
                 self.out.write_unit(unit).map_err(SessionError::Output)?;
@@ -362,11 +404,82 @@ impl<W: Output> Fetcher<W> {
             if ack {
                 self.commit()?;
                 self.session.durable(conn.framer())?;
-                conn.flush()?;
+                conn.flush().await?;
             }
             if done {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The pause between failed connection attempts.
+const CONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The decisions of a reconnect loop ([`Fetcher::fetch_retrying`] and its
+/// async twin), the loop itself doing the connecting and the waiting.
+struct Reconnect {
+    retry: Retry,
+    /// The error that ended the last connection.
+    last: Option<SessionError>,
+}
+
+impl Reconnect {
+    fn new(policy: RetryPolicy) -> Self {
+        Reconnect {
+            retry: Retry::new(policy, Instant::now()),
+            last: None,
+        }
+    }
+
+    /// A connection attempt failed: `None` to wait and try again, or how
+    /// the transfer ends (`finished`: every unit is here and durable).
+    fn connect_failed(
+        &mut self,
+        error: io::Error,
+        finished: bool,
+    ) -> Option<Result<bool, FetchError>> {
+        // The sender is gone after its goodbye; one lost on the way is
+        // fine once everything is acknowledged.
+        if finished {
+            return Some(Ok(false));
+        }
+        // Refused before any session (authentication, say): not worth
+        // another try.
+        if error.kind() == io::ErrorKind::PermissionDenied {
+            return Some(Err(FetchError::Refused(error)));
+        }
+        if self.retry.connect_failed(Instant::now()) == Verdict::GiveUp {
+            return Some(Err(FetchError::Unreachable {
+                waited: self.retry.waited(Instant::now()),
+                error,
+                last: self.last.take().map(Box::new),
+            }));
+        }
+        None
+    }
+
+    /// A connection ended with `r` (`progressed`: a new unit came, or
+    /// every unit is here): `None` to connect again, or how the transfer
+    /// ends.
+    fn ended(
+        &mut self,
+        r: Result<(), SessionError>,
+        progressed: bool,
+    ) -> Option<Result<bool, FetchError>> {
+        match r {
+            Ok(()) => Some(Ok(true)),
+            Err(e) if e.retryable() => {
+                if self.retry.ended(progressed, Instant::now()) == Verdict::GiveUp {
+                    return Some(Err(FetchError::Stalled {
+                        stalls: self.retry.stalls(),
+                        last: Box::new(e),
+                    }));
+                }
+                self.last = Some(e);
+                None
+            }
+            Err(e) => Some(Err(FetchError::Session(e))),
         }
     }
 }

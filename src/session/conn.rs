@@ -1,12 +1,13 @@
-//! One connection: the sans-IO [`Framer`] driven over a blocking
-//! `Read + Write`.
+//! One connection: the sans-IO [`Framer`] driven over an [`Io`], a
+//! blocking `Read + Write` or (feature `tokio`) an `AsyncRead + AsyncWrite`.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 
 use proto_session::framer::{FrameAt, Framer, Incoming};
 use proto_session::handshake::{Established, Handshake};
 use proto_tlv::{Command, CrcVariant};
 
+use super::io::Io;
 use super::SessionError;
 
 /// Writes are gathered up to this many bytes before they go out.
@@ -17,7 +18,7 @@ pub(crate) struct Conn<S> {
     f: Framer,
 }
 
-impl<S: Read + Write> Conn<S> {
+impl<S: Io> Conn<S> {
     pub(crate) fn new(io: S) -> Self {
         Conn {
             io,
@@ -36,29 +37,25 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// One read from the connection into the framer.
-    fn read_more(&mut self) -> Result<(), SessionError> {
-        loop {
-            match self.io.read(self.f.recv_buf()) {
-                Ok(n) => {
-                    self.f.received(n);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    async fn read_more(&mut self) -> Result<(), SessionError> {
+        let n = self.io.read(self.f.recv_buf()).await?;
+        self.f.received(n);
+        Ok(())
     }
 
     /// Runs the shared handshake to its end (fixed headers, negotiation,
     /// HELLOs), then frames up to the session's maximum.
-    pub(crate) fn handshake(&mut self, mut hs: Handshake) -> Result<Established, SessionError> {
+    pub(crate) async fn handshake(
+        &mut self,
+        mut hs: Handshake,
+    ) -> Result<Established, SessionError> {
         loop {
             let done = hs.poll(&mut self.f)?;
-            self.flush()?;
+            self.flush().await?;
             if let Some(e) = done {
                 return Ok(e);
             }
-            self.read_more()?;
+            self.read_more().await?;
         }
     }
 
@@ -67,75 +64,67 @@ impl<S: Read + Write> Conn<S> {
         self.f.handshake_done();
     }
 
-    fn next_frame(&mut self, during: &'static str) -> Result<FrameAt, SessionError> {
+    async fn next_frame(&mut self, during: &'static str) -> Result<FrameAt, SessionError> {
         loop {
             if let Some(at) = self.f.next_frame(during)? {
                 return Ok(at);
             }
-            self.read_more()?;
+            self.read_more().await?;
         }
     }
 
     /// Reads one frame. A REFUSE frame is returned as
     /// [`SessionError::Refused`].
-    pub(crate) fn read_frame(&mut self, during: &'static str) -> Result<Command<'_>, SessionError> {
-        let at = self.next_frame(during)?;
+    pub(crate) async fn read_frame(
+        &mut self,
+        during: &'static str,
+    ) -> Result<Command<'_>, SessionError> {
+        let at = self.next_frame(during).await?;
         self.f.frame(at)
     }
 
     /// Reads one frame, a DATA frame of a large unit on the fast path
     /// ([`Framer::incoming`]).
-    pub(crate) fn read_incoming(
+    pub(crate) async fn read_incoming(
         &mut self,
         during: &'static str,
         unit_crc: Option<CrcVariant>,
     ) -> Result<Incoming<'_>, SessionError> {
-        let at = self.next_frame(during)?;
+        let at = self.next_frame(during).await?;
         self.f.incoming(at, unit_crc)
     }
 
     /// Sends the gathered bytes once there are enough of them.
-    pub(crate) fn gathered(&mut self) -> Result<(), SessionError> {
+    pub(crate) async fn gathered(&mut self) -> Result<(), SessionError> {
         if self.f.pending().len() >= WBUF {
-            self.flush()?;
+            self.flush().await?;
         }
         Ok(())
     }
 
     /// Writes the gathered bytes then `tail` (a DATA payload the framer did
-    /// not copy), in one vectored write where the connection takes it (a
+    /// not copy), in vectored writes where the connection takes them (a
     /// TCP socket with `TCP_NODELAY` would send the gathered frame prefix
     /// as a segment of its own otherwise).
-    pub(crate) fn write_body(&mut self, tail: &[u8]) -> io::Result<()> {
-        let (mut a, mut b) = (self.f.pending(), tail);
-        while !a.is_empty() || !b.is_empty() {
-            let n = match self.io.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let k = n.min(a.len());
-            a = &a[k..];
-            b = &b[(n - k).min(b.len())..];
-        }
+    pub(crate) async fn write_body(&mut self, tail: &[u8]) -> io::Result<()> {
+        self.io.write_both(self.f.pending(), tail).await?;
         self.f.output_sent(usize::MAX);
         Ok(())
     }
 
-    pub(crate) fn flush(&mut self) -> Result<(), SessionError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), SessionError> {
         if !self.f.pending().is_empty() {
-            self.io.write_all(self.f.pending())?;
+            self.io.write_all(self.f.pending()).await?;
             self.f.output_sent(usize::MAX);
         }
-        self.io.flush()?;
+        self.io.flush().await?;
         Ok(())
     }
 
     /// Tells the peer why, best effort, and gives the error back.
-    pub(crate) fn refuse(&mut self, err: SessionError) -> SessionError {
+    pub(crate) async fn refuse(&mut self, err: SessionError) -> SessionError {
         if self.f.refuse(&err) {
-            let _ = self.flush();
+            let _ = self.flush().await;
         }
         err
     }

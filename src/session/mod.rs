@@ -73,6 +73,7 @@ mod conn;
 mod durable;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod io;
 mod rate;
 mod server;
 

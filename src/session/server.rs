@@ -14,6 +14,7 @@ use proto_session::replay::Limits;
 use proto_session::send::{SendConfig, SendStats, Sending, Step};
 
 use super::conn::Conn;
+use super::io::{run_blocking, Blocking, Io};
 use super::{
     SessionError, FEATURE_DEPS, FEATURE_REPLAY, KIT_FORMATS, KNOWN_FEATURES, SESSION_VERSIONS,
 };
@@ -186,32 +187,56 @@ impl Server {
     /// this again: the transfer resumes). A refusal is told to the peer
     /// before the error is returned.
     pub fn serve<S: Read + Write>(&mut self, io: S) -> Result<Served, SessionError> {
-        self.stats.connections += 1;
-        let mut conn = Conn::new(io);
-        let r = self
-            .handshake(&mut conn)
-            .and_then(|()| self.transmit(&mut conn));
-        r.map_err(|e| {
-            let e = conn.refuse(e);
-            if !e.retryable() {
-                self.stats.refused += 1;
-            }
-            e
-        })
+        run_blocking(self.serve_on(Conn::new(Blocking(io))))
     }
 
-    fn handshake<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+    /// [`Server::serve`] over an `AsyncRead + AsyncWrite` (a tokio
+    /// `TcpStream`, say): the same session, every read, write and flush
+    /// bounded by `io_timeout` (past it the connection fails with
+    /// `TimedOut`, which is [retryable](SessionError::retryable)).
+    #[cfg(feature = "tokio")]
+    pub async fn serve_async<S>(
+        &mut self,
+        io: S,
+        io_timeout: std::time::Duration,
+    ) -> Result<Served, SessionError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.serve_on(Conn::new(super::io::Tokio::new(io, io_timeout)))
+            .await
+    }
+
+    async fn serve_on<S: Io>(&mut self, mut conn: Conn<S>) -> Result<Served, SessionError> {
+        self.stats.connections += 1;
+        let r = match self.handshake(&mut conn).await {
+            Ok(()) => self.transmit(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(served) => Ok(served),
+            Err(e) => {
+                let e = conn.refuse(e).await;
+                if !e.retryable() {
+                    self.stats.refused += 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn handshake<S: Io>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
         let shared = Handshake::new(
             self.config.versions,
             self.config.required,
             self.hello.clone(),
         );
-        let peer = conn.handshake(shared)?.peer;
+        let peer = conn.handshake(shared).await?.peer;
         // Compression: when asked, and both advertised it.
         self.sending
             .negotiated(peer.features_supported & self.hello.features_supported);
 
-        let c = conn.read_frame("in the handshake (SELECT)")?;
+        let c = conn.read_frame("in the handshake (SELECT)").await?;
         let select = Select::read(&c, &self.hello.context_ids())?;
         let accept = self
             .sending
@@ -223,29 +248,29 @@ impl Server {
 
     /// The data phase: units out, acks in, until the last unit is
     /// acknowledged.
-    fn transmit<S: Read + Write>(&mut self, conn: &mut Conn<S>) -> Result<Served, SessionError> {
+    async fn transmit<S: Io>(&mut self, conn: &mut Conn<S>) -> Result<Served, SessionError> {
         loop {
             match self.sending.poll(conn.framer())? {
                 Step::Data { body, .. } => {
                     match body {
-                        Some(b) => conn.write_body(b)?,
-                        None => conn.gathered()?,
+                        Some(b) => conn.write_body(b).await?,
+                        None => conn.gathered().await?,
                     }
                     #[cfg(feature = "fault-injection")]
                     self.kill_if_due()?;
                 }
                 Step::Wait => {
-                    conn.flush()?;
-                    let c = conn.read_frame("waiting for an ACK")?;
+                    conn.flush().await?;
+                    let c = conn.read_frame("waiting for an ACK").await?;
                     self.sending.handle(&c)?;
                 }
                 Step::Done { units } => {
-                    conn.flush()?;
+                    conn.flush().await?;
                     self.sending.forget();
                     // Let the receiver close first (its last ack may
                     // still be on the way); bounded by the connection's
                     // own timeouts.
-                    while conn.read_frame("after BYE").is_ok() {}
+                    while conn.read_frame("after BYE").await.is_ok() {}
                     return Ok(Served { units });
                 }
             }
