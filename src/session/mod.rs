@@ -18,6 +18,19 @@
 //! since the last progress, how many connections in a row may end without
 //! a new unit), for a library user who gives it a way to connect.
 //!
+//! # Async (feature `tokio`)
+//!
+//! [`Server::serve_async`], [`Fetcher::fetch_async`] and
+//! [`Fetcher::fetch_retrying_async`] run the same session over any tokio
+//! `AsyncRead + AsyncWrite`: the drivers are written once, as `async` code
+//! over the connection's reads and writes, and the blocking
+//! [`Server::serve`] and [`Fetcher::fetch`] run that code over a blocking
+//! `Read + Write` (its futures are ready at once). Both sides interoperate
+//! with either kind of peer, with the same reconnect and resume semantics;
+//! every read, write, flush and connect of the async driver is bounded by
+//! the timeout it is given (a blocking connection's timeouts are its own,
+//! a `TcpStream`'s read and write timeouts, say).
+//!
 //! # The handshake
 //!
 //! The sans-IO [`proto_session::handshake`], one for both roles: fixed

@@ -191,9 +191,50 @@ impl Server {
     }
 
     /// [`Server::serve`] over an `AsyncRead + AsyncWrite` (a tokio
-    /// `TcpStream`, say): the same session, every read, write and flush
-    /// bounded by `io_timeout` (past it the connection fails with
-    /// `TimedOut`, which is [retryable](SessionError::retryable)).
+    /// `TcpStream`, say), feature `tokio`: the same session (the same
+    /// code: the blocking `serve` runs it over blocking I/O), every read,
+    /// write and flush bounded by `io_timeout` (past it the connection
+    /// fails with `TimedOut`, which is [retryable](SessionError::retryable)).
+    /// The future is `Send` (it can be spawned) when `S` is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use proto_stream::session::{FetchConfig, Fetcher, RetryPolicy, Server, ServerConfig};
+    /// use tokio::net::{TcpListener, TcpStream};
+    ///
+    /// let file = include_bytes!("../../testdata/btrfs/incr-v2.stream");
+    /// let io_timeout = Duration::from_secs(10);
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// rt.block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let serve = async move {
+    ///         let mut server = Server::from_bytes(file.to_vec(), ServerConfig::default()).unwrap();
+    ///         loop {
+    ///             // (bound the accept too in real code: tokio::time::timeout)
+    ///             let (conn, _) = listener.accept().await.unwrap();
+    ///             match server.serve_async(conn, io_timeout).await {
+    ///                 Ok(served) => return served,
+    ///                 Err(e) if e.retryable() => continue, // the fetcher connects again
+    ///                 Err(e) => panic!("{e}"),
+    ///             }
+    ///         }
+    ///     };
+    ///     let fetch = async {
+    ///         let mut fetcher = Fetcher::new(Vec::new(), FetchConfig::default());
+    ///         let connect = || TcpStream::connect(addr);
+    ///         let said_bye = fetcher
+    ///             .fetch_retrying_async(connect, RetryPolicy::default(), io_timeout)
+    ///             .await
+    ///             .unwrap();
+    ///         assert!(said_bye);
+    ///         fetcher.into_inner()
+    ///     };
+    ///     let (served, out) = tokio::join!(serve, fetch);
+    ///     assert_eq!(&out[..], &file[..]);
+    ///     assert!(served.units > 2);
+    /// });
+    /// ```
     #[cfg(feature = "tokio")]
     pub async fn serve_async<S>(
         &mut self,
