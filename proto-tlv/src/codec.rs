@@ -115,7 +115,9 @@ impl From<&CommandFrame> for OwnedCommand {
 /// Encoding takes an [`OwnedCommand`] (attributes encoded under the
 /// profile), a borrowed [`Command`] (its payload passed through as it is,
 /// header and CRC made anew for this profile) or a [`CommandFrame`] (its
-/// bytes as they are when it was decoded under this profile).
+/// bytes as they are when it was decoded under this profile). A command
+/// the profile cannot carry (too long, an attribute after the unbounded
+/// data attribute) is an error naming its type, and nothing is written.
 ///
 /// ```
 /// use futures_util::{SinkExt, StreamExt};
@@ -296,7 +298,10 @@ impl Encoder<&OwnedCommand> for CommandCodec {
         let n = encoded_len(&self.profile, &attrs).map_err(|e| with_cmd(e, item.cmd))?;
         let start = dst.len();
         dst.resize(start + n, 0);
-        encode_command_into(&self.profile, item.cmd, &attrs, &mut dst[start..])?;
+        if let Err(e) = encode_command_into(&self.profile, item.cmd, &attrs, &mut dst[start..]) {
+            dst.truncate(start);
+            return Err(e.into());
+        }
         Ok(())
     }
 }
