@@ -163,18 +163,19 @@ async fn serve_all(what: String, listener: TcpListener, mut server: Server) -> S
 }
 
 /// Copies `from` to `to` until the end of input (then shuts `to` down),
-/// or, with a `cut`, until that many bytes went through.
+/// or, with a `cut`, until that many bytes went through: whether it
+/// stopped there.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     cut: Option<u64>,
-) {
+) -> bool {
     let mut buf = vec![0u8; 16 << 10];
     let mut sent = 0u64;
     loop {
         let room = cut.map_or(buf.len() as u64, |c| (c - sent).min(buf.len() as u64)) as usize;
         if room == 0 {
-            return;
+            return true;
         }
         let n = match timeout(IO_TIMEOUT, from.read(&mut buf[..room])).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
@@ -184,11 +185,12 @@ async fn pipe(
             timeout(IO_TIMEOUT, to.write_all(&buf[..n])).await,
             Ok(Ok(()))
         ) {
-            return;
+            return false;
         }
         sent += n as u64;
     }
     let _ = timeout(IO_TIMEOUT, to.shutdown()).await;
+    false
 }
 
 /// A proxy on 127.0.0.1 in front of `server`: each of its first `cuts`
@@ -222,11 +224,11 @@ async fn cutting_proxy(
                 tokio::pin!(to_server);
                 // Ends when the server's side ends (at the cut, or when
                 // it closed): both halves are dropped then.
-                tokio::select! {
-                    () = to_fetcher => {}
-                    () = async { (&mut to_server).await; std::future::pending::<()>().await } => {}
-                }
-                if cut.is_some() {
+                let was_cut = tokio::select! {
+                    was_cut = to_fetcher => was_cut,
+                    () = async { (&mut to_server).await; std::future::pending::<()>().await } => false,
+                };
+                if was_cut {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
             });
