@@ -320,3 +320,62 @@ fn encoding_refuses_an_oversized_command_and_writes_nothing() {
     );
     assert!(dst.is_empty());
 }
+
+/// Concatenated streams (a full and an incremental one, as `btrfs send`
+/// writes them for several snapshots): after each END the caller takes
+/// the next stream header off the buffer and `restart`s the codec; it
+/// yields each stream's commands as the one-shot decoder does, numbered
+/// from 0 in each, at their offsets in the concatenation.
+#[test]
+fn restart_takes_the_next_of_concatenated_streams() {
+    use tokio_util::codec::Decoder;
+    let all = streams();
+    let pick = |n: &str| all.iter().find(|s| s.0.ends_with(n)).unwrap().clone();
+    let (_, full, profile) = pick("small/full-v2.stream");
+    let (_, incr, _) = pick("small/incr-v2.stream");
+    let mut want = one_shot(&full[HEADER_LEN..], profile).0;
+    let base = full.len() as u64;
+    want.extend(
+        one_shot(&incr[HEADER_LEN..], profile)
+            .0
+            .into_iter()
+            .map(|(cmd, index, offset, b)| (cmd, index, offset + base, b)),
+    );
+    let wire = [full.clone(), incr.clone()].concat();
+    for chunk in [1, 100, 4096] {
+        let mut codec = CommandCodec::with_offset(profile, HEADER_LEN as u64);
+        let mut buf = bytes::BytesMut::new();
+        let (mut got, mut ends) = (Vec::new(), 0);
+        let mut at = HEADER_LEN; // the first header is skipped
+        let mut header_due = false;
+        for piece in wire[HEADER_LEN..].chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                if header_due {
+                    if buf.len() < HEADER_LEN {
+                        break;
+                    }
+                    let header = buf.split_to(HEADER_LEN);
+                    assert_eq!(&header[..13], b"btrfs-stream\0");
+                    codec.restart(profile, (at + HEADER_LEN) as u64);
+                    at += HEADER_LEN;
+                    header_due = false;
+                }
+                match codec.decode(&mut buf).unwrap() {
+                    Some(f) => {
+                        at += f.bytes().len();
+                        if f.is_end() {
+                            ends += 1;
+                            header_due = true;
+                        }
+                        got.push((f.cmd(), f.index(), f.offset(), f.bytes().to_vec()));
+                    }
+                    None => break,
+                }
+            }
+        }
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+        assert_eq!(ends, 2, "chunks of {chunk}");
+        assert!(got == want, "chunks of {chunk}: the commands differ");
+    }
+}
