@@ -64,10 +64,20 @@ fn interop_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Connections that each carry at most `drop_every` bytes: at least this
-/// many reconnects for `file`.
-fn min_reconnects(file: &[u8], drop_every: u64) -> u64 {
-    (file.len() as u64).div_ceil(drop_every) - 1
+/// Connections that each carried at most `drop_every` bytes: at least
+/// as many reconnects as that takes for `file`, each resumed by seq.
+#[track_caller]
+fn assert_resumed(
+    what: &str,
+    file: &[u8],
+    drop_every: u64,
+    fetch: &FetchStats,
+    server: &ServerStats,
+) {
+    let least = (file.len() as u64).div_ceil(drop_every) - 1;
+    assert!(least >= 2, "{what}: {least}");
+    assert!(fetch.reconnects >= least, "{what}: {fetch:?}");
+    assert!(server.send.resumed_by_seq >= least, "{what}: {server:?}");
 }
 
 /// The units (stream headers and commands) of `file`, in order.
@@ -376,14 +386,7 @@ async fn async_fetcher_and_blocking_server_interoperate() {
             .await
             .expect("the server hung")
             .unwrap();
-        let least = min_reconnects(&file, drop_every);
-        assert!(least >= 2, "{what}: {least}");
-        assert!(
-            fetcher.stats().reconnects >= least,
-            "{what}: {:?}",
-            fetcher.stats()
-        );
-        assert!(stats.send.resumed_by_seq >= least, "{what}: {stats:?}");
+        assert_resumed(what, &file, drop_every, &fetcher.stats(), &stats);
         assert_delivered_once(what, fetcher.output(), &file);
     }
 }
@@ -422,10 +425,7 @@ async fn blocking_fetcher_and_async_server_interoperate() {
             .await
             .expect("the server hung")
             .unwrap();
-        let least = min_reconnects(&file, drop_every);
-        assert!(least >= 2, "{what}: {least}");
-        assert!(stats.reconnects >= least, "{what}: {stats:?}");
-        assert!(server.send.resumed_by_seq >= least, "{what}: {server:?}");
+        assert_resumed(what, &file, drop_every, &stats, &server);
         assert_delivered_once(what, &out, &file);
     }
 }
