@@ -3,8 +3,8 @@
 //! The thin top crate of the kit: it re-exports the protocol crates so that
 //! an application depends on one crate.
 //!
-//! Feature `tokio`: the async session driver ([`session::Server::serve_async`],
-//! [`session::Fetcher::fetch_async`], [`session::Fetcher::fetch_retrying_async`])
+//! Feature `tokio`: the async session driver (`session::Server::serve_async`,
+//! `session::Fetcher::fetch_async`, `session::Fetcher::fetch_retrying_async`)
 //! and proto-tlv's `tlv::CommandCodec`, a `tokio_util::codec` decoder and
 //! encoder of commands. Feature `fault-injection`: `session::DropEvery` and
 //! `ServerConfig::kill_after`, for tests.

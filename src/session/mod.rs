@@ -20,8 +20,8 @@
 //!
 //! # Async (feature `tokio`)
 //!
-//! [`Server::serve_async`], [`Fetcher::fetch_async`] and
-//! [`Fetcher::fetch_retrying_async`] run the same session over any tokio
+//! `Server::serve_async`, `Fetcher::fetch_async` and
+//! `Fetcher::fetch_retrying_async` run the same session over any tokio
 //! `AsyncRead + AsyncWrite`: the drivers are written once, as `async` code
 //! over the connection's reads and writes, and the blocking
 //! [`Server::serve`] and [`Fetcher::fetch`] run that code over a blocking
