@@ -595,3 +595,59 @@ fn crash_and_rerun(st: &[u8], reference: &Path, scratch: &Path, step: usize) {
         std::fs::remove_dir_all(scratch).unwrap();
     }
 }
+
+#[test]
+fn compressed_extents_of_every_algorithm_are_written_decompressed() {
+    if !support::require_or_skip("compressed_extents_of_every_algorithm_are_written_decompressed") {
+        return;
+    }
+    // BTRFS_ENCODED_IO_COMPRESSION_*: zlib 1, zstd 2, lzo with 4 KiB sectors 3.
+    for (algo, code) in [("zlib", 1), ("zstd", 2), ("lzo", 3)] {
+        let dir = TempDir::new(&format!("apply-{algo}"));
+        let img = dir.path("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        support::run_ok("mkfs.btrfs", &["-q", s(&img)], None).unwrap();
+        let mnt = dir.path("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let opt = format!("loop,compress-force={algo}");
+        support::run_ok("mount", &["-o", &opt, s(&img), s(&mnt)], None).unwrap();
+        let script = r#"
+            set -eu; cd "$1"; btrfs -q subvolume create v
+            seq 1 40000 > v/text; head -c 300000 /dev/urandom | base64 > v/b64
+            printf 'tail' | dd of=v/text bs=1 seek=1000000 conv=notrunc status=none
+            sync; btrfs -q subvolume snapshot -r v s
+        "#;
+        let made = support::run_ok("bash", &["-c", script, "compressed", s(&mnt)], None);
+        let stream = made.and_then(|_| {
+            support::run_ok(
+                "btrfs",
+                &[
+                    "send",
+                    "-q",
+                    "--proto",
+                    "2",
+                    "--compressed-data",
+                    s(&mnt.join("s")),
+                ],
+                None,
+            )
+        });
+        let _ = support::run_ok("umount", &[s(&mnt)], None);
+        let stream = stream.unwrap().stdout;
+        let dump = cli(&["dump", "-"], Some(&stream));
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(
+            dump.contains(&format!("compression={code},")),
+            "{algo}: the stream has no encoded_write with compression={code}"
+        );
+        let scratch = Scratch::new().unwrap();
+        scratch.receive(&stream).unwrap();
+        let want = trees(scratch.path());
+        let fs = Mounted::tmpfs();
+        apply_ok(&["apply", "-", s(&fs.mnt)], Some(&stream));
+        assert_same_trees(&want, &trees(&fs.mnt), algo);
+    }
+}

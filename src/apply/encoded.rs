@@ -60,12 +60,53 @@ pub(super) fn decode<'b>(
                 }
             }
         }
-        LZO_4K..=LZO_64K => {
-            return Err("lzo-compressed data is not supported yet".into());
-        }
+        LZO_4K..=LZO_64K => lzo_segments(data, buf, 1 << (compression - LZO_4K + 12))?,
         other => return Err(format!("unknown compression {other}")),
     }
     Ok(&buf[unencoded_offset as usize..end as usize])
+}
+
+/// btrfs's LZO format (fs/btrfs/lzo.c, read as btrfs-progs reads it): the
+/// total length (u32 LE), then one segment per sector of output, each its
+/// length (u32 LE) and LZO1X data; a segment header never straddles a
+/// sector of the input (the rest of the sector is padding then).
+fn lzo_segments(data: &[u8], out: &mut [u8], sector: usize) -> Result<(), String> {
+    let word = |at: usize| -> Option<usize> {
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    let total = word(0).ok_or("lzo header is truncated")?;
+    if total > data.len() {
+        return Err(format!(
+            "lzo header says {total} bytes, the data has {}",
+            data.len()
+        ));
+    }
+    let (mut at, mut put) = (4usize, 0usize);
+    while at < total && put < out.len() {
+        let left_in_sector = (sector - at % sector) % sector;
+        if left_in_sector < 4 {
+            if total - at <= left_in_sector {
+                break;
+            }
+            at += left_in_sector;
+        }
+        let len = word(at)
+            .filter(|_| total - at >= 4)
+            .ok_or("lzo segment header is truncated")?;
+        at += 4;
+        if len > total - at {
+            return Err(format!(
+                "lzo segment of {len} bytes at {at} runs past the data"
+            ));
+        }
+        let room = (out.len() - put).min(sector);
+        let n = lzo::decompress_into(&data[at..at + len], &mut out[put..put + room])
+            .map_err(|e| format!("lzo segment at {at} does not decompress: {e}"))?;
+        at += len;
+        put += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,6 +133,18 @@ mod tests {
         assert!(decode(ZSTD, b"not zstd", 4096, 0, 4096, &mut buf).is_err());
         assert!(decode(ZLIB, &zl, 4096, 4000, 100, &mut buf).is_err());
         assert!(decode(9, &zl, 4096, 0, 10, &mut buf).is_err());
+        // lzo: damaged or cut data is an error, never a panic.
+        for cut in [0, 3, 4, 7, 9] {
+            assert!(decode(
+                LZO_4K,
+                &[9, 0, 0, 0, 5, 0, 0, 0, 1][..cut],
+                4096,
+                0,
+                10,
+                &mut buf
+            )
+            .is_err());
+        }
         assert!(decode(ZLIB, &zl, 1 << 40, 0, 10, &mut buf).is_err());
     }
 }
