@@ -198,7 +198,7 @@ enum Cmd {
     /// OUT appears once the stream is complete and verified.
     #[command(after_help = EXIT_CODES, group(clap::ArgGroup::new("peer").args(["from", "listen", "stdio"])))]
     Receive {
-        /// The file to make.
+        /// The file to make (with --apply: the directory to apply into).
         out: PathBuf,
         /// Where the sender is: [user@]host:SOURCE or
         /// ssh://[user@]host[:port]/SOURCE (runs `proto-stream send --stdio
@@ -224,6 +224,12 @@ enum Cmd {
         /// receive cannot continue a subvolume. One snapshot per stream.
         #[arg(long, value_name = "DIR")]
         btrfs_receive: Option<PathBuf>,
+        /// Apply the btrfs stream into the directory OUT as it arrives
+        /// (as `apply` does), keeping no copy of it: a unit is acknowledged
+        /// once it is applied and durable, and a restarted receiver goes on
+        /// from what it applied.
+        #[arg(long, conflicts_with = "btrfs_receive")]
+        apply: bool,
         #[command(flatten)]
         opts: TransferOpts,
     },
@@ -757,6 +763,7 @@ fn main() -> ExitCode {
             abort,
             contexts,
             btrfs_receive,
+            apply,
             opts,
         } => {
             let r = if *abort {
@@ -768,6 +775,7 @@ fn main() -> ExitCode {
                         common,
                         contexts: contexts.as_deref(),
                         btrfs_receive: btrfs_receive.as_deref(),
+                        apply: *apply,
                     })
                 })
             };

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use proto_stream::apply::{ApplyOptions, ApplyOutput};
 use proto_stream::btrfs::Btrfs;
 use proto_stream::checkpoint::{FileSource, UnitKind};
 use proto_stream::session::auth::{authenticate, Role};
@@ -570,6 +571,8 @@ pub struct ReceiveArgs<'a> {
     pub contexts: Option<&'a str>,
     /// `--btrfs-receive DIR`: feed the verified units to `btrfs receive DIR`.
     pub btrfs_receive: Option<&'a Path>,
+    /// `--apply`: apply the stream into the directory `out`.
+    pub apply: bool,
 }
 
 /// `btrfs receive DIR` fed the verified units as they arrive.
@@ -719,8 +722,15 @@ pub fn abort(out: &Path) -> Result<(), Failure> {
 
 pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let c = &a.common;
-    let (file, kept) =
-        DurableFile::open(a.out, Duration::from_secs(10)).map_err(Failure::Durable)?;
+    let (file, kept) = if a.apply {
+        let (out, kept) =
+            ApplyOutput::open(a.out, &ApplyOptions::default()).map_err(Failure::Apply)?;
+        (Sink::Apply(Box::new(out), a.out.to_path_buf()), kept)
+    } else {
+        let (file, kept) =
+            DurableFile::open(a.out, Duration::from_secs(10)).map_err(Failure::Durable)?;
+        (Sink::File(file), kept)
+    };
     let config = FetchConfig {
         contexts: a
             .contexts
@@ -733,7 +743,12 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let pb = crate::progress(None);
     pb.set_position(kept.as_ref().map_or(0, |k| k.len));
     let btrfs = match a.btrfs_receive {
-        Some(dir) => IntoBtrfs::start(dir, file.part_path(), kept.as_ref().map_or(0, |k| k.len))?,
+        Some(dir) => {
+            let Sink::File(file) = &file else {
+                unreachable!("--btrfs-receive conflicts with --apply")
+            };
+            IntoBtrfs::start(dir, file.part_path(), kept.as_ref().map_or(0, |k| k.len))?
+        }
         None => None,
     };
     let file = ShownOut {
@@ -743,13 +758,15 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     };
     let mut f = match kept {
         Some(kept) => {
-            let check = file
-                .inner
-                .resume_check(&KIT_FORMATS, &kept)
-                .map_err(Failure::Durable)?;
+            let check = match &file.inner {
+                Sink::File(f) => f
+                    .resume_check(&KIT_FORMATS, &kept)
+                    .map_err(Failure::Durable)?,
+                Sink::Apply(o, _) => o.resume_check(&kept).map_err(Failure::Apply)?,
+            };
             eprintln!(
                 "proto-stream: receive: resuming {} at byte {} (seq {})",
-                file.inner.part_path().display(),
+                file.inner.name().display(),
                 kept.len,
                 kept.position.received
             );
@@ -766,7 +783,7 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     let fetch_failure = |f: &Fetcher<ShownOut>, error| Failure::Fetch {
         from: from.clone(),
         error,
-        out: f.output().inner.part_path().display().to_string(),
+        out: f.output().inner.name().display().to_string(),
         units: f.kept().position.received,
     };
     // A receiver killed after the last unit was durable but before the
@@ -849,7 +866,13 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     if let Some(b) = btrfs {
         b.finish()?;
     }
-    let path = out.finish().map_err(Failure::Durable)?;
+    let path = match out {
+        Sink::File(out) => out.finish().map_err(Failure::Durable)?,
+        Sink::Apply(out, dir) => {
+            out.finish().map_err(Failure::Apply)?;
+            dir
+        }
+    };
     if c.json {
         let v = serde_json::json!({
             "ok": true,
@@ -917,10 +940,42 @@ impl<T: Write> Write for Shown<T> {
     }
 }
 
+/// Where a receiver puts the stream: a durable file, or applied into a
+/// directory (`--apply`).
+enum Sink {
+    File(DurableFile),
+    Apply(Box<ApplyOutput>, std::path::PathBuf),
+}
+
+impl Sink {
+    /// What it writes: `OUT.part`, or the directory.
+    fn name(&self) -> &Path {
+        match self {
+            Sink::File(f) => f.part_path(),
+            Sink::Apply(_, dir) => dir,
+        }
+    }
+}
+
+impl Output for Sink {
+    fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_unit(unit),
+            Sink::Apply(a, _) => a.write_unit(unit),
+        }
+    }
+    fn commit(&mut self, kept: &Kept) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.commit(kept),
+            Sink::Apply(a, _) => a.commit(kept),
+        }
+    }
+}
+
 /// The receiver's output, its bytes moving a progress bar (and fed to
 /// `btrfs receive` with --btrfs-receive).
 struct ShownOut {
-    inner: DurableFile,
+    inner: Sink,
     pb: indicatif::ProgressBar,
     btrfs: Option<IntoBtrfs>,
 }

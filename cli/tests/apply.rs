@@ -651,3 +651,206 @@ fn compressed_extents_of_every_algorithm_are_written_decompressed() {
         assert_same_trees(&want, &trees(&fs.mnt), algo);
     }
 }
+
+/// A v2 stream of `n` files as the kernel sends them (made under a
+/// temporary name, renamed, written, owned, given a mode and times), about
+/// 1.3 kB each, in 30 directories.
+fn many_files(n: usize) -> Vec<u8> {
+    use proto_stream::btrfs::{BtrfsCommand as B, StreamWriter};
+    use proto_stream::tlv::Timespec;
+    let mut out = Vec::new();
+    let w = StreamWriter::new(2, &mut out).unwrap();
+    let t = Timespec {
+        sec: 1_700_000_000,
+        nsec: 7,
+    };
+    let put = |c: B<'_>, out: &mut Vec<u8>| {
+        w.write(&c, out).unwrap();
+    };
+    put(
+        B::Subvol {
+            path: b"many",
+            uuid: [0x42; 16],
+            ctransid: 9,
+        },
+        &mut out,
+    );
+    for d in 0..30 {
+        let dir = format!("d{d}");
+        put(
+            B::Mkdir {
+                path: dir.as_bytes(),
+                ino: 0,
+            },
+            &mut out,
+        );
+    }
+    let data: Vec<u8> = (0..1200u32).map(|i| (i * 7 % 251) as u8).collect();
+    for i in 0..n {
+        let tmp = format!("o{}-9-0", 1000 + i);
+        let path = format!("d{}/f{i}", i % 30);
+        put(
+            B::Mkfile {
+                path: tmp.as_bytes(),
+                ino: 0,
+            },
+            &mut out,
+        );
+        put(
+            B::Rename {
+                path: tmp.as_bytes(),
+                to: path.as_bytes(),
+            },
+            &mut out,
+        );
+        let p = path.as_bytes();
+        put(
+            B::Write {
+                path: p,
+                offset: 0,
+                data: &data[..100 + i % 1100],
+            },
+            &mut out,
+        );
+        put(
+            B::Chown {
+                path: p,
+                uid: 1000,
+                gid: 1000,
+            },
+            &mut out,
+        );
+        put(
+            B::Chmod {
+                path: p,
+                mode: 0o640,
+            },
+            &mut out,
+        );
+        put(
+            B::Utimes {
+                path: p,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                otime: None,
+            },
+            &mut out,
+        );
+    }
+    for d in 0..30 {
+        let dir = format!("d{d}");
+        put(
+            B::Utimes {
+                path: dir.as_bytes(),
+                atime: t,
+                mtime: t,
+                ctime: t,
+                otime: None,
+            },
+            &mut out,
+        );
+    }
+    put(
+        B::Utimes {
+            path: b"",
+            atime: t,
+            mtime: t,
+            ctime: t,
+            otime: None,
+        },
+        &mut out,
+    );
+    w.finish(&mut out).unwrap();
+    out
+}
+
+/// `receive DIR --apply`: killed with SIGKILL at random points while a
+/// sender on 127.0.0.1 sends a stream of many files (rate-limited), run
+/// again each time: it goes on from what it applied and made durable, and
+/// ends with the tree `apply` makes from the same input; no copy of the
+/// stream is kept.
+#[test]
+fn receive_apply_killed_at_random_points_ends_with_the_same_tree() {
+    if !support::require_or_skip("receive_apply_killed_at_random_points_ends_with_the_same_tree") {
+        return;
+    }
+    // The trees on a tmpfs of their own: a commit syncs DIR's whole
+    // filesystem (syncfs), which is / for a directory in /tmp.
+    let work = Mounted::tmpfs();
+    let input = many_files(3000);
+    let file = work.mnt.join("many.stream");
+    std::fs::write(&file, &input).unwrap();
+    let reference = work.mnt.join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    apply_ok(&["apply", s(&file), s(&reference)], None);
+    let want = trees(&reference);
+    let deadline = || Instant::now() + Duration::from_secs(120);
+    let mut resumed = 0;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seed in 1..=8 {
+        let dir = work.mnt.join(format!("dir-{seed}"));
+        std::fs::create_dir(&dir).unwrap();
+        // 2 MB/s: about 1.3 s for the 2.6 MB (the receiver acks, and so
+        // commits, every quarter of the sender's window: 4096 units).
+        let snd = common::start(
+            "send",
+            &[
+                "send",
+                s(&file),
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "2000000",
+                "--json",
+            ],
+        );
+        let line = snd.line(deadline());
+        let addr = line.strip_prefix("listening on ").unwrap().to_string();
+        let from = format!("tcp://{addr}");
+        let args = [
+            "receive",
+            s(&dir),
+            "--apply",
+            "--from",
+            &from,
+            "--json",
+            "--retry-for",
+            "20",
+        ];
+        let mut finished = false;
+        for _ in 0..1 + next() % 3 {
+            let mut r = common::start("receive", &args);
+            std::thread::sleep(Duration::from_millis(150 + next() % 900));
+            if r.child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            r.child.kill().unwrap();
+            r.child.wait().unwrap();
+        }
+        if !finished {
+            let mut r = common::start("receive", &args);
+            let v = r.json(deadline());
+            if v["resumed_from"].as_u64().unwrap_or(0) > 0 {
+                resumed += 1;
+            }
+        }
+        assert_same_trees(&want, &trees(&dir), &format!("seed {seed}"));
+        let meta = dir.join(".proto-stream");
+        assert!(!meta.join("receive.state").exists() && !meta.join("apply.journal").exists());
+        let mut snd = snd;
+        let (status, _, err) = snd.wait(deadline());
+        assert!(status.success(), "seed {seed}: send: {err}");
+    }
+    assert!(
+        resumed >= 2,
+        "only {resumed} of 8 runs resumed from what was applied"
+    );
+}

@@ -53,14 +53,17 @@ mod encoded;
 mod journal;
 mod ops;
 mod path;
+mod receive;
 mod records;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use proto_btrfs::{BtrfsCommand, CommandType, StreamReader};
+use proto_tlv::Command;
 use rustix::fs::{Mode, OFlags};
 
+pub use receive::ApplyOutput;
 pub use records::META_DIR;
 
 use journal::{Journal, Position};
@@ -242,163 +245,13 @@ pub fn apply<R: Read>(
     opts: &ApplyOptions,
     mut each: impl FnMut(&Step),
 ) -> Result<ApplyStats, ApplyError> {
-    let dir_err = |source: io::Error| ApplyError::Dir {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let meta_path = dir.join(META_DIR);
-    let journal_path = meta_path.join(journal::NAME);
-    let dirfd = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| dir_err(e.into()))?;
-    let records =
-        Records::open(rustix::fd::AsFd::as_fd(&dirfd)).map_err(|source| ApplyError::Journal {
-            path: meta_path.clone(),
-            source,
-        })?;
-    let (mut journal, resume) = match Journal::open(records.meta()) {
-        Ok(j) => j,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return Err(ApplyError::Busy {
-                dir: dir.to_path_buf(),
-            })
-        }
-        Err(source) => {
-            return Err(ApplyError::Journal {
-                path: journal_path,
-                source,
-            })
-        }
-    };
-    let journal_err = |source: io::Error| ApplyError::Journal {
-        path: journal_path.clone(),
-        source,
-    };
+    let mut job = Applying::open(dir, opts)?;
     let mut reader = StreamReader::new(input).map_err(ApplyError::Stream)?;
-    let mut ap = Applier::new(dirfd, records);
-    ap.max_file_size = opts.max_file_size;
-    let mut stats = ApplyStats::default();
-    let mut pos = Position::default();
-    // While reading past what earlier runs applied: the tree a later
-    // command continues in.
-    let mut pending: Option<(Vec<u8>, [u8; 16], u64)> = None;
-    let mut reached = resume.is_none();
-    let mut replaying = resume.is_some();
-    let mut since_record = 0u64;
-    // The path the previous command made, if it made one.
-    let mut made: Option<Vec<u8>> = None;
-    let other_stream = |r: &journal::Resume| ApplyError::OtherStream {
-        dir: dir.to_path_buf(),
-        journal: journal_path.clone(),
-        at: r.at.next,
-        offset: r.at.offset,
-    };
-    let mut done_this_run = 0u64;
     loop {
-        loop {
-            let cmd = match reader.next_command() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(ApplyError::Stream(e)),
-            };
-            let (index, offset, crc) = (cmd.index(), cmd.offset(), cmd.crc());
-            let end = offset + cmd.encoded_len() as u64;
-            let view = BtrfsCommand::parse(&cmd).map_err(|e| ApplyError::Stream(e.into()))?;
-            stats.commands += 1;
-            if let (false, Some(r)) = (reached, &resume) {
-                if pos.next < r.at.next {
-                    match view {
-                        BtrfsCommand::Subvol {
-                            path,
-                            uuid,
-                            ctransid,
-                        }
-                        | BtrfsCommand::Snapshot {
-                            path,
-                            uuid,
-                            ctransid,
-                            ..
-                        } => pending = Some((path.to_vec(), uuid, ctransid)),
-                        BtrfsCommand::End => pending = None,
-                        _ => {}
-                    }
-                    pos = advance(pos, crc, end);
-                    stats.skipped += 1;
-                    continue;
-                }
-                if pos.chain != r.at.chain {
-                    return Err(other_stream(r));
-                }
-                reached = true;
-                stats.resumed = Some(Resumed {
-                    command: pos.next,
-                    offset: pos.offset,
-                    same_boot: r.same_boot,
-                });
-                if let Some((name, uuid, ctransid)) = pending.take() {
-                    ap.attach(&name, uuid, ctransid)
-                        .map_err(|f| command_error(f, index, offset, view.command_type()))?;
-                }
+        while let Some(cmd) = reader.next_command().map_err(ApplyError::Stream)? {
+            if let Some(step) = job.command(&cmd)? {
+                each(&step);
             }
-            // A rename of what the command before it made (the kernel makes
-            // every inode under a temporary name, then renames it) needs no
-            // record of its own: run again, the pair gives the same result
-            // whether the first run got to the rename or not.
-            let renames_made =
-                matches!(view, BtrfsCommand::Rename { path, .. } if made.as_deref() == Some(path));
-            made = ops::made_path(&view).map(<[u8]>::to_vec);
-            let record = ops::needs_record(&view) && !renames_made;
-            // Commands an earlier run may have carried out: the one in
-            // flight (a command that needs a record), and the others up to
-            // the next command that needs one, which run again.
-            if record && resume.is_some_and(|r| pos.next > r.at.next.max(r.doubt_until)) {
-                replaying = false;
-            }
-            let doubt = if record {
-                resume.is_some_and(|r| pos.next <= r.doubt_until)
-            } else {
-                replaying
-            };
-            if record {
-                journal
-                    .progress(Position { offset, ..pos })
-                    .map_err(journal_err)?;
-                since_record = 0;
-            }
-            let done = ap
-                .apply(&view, doubt)
-                .map_err(|f| command_error(f, index, offset, view.command_type()))?;
-            match done {
-                Outcome::Applied => stats.applied += 1,
-                Outcome::AlreadyDone => stats.already_done += 1,
-                Outcome::Ignored => stats.ignored += 1,
-            }
-            if matches!(view, BtrfsCommand::End) {
-                stats.streams += 1;
-            }
-            let is_clone = matches!(view, BtrfsCommand::Clone { .. });
-            pos = advance(pos, crc, end);
-            since_record += 1;
-            // After a clone (it reads another file, which later commands may
-            // change), and every RECORD_EVERY commands, so that a run that
-            // is stopped again and again still gets on.
-            if is_clone || since_record >= RECORD_EVERY {
-                journal.progress(pos).map_err(journal_err)?;
-                since_record = 0;
-            }
-            done_this_run += 1;
-            if opts.sync_every > 0 && done_this_run % opts.sync_every == 0 {
-                sync(&ap, &mut journal, pos).map_err(journal_err)?;
-                stats.syncs += 1;
-            }
-            each(&Step {
-                command: pos.next - 1,
-                offset,
-                done_this_run,
-            });
         }
         match reader.next_stream() {
             Ok(Some(_)) => {}
@@ -406,35 +259,361 @@ pub fn apply<R: Read>(
             Err(e) => return Err(ApplyError::Stream(e)),
         }
     }
-    if let (false, Some(r)) = (reached, &resume) {
-        // Everything was applied before, or this is another stream.
-        if pos.next != r.at.next || pos.chain != r.at.chain {
-            return Err(other_stream(r));
+    job.finish()
+}
+
+/// The tree a stream is received into: its name in `DIR`, and the UUID
+/// and ctransid its `subvol` or `snapshot` command gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// Its name in `DIR`.
+    pub name: Vec<u8>,
+    /// The sender's UUID of it.
+    pub uuid: [u8; 16],
+    /// Its ctransid.
+    pub ctransid: u64,
+}
+
+/// An apply into a directory, fed one command at a time ([`apply`] reads a
+/// stream and feeds it; a session receiver feeds what arrives). Commands
+/// are given in order, from the start of the input or from a point an
+/// earlier run made durable ([`Applying::open_at`]); those an earlier run
+/// applied are read past (their chain checked), the rest carried out.
+pub struct Applying {
+    dir: PathBuf,
+    journal_path: PathBuf,
+    ap: Applier,
+    journal: Journal,
+    resume: Option<journal::Resume>,
+    pos: Position,
+    /// While reading past what earlier runs applied: the tree a later
+    /// command continues in.
+    pending: Option<Tree>,
+    reached: bool,
+    replaying: bool,
+    since_record: u64,
+    /// The path the previous command made, if it made one.
+    made: Option<Vec<u8>>,
+    stats: ApplyStats,
+    done_this_run: u64,
+    sync_every: u64,
+}
+
+/// Where an input stands: commands before it, its byte offset, the CRC
+/// chain over the commands' CRCs (see [`Applying::position`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputPosition {
+    /// Commands before this point, over every stream.
+    pub commands: u64,
+    /// Byte offset of the input.
+    pub offset: u64,
+    /// CRC-32C chain over the CRCs of the commands before it.
+    pub chain: u32,
+}
+
+impl Applying {
+    /// Opens `dir` (which must exist) for an input read from its start.
+    pub fn open(dir: &Path, opts: &ApplyOptions) -> Result<Applying, ApplyError> {
+        Self::open_at(dir, opts, InputPosition::default(), None)
+    }
+
+    /// Opens `dir` for an input that starts at `start` (a point this
+    /// directory's apply made durable earlier, see [`Applying::sync`]),
+    /// inside the tree `current` (the one being received there, if any).
+    pub fn open_at(
+        dir: &Path,
+        opts: &ApplyOptions,
+        start: InputPosition,
+        current: Option<Tree>,
+    ) -> Result<Applying, ApplyError> {
+        let meta_path = dir.join(META_DIR);
+        let journal_path = meta_path.join(journal::NAME);
+        let dirfd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ApplyError::Dir {
+            dir: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        let records = Records::open(rustix::fd::AsFd::as_fd(&dirfd)).map_err(|source| {
+            ApplyError::Journal {
+                path: meta_path.clone(),
+                source,
+            }
+        })?;
+        let (journal, resume) = match Journal::open(records.meta()) {
+            Ok(j) => j,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(ApplyError::Busy {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(ApplyError::Journal {
+                    path: journal_path,
+                    source,
+                })
+            }
+        };
+        let pos = Position {
+            next: start.commands,
+            offset: start.offset,
+            chain: start.chain,
+        };
+        // The journal must be at or after the start: the start is a point
+        // it made durable.
+        if let Some(r) = &resume {
+            if r.at.next < pos.next {
+                return Err(ApplyError::OtherStream {
+                    dir: dir.to_path_buf(),
+                    journal: journal_path,
+                    at: r.at.next,
+                    offset: r.at.offset,
+                });
+            }
         }
-        stats.resumed = Some(Resumed {
-            command: pos.next,
-            offset: pos.offset,
-            same_boot: r.same_boot,
-        });
+        let mut ap = Applier::new(dirfd, records);
+        ap.max_file_size = opts.max_file_size;
+        Ok(Applying {
+            dir: dir.to_path_buf(),
+            journal_path,
+            ap,
+            journal,
+            // Reached at once unless a tree must be attached first.
+            reached: resume.is_none() && current.is_none(),
+            replaying: resume.is_some(),
+            resume,
+            pos,
+            pending: current,
+            since_record: 0,
+            made: None,
+            stats: ApplyStats::default(),
+            done_this_run: 0,
+            sync_every: opts.sync_every,
+        })
     }
-    ap.finish()
-        .map_err(|f| command_error(f, pos.next, pos.offset, CommandType::END))?;
-    sync(&ap, &mut journal, pos).map_err(journal_err)?;
-    stats.syncs += 1;
-    stats.data_bytes = ap.data_bytes;
-    // Done: a new apply into DIR starts afresh. (Should the removal be lost
-    // in a crash, running the same stream again reads it through and finds
-    // nothing to do.)
-    drop(journal);
-    match rustix::fs::unlinkat(
-        ap.records().meta(),
-        journal::NAME,
-        rustix::fs::AtFlags::empty(),
-    ) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(journal_err(e.into())),
+
+    fn journal_err(&self, source: io::Error) -> ApplyError {
+        ApplyError::Journal {
+            path: self.journal_path.clone(),
+            source,
+        }
     }
-    Ok(stats)
+
+    fn other_stream(&self, r: &journal::Resume) -> ApplyError {
+        ApplyError::OtherStream {
+            dir: self.dir.clone(),
+            journal: self.journal_path.clone(),
+            at: r.at.next,
+            offset: r.at.offset,
+        }
+    }
+
+    /// Where the input stands (after the commands given so far).
+    pub fn position(&self) -> InputPosition {
+        InputPosition {
+            commands: self.pos.next,
+            offset: self.pos.offset,
+            chain: self.pos.chain,
+        }
+    }
+
+    /// The tree being received at this point, if a stream has started.
+    pub fn current(&self) -> Option<Tree> {
+        if !self.reached {
+            return self.pending.clone();
+        }
+        self.ap.current().map(|s| Tree {
+            name: s.name.clone(),
+            uuid: s.uuid,
+            ctransid: s.ctransid,
+        })
+    }
+
+    /// Carries out the next command of the input (its CRC checked by the
+    /// decoder that made it), or reads past it when an earlier run applied
+    /// it. `Some` when carried out here.
+    pub fn command(&mut self, cmd: &Command<'_>) -> Result<Option<Step>, ApplyError> {
+        let (index, offset, crc) = (cmd.index(), cmd.offset(), cmd.crc());
+        let end = offset + cmd.encoded_len() as u64;
+        let view = BtrfsCommand::parse(cmd).map_err(|e| ApplyError::Stream(e.into()))?;
+        self.stats.commands += 1;
+        if let (false, Some(r)) = (self.reached, self.resume) {
+            if self.pos.next < r.at.next {
+                match view {
+                    BtrfsCommand::Subvol {
+                        path,
+                        uuid,
+                        ctransid,
+                    }
+                    | BtrfsCommand::Snapshot {
+                        path,
+                        uuid,
+                        ctransid,
+                        ..
+                    } => {
+                        self.pending = Some(Tree {
+                            name: path.to_vec(),
+                            uuid,
+                            ctransid,
+                        })
+                    }
+                    BtrfsCommand::End => self.pending = None,
+                    _ => {}
+                }
+                self.pos = advance(self.pos, crc, end);
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
+            self.reach(Some(&r), index, offset, view.command_type())?;
+        } else if !self.reached {
+            self.reach(None, index, offset, view.command_type())?;
+        }
+        let resume = self.resume;
+        // A rename of what the command before it made (the kernel makes
+        // every inode under a temporary name, then renames it) needs no
+        // record of its own: run again, the pair gives the same result
+        // whether the first run got to the rename or not.
+        let renames_made =
+            matches!(view, BtrfsCommand::Rename { path, .. } if self.made.as_deref() == Some(path));
+        self.made = ops::made_path(&view).map(<[u8]>::to_vec);
+        let record = ops::needs_record(&view) && !renames_made;
+        // Commands an earlier run may have carried out: the one in flight
+        // (a command that needs a record), and the others up to the next
+        // command that needs one, which run again.
+        if record && resume.is_some_and(|r| self.pos.next > r.at.next.max(r.doubt_until)) {
+            self.replaying = false;
+        }
+        let doubt = if record {
+            resume.is_some_and(|r| self.pos.next <= r.doubt_until)
+        } else {
+            self.replaying
+        };
+        if record {
+            let at = Position { offset, ..self.pos };
+            self.journal.progress(at).map_err(|e| self.journal_err(e))?;
+            self.since_record = 0;
+        }
+        let done = self
+            .ap
+            .apply(&view, doubt)
+            .map_err(|f| command_error(f, index, offset, view.command_type()))?;
+        match done {
+            Outcome::Applied => self.stats.applied += 1,
+            Outcome::AlreadyDone => self.stats.already_done += 1,
+            Outcome::Ignored => self.stats.ignored += 1,
+        }
+        if matches!(view, BtrfsCommand::End) {
+            self.stats.streams += 1;
+        }
+        let is_clone = matches!(view, BtrfsCommand::Clone { .. });
+        self.pos = advance(self.pos, crc, end);
+        self.since_record += 1;
+        // After a clone (it reads another file, which later commands may
+        // change), and every RECORD_EVERY commands, so that a run that
+        // is stopped again and again still gets on.
+        if is_clone || self.since_record >= RECORD_EVERY {
+            self.journal
+                .progress(self.pos)
+                .map_err(|e| self.journal_err(e))?;
+            self.since_record = 0;
+        }
+        self.done_this_run += 1;
+        if self.sync_every > 0 && self.done_this_run % self.sync_every == 0 {
+            self.sync()?;
+        }
+        Ok(Some(Step {
+            command: self.pos.next - 1,
+            offset,
+            done_this_run: self.done_this_run,
+        }))
+    }
+
+    /// The input reached the point an earlier run left: the same stream
+    /// (by the chain), and its tree attached.
+    fn reach(
+        &mut self,
+        r: Option<&journal::Resume>,
+        index: u64,
+        offset: u64,
+        command: CommandType,
+    ) -> Result<(), ApplyError> {
+        if let Some(r) = r {
+            if self.pos.chain != r.at.chain {
+                return Err(self.other_stream(r));
+            }
+            self.stats.resumed = Some(Resumed {
+                command: self.pos.next,
+                offset: self.pos.offset,
+                same_boot: r.same_boot,
+            });
+        }
+        self.reached = true;
+        if let Some(t) = self.pending.take() {
+            self.ap
+                .attach(&t.name, t.uuid, t.ctransid)
+                .map_err(|f| command_error(f, index, offset, command))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything carried out so far durable (`syncfs`), then records
+    /// the position as durable: a later run may start its input here
+    /// ([`Applying::open_at`]).
+    pub fn sync(&mut self) -> Result<(), ApplyError> {
+        rustix::fs::syncfs(self.ap.dir())
+            .map_err(io::Error::from)
+            .and_then(|()| self.journal.durable(self.pos))
+            .map_err(|e| self.journal_err(e))?;
+        self.stats.syncs += 1;
+        Ok(())
+    }
+
+    /// The input ended (after its last END): checks that it reached the
+    /// point earlier runs left, records the last tree, makes everything
+    /// durable and removes the journal.
+    pub fn finish(mut self) -> Result<ApplyStats, ApplyError> {
+        if let (false, Some(r)) = (self.reached, self.resume) {
+            // Everything was applied before, or this is another stream.
+            if self.pos.next != r.at.next || self.pos.chain != r.at.chain {
+                return Err(self.other_stream(&r));
+            }
+            self.stats.resumed = Some(Resumed {
+                command: self.pos.next,
+                offset: self.pos.offset,
+                same_boot: r.same_boot,
+            });
+        }
+        self.ap
+            .finish()
+            .map_err(|f| command_error(f, self.pos.next, self.pos.offset, CommandType::END))?;
+        self.sync()?;
+        self.stats.data_bytes = self.ap.data_bytes;
+        // Done: a new apply into DIR starts afresh. (Should the removal be
+        // lost in a crash, running the same stream again reads it through
+        // and finds nothing to do.)
+        let Applying {
+            ap,
+            journal,
+            journal_path,
+            stats,
+            ..
+        } = self;
+        drop(journal);
+        match rustix::fs::unlinkat(
+            ap.records().meta(),
+            journal::NAME,
+            rustix::fs::AtFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(stats),
+            Err(e) => Err(ApplyError::Journal {
+                path: journal_path,
+                source: e.into(),
+            }),
+        }
+    }
 }
 
 fn advance(pos: Position, crc: u32, end: u64) -> Position {
@@ -443,10 +622,4 @@ fn advance(pos: Position, crc: u32, end: u64) -> Position {
         offset: end,
         chain: crc32c::crc32c_append(pos.chain, &crc.to_le_bytes()),
     }
-}
-
-/// Everything applied so far made durable, then recorded as such.
-fn sync(ap: &Applier, journal: &mut Journal, pos: Position) -> io::Result<()> {
-    rustix::fs::syncfs(ap.dir())?;
-    journal.durable(pos)
 }

@@ -152,6 +152,11 @@ impl Applier {
         self.dir.as_fd()
     }
 
+    /// The tree being received, if a stream has started.
+    pub(super) fn current(&self) -> Option<&Subvolume> {
+        self.cur.as_ref().map(|c| &c.sub)
+    }
+
     /// The records in `DIR/.proto-stream/`.
     pub(super) fn records(&self) -> &Records {
         &self.records

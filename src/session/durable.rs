@@ -353,7 +353,7 @@ fn sync_dir(p: &Path) -> io::Result<()> {
 
 /// The state's bytes: magic, then little-endian fields, then a CRC-32C of
 /// everything before it.
-fn encode(k: &Kept) -> io::Result<Vec<u8>> {
+pub(crate) fn encode(k: &Kept) -> io::Result<Vec<u8>> {
     let too_big = |what| io::Error::other(format!("{what} too large to keep"));
     let mut b = Vec::with_capacity(128);
     b.extend_from_slice(MAGIC);
@@ -397,7 +397,7 @@ fn encode(k: &Kept) -> io::Result<Vec<u8>> {
     Ok(b)
 }
 
-fn decode(b: &[u8]) -> Result<Kept, &'static str> {
+pub(crate) fn decode(b: &[u8]) -> Result<Kept, &'static str> {
     if b.len() < MAGIC.len() + 4 || &b[..MAGIC.len()] != MAGIC {
         return Err("bad magic");
     }

@@ -83,7 +83,7 @@
 pub mod auth;
 mod client;
 mod conn;
-mod durable;
+pub(crate) mod durable;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod io;
