@@ -189,6 +189,11 @@ enum Cmd {
         /// frames): the receiver writes the original bytes.
         #[arg(long)]
         compress: bool,
+        /// With --to over ssh: the remote side applies the btrfs stream
+        /// into the directory named (`receive --apply`) instead of keeping
+        /// it as a file.
+        #[arg(long)]
+        apply: bool,
         #[command(flatten)]
         opts: TransferOpts,
     },
@@ -740,6 +745,7 @@ fn main() -> ExitCode {
             stdio: _,
             rate_limit,
             compress,
+            apply,
             opts,
         } => {
             let r = opts.common(to, listen).and_then(|common| {
@@ -748,6 +754,7 @@ fn main() -> ExitCode {
                     common,
                     rate_limit: *rate_limit,
                     compress: *compress,
+                    apply: *apply,
                     btrfs: *btrfs,
                     parent: parent.as_deref(),
                     proto: *proto,

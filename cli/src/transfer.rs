@@ -140,9 +140,9 @@ enum Connector {
 }
 
 impl Connector {
-    /// To `dest`, whose remote side runs `remote ROLE --stdio PATH` over
-    /// ssh (`role`: `receive` or `send`).
-    fn new(dest: &str, role: &str, c: &Common<'_>) -> Result<Connector, AddressError> {
+    /// To `dest`, whose remote side runs `remote ROLE... --stdio PATH` over
+    /// ssh (`role`: `receive` (and `--apply`) or `send`).
+    fn new(dest: &str, role: &[&str], c: &Common<'_>) -> Result<Connector, AddressError> {
         match parse_dest(dest)? {
             Dest::Tcp(addr) => Ok(Connector::Tcp {
                 addrs: resolve(addr, c.insecure || c.key.is_some())?,
@@ -199,14 +199,15 @@ fn authenticated(conn: &mut TcpStream, key: &[u8], role: Role, io_timeout: f64) 
     })
 }
 
-/// The command line run on the remote host: `PROG ROLE --stdio PATH`, each
-/// word single-quoted when it holds anything but `[A-Za-z0-9_./@%+=:,-]`
-/// (what an `authorized_keys` `command=` filter sees in
-/// `SSH_ORIGINAL_COMMAND`).
-pub fn remote_command(prog: &str, role: &str, path: &str) -> String {
-    [prog, role, "--stdio", path]
-        .iter()
-        .map(|w| shell_word(w))
+/// The command line run on the remote host: `PROG ROLE... --stdio PATH`,
+/// each word single-quoted when it holds anything but
+/// `[A-Za-z0-9_./@%+=:,-]` (what an `authorized_keys` `command=` filter
+/// sees in `SSH_ORIGINAL_COMMAND`).
+pub fn remote_command(prog: &str, role: &[&str], path: &str) -> String {
+    std::iter::once(prog)
+        .chain(role.iter().copied())
+        .chain(["--stdio", path])
+        .map(shell_word)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -344,6 +345,8 @@ pub struct SendArgs<'a> {
     pub rate_limit: u64,
     /// `--compress`: zstd DATA frames where the receiver takes them.
     pub compress: bool,
+    /// `--apply`: the remote receiver (over ssh) applies into a directory.
+    pub apply: bool,
     /// `--btrfs`: SOURCE is a read-only snapshot; `btrfs send` runs here.
     pub btrfs: bool,
     pub parent: Option<&'a Path>,
@@ -465,7 +468,12 @@ pub fn send(a: &SendArgs<'_>) -> Result<(), Failure> {
             .serve(Shown::new(RateLimit::new(stdio(), a.rate_limit), &pb))
             .map_err(Failure::Session)?,
         Peer::To(dest) => {
-            let connector = Connector::new(dest, "receive", c).map_err(Failure::Address)?;
+            let role: &[&str] = if a.apply {
+                &["receive", "--apply"]
+            } else {
+                &["receive"]
+            };
+            let connector = Connector::new(dest, role, c).map_err(Failure::Address)?;
             let mut last_progress = Instant::now();
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -796,7 +804,7 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
             Err(e) => return Err(fetch_failure(&f, FetchError::Session(e))),
         },
         Peer::To(src) => {
-            let connector = Connector::new(src, "send", c).map_err(Failure::Address)?;
+            let connector = Connector::new(src, &["send"], c).map_err(Failure::Address)?;
             let policy = RetryPolicy {
                 retry_for,
                 max_stalls: 50,

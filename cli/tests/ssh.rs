@@ -269,3 +269,87 @@ fn a_pull_over_ssh_survives_killed_remote_senders() {
     assert!(v["reconnects"].as_u64().unwrap() >= kills, "{v}");
     let _ = kills;
 }
+
+#[test]
+fn a_push_over_ssh_with_apply_builds_the_tree_on_the_remote_side() {
+    let d = TempDir::new("ssh-apply");
+    let Some(sshd) = sshd(&d) else { return };
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/btrfs/small");
+    let deadline = Instant::now() + DEADLINE;
+    let rsh = sshd.rsh();
+    let bin = env!("CARGO_BIN_EXE_proto-stream");
+    let remote = d.path("remote");
+    let local = d.path("local");
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    for name in ["full-v2.stream", "incr-v2.stream"] {
+        let file = set.join(name);
+        let dest = format!("root@127.0.0.1:{}", s(&remote));
+        let mut snd = start(
+            "send",
+            &[
+                "send",
+                s(&file),
+                "--to",
+                &dest,
+                "--apply",
+                "-e",
+                &rsh,
+                "--remote-path",
+                bin,
+                "--json",
+            ],
+        );
+        let v = snd.json(deadline);
+        assert_eq!(v["ok"], true, "{name}: {v}");
+        let out = Command::new(bin)
+            .args(["apply", s(&file), s(&local)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // What the remote side applied is what apply makes here: every entry's
+    // type, mode, size, mtime, owner and symlink target, and every regular
+    // file's bytes (DIR itself aside).
+    let listing = |root: &Path| {
+        let out = Command::new("find")
+            .arg(root)
+            .args([
+                "-mindepth",
+                "1",
+                "-path",
+                "*/.proto-stream",
+                "-prune",
+                "-o",
+                "-printf",
+                "%P %y %m %s %T@ %U %G %l\\n",
+            ])
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (listing(&remote), listing(&local));
+    assert!(a.len() > 20, "{a:?}");
+    assert_eq!(a, b);
+    for line in &a {
+        let mut w = line.split(' ');
+        let (path, kind) = (w.next().unwrap(), w.next().unwrap());
+        if kind == "f" {
+            assert_eq!(
+                std::fs::read(remote.join(path)).unwrap(),
+                std::fs::read(local.join(path)).unwrap(),
+                "{path}"
+            );
+        }
+    }
+}
