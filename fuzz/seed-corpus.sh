@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Fills fuzz/corpus/<target>/ with seeds cut from real btrfs send streams.
+# Fills fuzz/corpus/<target>/ (or $CORPUS/<target>/) with seeds cut from
+# real btrfs send streams and other shipped inputs.
 #
-#   fuzz/seed-corpus.sh [TARGET...]      (default: every target)
+#   fuzz/seed-corpus.sh [TARGET...]      (default: tlv_decode tlv_roundtrip btrfs_dump)
 #
-# Streams are taken from testdata/btrfs/*.stream and, when present, from
-# ../shared/fixtures/btrfs/*.stream next to the repository (override the list
-# of directories with FIXTURE_DIRS="dir1 dir2").
+# The committed corpus (fuzz/corpus/<target>/, grown from these seeds, see
+# README.md) is what the fuzzers start from; this script is for seeding
+# again (update-corpus.sh with SEED=1 seeds into fuzz/new-corpus/).
+#
+# Streams are taken from testdata/btrfs/*.stream, testdata/btrfs/small/ and,
+# when present, from ../shared/fixtures/btrfs/*.stream next to the repository
+# (override the list of directories with FIXTURE_DIRS="dir1 dir2").
 #
 # - tlv_decode: the bytes after the 17-byte stream header, cut at command
-#   boundaries into pieces of at most MAX_SEED bytes (a command larger than
-#   that, such as a 128 KiB v2 write, is a piece of its own).
+#   boundaries into pieces of at most MAX_SEED bytes (default 8 KiB; the
+#   decoders' paths do not depend on how long a write's data is). A command
+#   larger than that, such as a 128 KiB v2 write, is a piece of its own, but
+#   only the first of its command type in each stream.
 # - btrfs_dump: one version byte (version - 1; the target maps it back to
 #   1..=3) then the same pieces; plus prefixes of the first commands, cuts
 #   inside a command header and payload, trailing garbage after END, and two
@@ -17,6 +24,8 @@
 # - tlv_roundtrip, header_fixed, header_version, header_negotiate,
 #   header_contexts: no file seeds (the directory is made).
 # - native_reader: testdata/native/sample-v1.stream without its magic.
+# - checkpoint_format: a mode byte then a shipped stream of at most 32 KiB,
+#   or one without its commands larger than MAX_SEED (so with END).
 # - checkpoint_token: four valid checkpoint tokens (at the start, inside a
 #   split write, at the end, with no producer state), each as its text form
 #   and as its bytes (the target reads every input as both, raw).
@@ -37,9 +46,9 @@ set -euo pipefail
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$FUZZ_DIR/.." && pwd)
 CORPUS=${CORPUS:-$FUZZ_DIR/corpus}
-MAX_SEED=${MAX_SEED:-$((129 * 1024))}
+MAX_SEED=${MAX_SEED:-8192}
 HDR=17
-FIXTURE_DIRS=${FIXTURE_DIRS:-"$ROOT/testdata/btrfs $ROOT/../shared/fixtures/btrfs"}
+FIXTURE_DIRS=${FIXTURE_DIRS:-"$ROOT/testdata/btrfs $ROOT/testdata/btrfs/small $ROOT/../shared/fixtures/btrfs"}
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(tlv_decode tlv_roundtrip btrfs_dump)
@@ -76,12 +85,14 @@ ended pstoken:UgAAAAEAAQBjaGVja3BvaW50LWZ1enohCQAAAAAAAACIEwAAAAAAAAAAAAAAAAAAAA
 no-state pstoken:QAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAAsAQAAAAAAAAMAAAAAAAAAAAAAAAAAAAAAAAAA9BpGEA
 TOKENS
         ;;
-    # A mode byte (even: btrfs, odd: native) then a shipped stream.
+    # A mode byte (even: btrfs, odd: native) then a shipped stream of at
+    # most 32 KiB (larger ones without their large commands: see below).
     checkpoint_format)
         mkdir -p "$CORPUS/$t"
-        for f in "$ROOT"/testdata/btrfs/*.stream; do
-            [ "$(stat -c %s "$f")" -le 131000 ] || continue
-            { printf '\x04'; cat "$f"; } >"$CORPUS/$t/btrfs-$(basename "$f")"
+        for f in "$ROOT"/testdata/btrfs/*.stream "$ROOT"/testdata/btrfs/small/*.stream; do
+            [ "$(stat -c %s "$f")" -le 32767 ] || continue
+            small=; case $f in */small/*) small=small- ;; esac
+            { printf '\x04'; cat "$f"; } >"$CORPUS/$t/btrfs-$small$(basename "$f")"
             n=$((n + 1))
         done
         { printf '\x05'; cat "$ROOT/testdata/native/sample-v1.stream"; } >"$CORPUS/$t/native-sample-v1"
@@ -133,6 +144,7 @@ fi
 
 for f in "${streams[@]}"; do
     name=$(basename "$f" .stream)
+    case $f in */small/*) name=small-$name ;; esac
     size=$(stat -c %s "$f")
     version=$(u32le "$f" 13)
 
@@ -149,9 +161,11 @@ for f in "${streams[@]}"; do
     offs+=("$pos")
     ncmds=$((${#offs[@]} - 1))
 
-    # Command-aligned pieces of at most MAX_SEED bytes.
+    # Command-aligned pieces of at most MAX_SEED bytes; a larger command is
+    # a piece of its own, only the first of its type.
     piece=0
     i=0
+    big_types=" "
     while [ "$i" -lt "$ncmds" ]; do
         start=${offs[$i]}
         j=$((i + 1))
@@ -159,7 +173,11 @@ for f in "${streams[@]}"; do
             j=$((j + 1))
         done
         end=${offs[$j]}
-        [ $((end - start)) -le "$MAX_SEED" ] || end=$((start + MAX_SEED))
+        if [ $((end - start)) -gt "$MAX_SEED" ]; then
+            cmd=$(od -An -tu2 -j $((start + 4)) -N 2 "$f" | tr -d ' ')
+            case $big_types in *" $cmd "*) i=$j; continue ;; esac
+            big_types="$big_types$cmd "
+        fi
         tag=$(printf '%s-cmds-%03d-%03d' "$name" "$i" "$j")
         if want tlv_decode; then
             slice "$f" "$start" $((end - start)) >"$CORPUS/tlv_decode/$tag"
@@ -172,6 +190,20 @@ for f in "${streams[@]}"; do
         piece=$((piece + 1))
         i=$j
     done
+
+    # checkpoint_format: the whole stream without its commands larger than
+    # MAX_SEED (large writes, cut into many units by the target's small
+    # buffers, take the same paths as the writes of a few KiB kept), when
+    # that leaves at most 32 KiB.
+    if want checkpoint_format && [ "$size" -gt 32767 ]; then
+        out=$CORPUS/checkpoint_format/btrfs-$name-no-large
+        { printf '\x04'; head -c $HDR "$f"; } >"$out"
+        for ((k = 0; k < ncmds; k++)); do
+            len=$((offs[k + 1] - offs[k]))
+            [ "$len" -le "$MAX_SEED" ] && slice "$f" "${offs[$k]}" "$len" >>"$out"
+        done
+        if [ "$(stat -c %s "$out")" -le 32768 ]; then n=$((n + 1)); else rm -f "$out"; fi
+    fi
 
     want btrfs_dump || continue
     out=$CORPUS/btrfs_dump
