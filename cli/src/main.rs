@@ -72,6 +72,10 @@ enum Cmd {
         /// bytes (a bound for untrusted streams).
         #[arg(long, value_name = "BYTES")]
         max_file_size: Option<u64>,
+        /// DIR is on btrfs: make each tree a subvolume, or a snapshot of its
+        /// parent, read-only once received, as btrfs receive does.
+        #[arg(long)]
+        subvolumes: bool,
         /// Testing: stop the process abruptly (SIGKILL, no cleanup) after it
         /// carried out N commands.
         #[arg(long, value_name = "N")]
@@ -699,6 +703,7 @@ fn main() -> ExitCode {
             dir,
             sync_every,
             max_file_size,
+            subvolumes,
             crash_after,
             json,
         } => apply::apply(
@@ -707,6 +712,7 @@ fn main() -> ExitCode {
             &proto_stream::apply::ApplyOptions {
                 sync_every: *sync_every,
                 max_file_size: *max_file_size,
+                subvolumes: *subvolumes,
             },
             *crash_after,
             *json,

@@ -854,3 +854,59 @@ fn receive_apply_killed_at_random_points_ends_with_the_same_tree() {
         "only {resumed} of 8 runs resumed from what was applied"
     );
 }
+
+#[test]
+fn with_subvolumes_on_btrfs_the_trees_are_read_only_subvolumes_and_snapshots() {
+    if !support::require_or_skip(
+        "with_subvolumes_on_btrfs_the_trees_are_read_only_subvolumes_and_snapshots",
+    ) {
+        return;
+    }
+    let set = fixtures::shipped_set();
+    let theirs = Scratch::new().unwrap();
+    let ours = Scratch::new().unwrap();
+    for name in ["full-v2", "incr-v2"] {
+        theirs.receive(&read(&set, name)).unwrap();
+        let stream = set.join(format!("{name}.stream"));
+        apply_ok(&["apply", s(&stream), s(ours.path()), "--subvolumes"], None);
+    }
+    assert_same_trees(&trees(theirs.path()), &trees(ours.path()), "--subvolumes");
+    for sv in ["snap1", "snap2"] {
+        let p = ours.path().join(sv);
+        support::run_ok("btrfs", &["subvolume", "show", s(&p)], None)
+            .unwrap_or_else(|e| panic!("{sv} is not a subvolume: {e}"));
+        let ro = support::run_ok("btrfs", &["property", "get", "-ts", s(&p), "ro"], None).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ro.stdout).trim(),
+            "ro=true",
+            "{sv}"
+        );
+    }
+    // Killed after every third command of both streams (one input), then
+    // run again: the same trees, read-only subvolumes.
+    let input = both_v2(&set);
+    let n = command_count(&input);
+    let want = trees(theirs.path());
+    for k in (1..n).step_by(3) {
+        let dir = ours.path().join(format!("k{k}"));
+        std::fs::create_dir(&dir).unwrap();
+        let crash = k.to_string();
+        let out = cli(&["apply", "-", s(&dir), "--subvolumes", "--crash-after", &crash], Some(&input));
+        assert_eq!(out.status.signal(), Some(9), "k {k}: {}", String::from_utf8_lossy(&out.stderr));
+        apply_ok(&["apply", "-", s(&dir), "--subvolumes"], Some(&input));
+        assert_same_trees(&want, &trees(&dir), &format!("--subvolumes, crash after {k}"));
+    }
+    // Not on btrfs: refused, saying why.
+    let fs = Mounted::tmpfs();
+    let out = cli(
+        &[
+            "apply",
+            s(&set.join("full-v2.stream")),
+            s(&fs.mnt),
+            "--subvolumes",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a directory on btrfs"));
+}

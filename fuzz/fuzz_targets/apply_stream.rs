@@ -417,6 +417,7 @@ target!(|input: Input| {
     let opts = ApplyOptions {
         sync_every: 0,
         max_file_size: Some(1 << 20),
+        ..ApplyOptions::default()
     };
     // The byte offset of the last command carried out.
     let mut last = None;

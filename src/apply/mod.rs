@@ -83,6 +83,11 @@ pub struct ApplyOptions {
     /// truncate, fallocate or clone beyond it): a bound on what an untrusted
     /// stream can make this process write. `None`: no bound.
     pub max_file_size: Option<u64>,
+    /// Make each received tree a btrfs subvolume (a `subvol`) or a
+    /// snapshot of its parent (a `snapshot`), read-only once complete, as
+    /// `btrfs receive` does; `DIR` must be on btrfs. Off: directories (any
+    /// filesystem).
+    pub subvolumes: bool,
 }
 
 impl Default for ApplyOptions {
@@ -90,6 +95,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             sync_every: 10_000,
             max_file_size: None,
+            subvolumes: false,
         }
     }
 }
@@ -374,8 +380,22 @@ impl Applying {
                 });
             }
         }
+        if opts.subvolumes {
+            const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+            let fs = rustix::fs::fstatfs(&dirfd).map_err(|e| ApplyError::Dir {
+                dir: dir.to_path_buf(),
+                source: e.into(),
+            })?;
+            if fs.f_type as i64 != BTRFS_SUPER_MAGIC {
+                return Err(ApplyError::Dir {
+                    dir: dir.to_path_buf(),
+                    source: io::Error::other("subvolumes need a directory on btrfs"),
+                });
+            }
+        }
         let mut ap = Applier::new(dirfd, records);
         ap.max_file_size = opts.max_file_size;
+        ap.subvolumes = opts.subvolumes.then(|| dir.to_path_buf());
         Ok(Applying {
             dir: dir.to_path_buf(),
             journal_path,

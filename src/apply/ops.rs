@@ -87,6 +87,10 @@ pub(super) struct Applier {
     pub(super) data_bytes: u64,
     /// The largest file size a command may ask for, if limited.
     pub(super) max_file_size: Option<u64>,
+    /// `DIR`'s path, and whether received trees are made as btrfs
+    /// subvolumes and snapshots (`btrfs subvolume ...`) rather than
+    /// directories.
+    pub(super) subvolumes: Option<std::path::PathBuf>,
     scratch: Vec<u8>,
 }
 
@@ -110,6 +114,8 @@ pub(super) fn needs_record(cmd: &BtrfsCommand<'_>) -> bool {
             | BtrfsCommand::Unlink { .. }
             | BtrfsCommand::Rmdir { .. }
             | BtrfsCommand::Clone { .. }
+            // A tree made read-only (--subvolumes) takes no command again.
+            | BtrfsCommand::End
     )
 }
 
@@ -143,6 +149,7 @@ impl Applier {
             made: None,
             data_bytes: 0,
             max_file_size: None,
+            subvolumes: None,
             scratch: Vec::new(),
         }
     }
@@ -511,6 +518,11 @@ impl Applier {
         } else {
             "subvol"
         };
+        if let Some(dir) = self.subvolumes.clone() {
+            let done = self.btrfs_subvolume(&dir, name, parent, doubt)?;
+            self.attach(name, uuid, ctransid)?;
+            return Ok(done);
+        }
         let done = match parent {
             // A new subvolume's root is 0755 (whatever the umask), as btrfs
             // makes it; full streams send its mode, incremental ones may not.
@@ -570,6 +582,55 @@ impl Applier {
         Ok(done)
     }
 
+    /// `subvol` / `snapshot` with `--subvolumes`: a real btrfs subvolume,
+    /// or a writable snapshot of the parent tree (itself a subvolume), by
+    /// `btrfs subvolume create|snapshot` (their ioctls would need `unsafe`).
+    fn btrfs_subvolume(
+        &mut self,
+        dir: &std::path::Path,
+        name: &[u8],
+        parent: Option<([u8; 16], u64)>,
+        doubt: bool,
+    ) -> Result<Outcome> {
+        use std::os::unix::ffi::OsStrExt;
+        let op = if parent.is_some() {
+            "snapshot"
+        } else {
+            "subvol"
+        };
+        let target = dir.join(std::ffi::OsStr::from_bytes(name));
+        match statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) if doubt => return Ok(Outcome::AlreadyDone),
+            Ok(_) => return Err(errno(op, name)(Errno::EXIST)),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(errno(op, name)(e)),
+        }
+        let mut args: Vec<std::ffi::OsString> = vec!["subvolume".into()];
+        match parent {
+            None => args.extend(["create".into(), target.into_os_string()]),
+            Some((parent_uuid, _)) => {
+                let parent = self
+                    .records
+                    .find(&parent_uuid)
+                    .map_err(|e| Fail::Refused(format!("snapshot: {e}")))?
+                    .ok_or_else(|| {
+                        Fail::Refused(format!(
+                            "snapshot: cannot find parent subvolume {}: no tree received with that UUID in this directory",
+                            super::records::uuid_text(&parent_uuid)
+                        ))
+                    })?;
+                args.extend([
+                    "snapshot".into(),
+                    dir.join(std::ffi::OsStr::from_bytes(&parent.name))
+                        .into_os_string(),
+                    target.into_os_string(),
+                ]);
+            }
+        }
+        run_btrfs(&args).map_err(|e| Fail::Refused(format!("{op}: {e}")))?;
+        Ok(Outcome::Applied)
+    }
+
     /// Makes the existing `DIR/NAME` the current tree (a run that resumes
     /// after its subvol or snapshot command).
     pub(super) fn attach(&mut self, name: &[u8], uuid: [u8; 16], ctransid: u64) -> Result<()> {
@@ -593,6 +654,20 @@ impl Applier {
     /// incremental streams find it as their parent or clone source.
     pub(super) fn finish(&mut self) -> Result<()> {
         self.write = None;
+        if let (Some(dir), Some(cur)) = (&self.subvolumes, &self.cur) {
+            // Read-only, as btrfs receive leaves a received subvolume.
+            use std::os::unix::ffi::OsStrExt;
+            let path = dir.join(std::ffi::OsStr::from_bytes(&cur.sub.name));
+            let args = [
+                "property".into(),
+                "set".into(),
+                "-ts".into(),
+                path.into_os_string(),
+                "ro".into(),
+                "true".into(),
+            ];
+            run_btrfs(&args).map_err(|e| Fail::Refused(format!("end: {e}")))?;
+        }
         if let Some(cur) = self.cur.take() {
             self.records.save(&cur.sub).map_err(|e| Fail::Io {
                 op: "record the received tree",
@@ -840,6 +915,32 @@ impl Applier {
             copy::range(&src, clone_offset, dst, offset, len).map_err(io_fail("clone", path))?;
         self.data_bytes += n;
         Ok(Outcome::Applied)
+    }
+}
+
+/// Runs `btrfs ARGS` (no more than a minute); its stderr on failure.
+fn run_btrfs(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg("btrfs")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!("cannot run btrfs (btrfs-progs and timeout are needed for --subvolumes): {e}")
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "btrfs {}: {} ({})",
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        ))
     }
 }
 
