@@ -891,10 +891,29 @@ fn with_subvolumes_on_btrfs_the_trees_are_read_only_subvolumes_and_snapshots() {
         let dir = ours.path().join(format!("k{k}"));
         std::fs::create_dir(&dir).unwrap();
         let crash = k.to_string();
-        let out = cli(&["apply", "-", s(&dir), "--subvolumes", "--crash-after", &crash], Some(&input));
-        assert_eq!(out.status.signal(), Some(9), "k {k}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(
+            &[
+                "apply",
+                "-",
+                s(&dir),
+                "--subvolumes",
+                "--crash-after",
+                &crash,
+            ],
+            Some(&input),
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "k {k}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         apply_ok(&["apply", "-", s(&dir), "--subvolumes"], Some(&input));
-        assert_same_trees(&want, &trees(&dir), &format!("--subvolumes, crash after {k}"));
+        assert_same_trees(
+            &want,
+            &trees(&dir),
+            &format!("--subvolumes, crash after {k}"),
+        );
     }
     // Not on btrfs: refused, saying why.
     let fs = Mounted::tmpfs();

@@ -700,17 +700,7 @@ impl Applier {
         }
         let cur = self.cur.as_mut().ok_or_else(no_subvol)?;
         let ((fdir, fname), (tdir, tname)) = (path::split(from), path::split(to));
-        cur.dirs
-            .load(fdir)
-            .map_err(io_fail("open directory", fdir))?;
-        let a = cur
-            .dirs
-            .other(fdir)
-            .map_err(io_fail("open directory", fdir))?;
-        let b = cur
-            .dirs
-            .other(tdir)
-            .map_err(io_fail("open directory", tdir))?;
+        let (a, b) = two_dirs(&mut cur.dirs, fdir, tdir)?;
         let r = match renameat(a.fd(), fname, b.fd(), tname) {
             Ok(()) => Ok(Outcome::Applied),
             // In doubt, done when the source is gone and the target is there.
@@ -745,17 +735,7 @@ impl Applier {
         }
         let cur = self.cur.as_mut().ok_or_else(no_subvol)?;
         let ((edir, ename), (ndir, nname)) = (path::split(existing), path::split(new));
-        cur.dirs
-            .load(ndir)
-            .map_err(io_fail("open directory", ndir))?;
-        let n = cur
-            .dirs
-            .other(ndir)
-            .map_err(io_fail("open directory", ndir))?;
-        let e = cur
-            .dirs
-            .other(edir)
-            .map_err(io_fail("open directory", edir))?;
+        let (n, e) = two_dirs(&mut cur.dirs, ndir, edir)?;
         match linkat(e.fd(), ename, n.fd(), nname, AtFlags::empty()) {
             Ok(()) => Ok(Outcome::Applied),
             Err(Errno::EXIST) if doubt => Ok(Outcome::AlreadyDone),
@@ -916,6 +896,22 @@ impl Applier {
         self.data_bytes += n;
         Ok(Outcome::Applied)
     }
+}
+
+/// Two directories of the tree at once (rename, link): `keep` is kept for
+/// the next lookup, `other` opened for this use when it is another.
+fn two_dirs<'d>(
+    dirs: &'d mut Dirs,
+    keep: &'d [u8],
+    other: &'d [u8],
+) -> Result<(path::Other<'d>, path::Other<'d>)> {
+    dirs.load(keep).map_err(io_fail("open directory", keep))?;
+    let dirs: &'d Dirs = dirs;
+    let a = dirs.other(keep).map_err(io_fail("open directory", keep))?;
+    let b = dirs
+        .other(other)
+        .map_err(io_fail("open directory", other))?;
+    Ok((a, b))
 }
 
 /// Runs `btrfs ARGS` (no more than a minute); its stderr on failure.
