@@ -567,3 +567,39 @@ fn a_clone_of_a_terabyte_of_holes_writes_only_its_data() {
         "{err}"
     );
 }
+
+#[test]
+fn a_command_that_failed_is_not_taken_as_done_when_run_again() {
+    // mkfile over a directory the stream made: EEXIST, a real failure. Run
+    // again, the journal says the command failed: it fails again rather
+    // than being found "already done".
+    let cmds = [
+        BtrfsCommand::Mkdir {
+            path: b"x",
+            ino: 257,
+        },
+        BtrfsCommand::Mkfile {
+            path: b"x",
+            ino: 258,
+        },
+        BtrfsCommand::Write {
+            path: b"x",
+            offset: 0,
+            data: b"never",
+        },
+    ];
+    let target = TempDir::new("failed-twice");
+    let s = stream(&cmds);
+    for run in 0..2 {
+        let err = run_once(&s, &target.0).expect_err("mkfile over a directory");
+        assert!(
+            matches!(err, ApplyError::Command { index: 2, .. }),
+            "run {run}: {err}"
+        );
+    }
+    assert!(target.0.join("snap/x").is_dir());
+}
+
+fn run_once(input: &[u8], dir: &Path) -> Result<proto_stream::apply::ApplyStats, ApplyError> {
+    apply(input, dir, &ApplyOptions::default(), |_| {})
+}

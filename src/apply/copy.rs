@@ -227,12 +227,15 @@ fn copy_dir(
     links: &mut HashMap<(u64, u64), Vec<u8>>,
 ) -> io::Result<()> {
     let mut names = Vec::new();
-    let mut dir = rustix::fs::Dir::read_from(src)?;
-    while let Some(e) = dir.read() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
+    {
+        // Its descriptor closed before going deeper.
+        let mut dir = rustix::fs::Dir::read_from(src)?;
+        while let Some(e) = dir.read() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
         }
     }
     names.sort();

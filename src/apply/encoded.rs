@@ -51,6 +51,9 @@ pub(super) fn decode<'b>(
             let mut d = zstd::stream::read::Decoder::with_buffer(data)
                 .map_err(|e| format!("zstd: {e}"))?
                 .single_frame();
+            // btrfs compresses with windows of at most 128 KiB: a frame
+            // that asks for more is refused, not given its memory.
+            d.window_log_max(17).map_err(|e| format!("zstd: {e}"))?;
             let mut n = 0;
             while n < buf.len() {
                 match std::io::Read::read(&mut d, &mut buf[n..]) {

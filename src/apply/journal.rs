@@ -50,6 +50,9 @@ pub(super) struct Resume {
     pub(super) doubt_until: u64,
     /// Whether `at` comes from the progress slot of this boot.
     pub(super) same_boot: bool,
+    /// The command at `at` failed when it was carried out: it is not in
+    /// doubt.
+    pub(super) failed: bool,
 }
 
 #[derive(Debug)]
@@ -72,13 +75,22 @@ fn boot_id() -> Option<[u8; 16]> {
     Some(id)
 }
 
+/// Flag of a progress slot: the command at its position failed, so it
+/// certainly did not take effect (it is not in doubt).
+const FAILED: u32 = 1;
+
 fn encode(seq: u64, pos: Position, boot: [u8; 16]) -> [u8; SLOT] {
+    encode_flags(seq, pos, boot, 0)
+}
+
+fn encode_flags(seq: u64, pos: Position, boot: [u8; 16], flags: u32) -> [u8; SLOT] {
     let mut b = [0u8; SLOT];
     b[0..8].copy_from_slice(MAGIC);
     b[8..16].copy_from_slice(&seq.to_le_bytes());
     b[16..24].copy_from_slice(&pos.next.to_le_bytes());
     b[24..32].copy_from_slice(&pos.offset.to_le_bytes());
     b[32..36].copy_from_slice(&pos.chain.to_le_bytes());
+    b[36..40].copy_from_slice(&flags.to_le_bytes());
     b[40..56].copy_from_slice(&boot);
     let crc = crc32c::crc32c(&b[..56]);
     b[56..60].copy_from_slice(&crc.to_le_bytes());
@@ -86,6 +98,10 @@ fn encode(seq: u64, pos: Position, boot: [u8; 16]) -> [u8; SLOT] {
 }
 
 fn decode(b: &[u8]) -> Option<(u64, Position, [u8; 16])> {
+    decode_flags(b).map(|(seq, pos, boot, _)| (seq, pos, boot))
+}
+
+fn decode_flags(b: &[u8]) -> Option<(u64, Position, [u8; 16], u32)> {
     if b.len() < SLOT || &b[0..8] != MAGIC {
         return None;
     }
@@ -99,7 +115,13 @@ fn decode(b: &[u8]) -> Option<(u64, Position, [u8; 16])> {
         offset: u64_at(24),
         chain: u32::from_le_bytes(b[32..36].try_into().expect("4 bytes")),
     };
-    Some((u64_at(8), pos, b[40..56].try_into().expect("16 bytes")))
+    let flags = u32::from_le_bytes(b[36..40].try_into().expect("4 bytes"));
+    Some((
+        u64_at(8),
+        pos,
+        b[40..56].try_into().expect("16 bytes"),
+        flags,
+    ))
 }
 
 impl Journal {
@@ -133,18 +155,24 @@ impl Journal {
             .into_iter()
             .flatten()
             .max_by_key(|(seq, _, _)| *seq);
-        let progress = slot(PROGRESS as usize);
+        let progress = if n >= 3 * SLOT {
+            decode_flags(&all[2 * SLOT..3 * SLOT])
+        } else {
+            None
+        };
         let seq = durable.map_or(0, |(s, _, _)| s + 1);
         let resume = match (durable, progress) {
-            (_, Some((_, p, b))) if boot.is_some() && Some(b) == boot => Some(Resume {
+            (_, Some((_, p, b, flags))) if boot.is_some() && Some(b) == boot => Some(Resume {
                 at: p,
                 doubt_until: p.next,
                 same_boot: true,
+                failed: flags & FAILED != 0,
             }),
             (Some((_, d, _)), p) => Some(Resume {
                 at: d,
-                doubt_until: p.map_or(d.next, |(_, p, _)| p.next.max(d.next)),
+                doubt_until: p.map_or(d.next, |(_, p, _, _)| p.next.max(d.next)),
                 same_boot: false,
+                failed: false,
             }),
             (None, _) => None,
         };
@@ -160,6 +188,15 @@ impl Journal {
     pub(super) fn progress(&mut self, pos: Position) -> io::Result<()> {
         self.file
             .write_all_at(&encode(0, pos, self.boot), PROGRESS * SLOT as u64)
+    }
+
+    /// Records that the command at `pos` failed (it took no effect): a
+    /// run that goes on from here does not take it as in doubt.
+    pub(super) fn failed(&mut self, pos: Position) -> io::Result<()> {
+        self.file.write_all_at(
+            &encode_flags(0, pos, self.boot, FAILED),
+            PROGRESS * SLOT as u64,
+        )
     }
 
     /// Records `pos` durably: the caller made everything before it durable.

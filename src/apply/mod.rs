@@ -507,7 +507,9 @@ impl Applying {
             self.replaying = false;
         }
         let doubt = if record {
-            resume.is_some_and(|r| self.pos.next <= r.doubt_until)
+            resume.is_some_and(|r| {
+                self.pos.next <= r.doubt_until && !(r.failed && self.pos.next == r.at.next)
+            })
         } else {
             self.replaying
         };
@@ -516,10 +518,17 @@ impl Applying {
             self.journal.progress(at).map_err(|e| self.journal_err(e))?;
             self.since_record = 0;
         }
-        let done = self
-            .ap
-            .apply(&view, doubt)
-            .map_err(|f| command_error(f, index, offset, view.command_type()))?;
+        let done = match self.ap.apply(&view, doubt) {
+            Ok(done) => done,
+            Err(f) => {
+                if record {
+                    // It failed, so it took no effect: a run after this one
+                    // must not find it "already done".
+                    let _ = self.journal.failed(Position { offset, ..self.pos });
+                }
+                return Err(command_error(f, index, offset, view.command_type()));
+            }
+        };
         match done {
             Outcome::Applied => self.stats.applied += 1,
             Outcome::AlreadyDone => self.stats.already_done += 1,
@@ -583,9 +592,15 @@ impl Applying {
     /// the position as durable: a later run may start its input here
     /// ([`Applying::open_at`]).
     pub fn sync(&mut self) -> Result<(), ApplyError> {
+        // While reading past what earlier runs applied, the journal is ahead
+        // of this position: it stays where it is.
+        let at = match (self.reached, self.resume) {
+            (false, Some(r)) => r.at,
+            _ => self.pos,
+        };
         rustix::fs::syncfs(self.ap.dir())
             .map_err(io::Error::from)
-            .and_then(|()| self.journal.durable(self.pos))
+            .and_then(|()| self.journal.durable(at))
             .map_err(|e| self.journal_err(e))?;
         self.stats.syncs += 1;
         Ok(())

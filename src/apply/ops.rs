@@ -526,20 +526,23 @@ impl Applier {
         let done = match parent {
             // A new subvolume's root is 0755 (whatever the umask), as btrfs
             // makes it; full streams send its mode, incremental ones may not.
-            None => match mkdirat(&self.dir, name, Mode::from_raw_mode(0o700)) {
-                Ok(()) => {
-                    chmodat(
-                        &self.dir,
-                        name,
-                        Mode::from_raw_mode(0o755),
-                        AtFlags::empty(),
-                    )
-                    .map_err(errno(op, name))?;
-                    Outcome::Applied
-                }
-                Err(Errno::EXIST) if doubt => Outcome::AlreadyDone,
-                Err(e) => return Err(errno(op, name)(e)),
-            },
+            None => {
+                let done = match mkdirat(&self.dir, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => Outcome::Applied,
+                    Err(Errno::EXIST) if doubt => Outcome::AlreadyDone,
+                    Err(e) => return Err(errno(op, name)(e)),
+                };
+                // Also when in doubt: the run before may have stopped
+                // between the two (commands after it set the mode again).
+                chmodat(
+                    &self.dir,
+                    name,
+                    Mode::from_raw_mode(0o755),
+                    AtFlags::empty(),
+                )
+                .map_err(errno(op, name))?;
+                done
+            }
             Some((parent_uuid, _)) => {
                 let parent = self
                     .records
@@ -956,7 +959,7 @@ fn open_regular(dir: BorrowedFd<'_>, name: &[u8], how: OFlags, path: &[u8]) -> R
 }
 
 /// A subvolume's name is one component of `DIR`, and not apply's own.
-fn check_subvol_name(name: &[u8]) -> Result<()> {
+pub(super) fn check_subvol_name(name: &[u8]) -> Result<()> {
     let why = if name.is_empty() {
         Some("an empty subvolume name")
     } else if name.contains(&b'/') {
@@ -964,7 +967,7 @@ fn check_subvol_name(name: &[u8]) -> Result<()> {
     } else if name == super::records::META_DIR.as_bytes() {
         Some("the name of apply's own records")
     } else {
-        None
+        path::check(name).err()
     };
     match why {
         Some(why) => Err(Fail::Path {
@@ -972,5 +975,18 @@ fn check_subvol_name(name: &[u8]) -> Result<()> {
             why,
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subvolume_names_are_one_plain_component() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b".proto-stream", b"a\0b"] {
+            assert!(check_subvol_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_subvol_name(b"snap-2026").is_ok());
     }
 }

@@ -263,19 +263,27 @@ impl ApplyOutput {
     /// The stream is complete: everything made durable, the journal and
     /// the receiver's state removed.
     pub fn finish(mut self) -> Result<ApplyStats, ApplyError> {
-        let job = self.job.take().expect("finish once");
-        let stats = job.finish()?;
-        match std::fs::remove_file(&self.state_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ApplyError::Journal {
-                    path: self.state_path,
-                    source,
-                })
-            }
+        // The state first, durably: a receiver stopped after this reads
+        // the whole stream through the journal (nothing to do); the other
+        // way round, it would start from the state with no journal and run
+        // commands again.
+        let gone = match std::fs::remove_file(&self.state_path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(stats)
+        .and_then(|()| {
+            let meta = self.state_path.parent().expect("in DIR/.proto-stream");
+            std::fs::File::open(meta)?.sync_all()
+        });
+        if let Err(source) = gone {
+            return Err(ApplyError::Journal {
+                path: self.state_path,
+                source,
+            });
+        }
+        let job = self.job.take().expect("finish once");
+        job.finish()
     }
 
     fn job(&mut self) -> &mut Applying {

@@ -154,7 +154,8 @@ impl Records {
                 _ => return Err(bad()),
             }
         }
-        if sub.name.is_empty() {
+        // One component of DIR, as the stream's subvol command had to be.
+        if super::ops::check_subvol_name(&sub.name).is_err() {
             return Err(bad());
         }
         Ok(Some(sub))
