@@ -750,14 +750,12 @@ pub fn receive(a: &ReceiveArgs<'_>) -> Result<(), Failure> {
     // receiver is not told the stream's length).
     let pb = crate::progress(None);
     pb.set_position(kept.as_ref().map_or(0, |k| k.len));
-    let btrfs = match a.btrfs_receive {
-        Some(dir) => {
-            let Sink::File(file) = &file else {
-                unreachable!("--btrfs-receive conflicts with --apply")
-            };
+    // (--btrfs-receive and --apply exclude each other.)
+    let btrfs = match (a.btrfs_receive, &file) {
+        (Some(dir), Sink::File(file)) => {
             IntoBtrfs::start(dir, file.part_path(), kept.as_ref().map_or(0, |k| k.len))?
         }
-        None => None,
+        _ => None,
     };
     let file = ShownOut {
         inner: file,

@@ -141,6 +141,14 @@ fn hex(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// A UUID in its usual text form, as the dump prints it
+/// (`09bf4b94-8a8a-0b45-a6a4-a7f192b1896a`).
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let mut out = Vec::with_capacity(36);
+    uuid(&mut out, u);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn uuid(out: &mut Vec<u8>, u: &[u8; 16]) {
     for (i, b) in u.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {

@@ -9,7 +9,7 @@ pub enum Error {
     /// A stream header does not start with `btrfs-stream\0`.
     #[error(
         "not a btrfs send stream: magic is {} (expected \"btrfs-stream\\0\") at byte offset {offset}",
-        escape(found)
+        quoted(found)
     )]
     BadMagic {
         /// The 13 bytes found.
@@ -184,8 +184,9 @@ impl From<ReadError> for Error {
     }
 }
 
-/// Bytes as a quoted string with C escapes, for messages.
-pub(crate) fn escape(bytes: &[u8]) -> String {
+/// Bytes (a path, a name) as a quoted string with C escapes, for
+/// messages: `"a\\x00b"`.
+pub fn quoted(bytes: &[u8]) -> String {
     let mut s = String::from("\"");
     for b in bytes {
         s.extend(core::ascii::escape_default(*b).map(char::from));

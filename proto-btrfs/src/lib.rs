@@ -45,8 +45,8 @@ mod view;
 
 pub use catalogue::{AttrType, CommandType};
 pub use checkpoint::Btrfs;
-pub use dump::Dumper;
-pub use error::Error;
+pub use dump::{uuid_text, Dumper};
+pub use error::{quoted, Error};
 pub use header::{parse_header, profile, write_header, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS};
 pub use stream::{BtrfsStream, Event, StreamDecoder, StreamReader, StreamWriter};
 pub use view::BtrfsCommand;

@@ -159,14 +159,9 @@ fn times(st: &Stat) -> Timestamps {
     }
 }
 
-fn proc_path(fd: BorrowedFd<'_>) -> String {
-    use std::os::fd::AsRawFd;
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 /// Every xattr of `src` set on `dst` (both `O_PATH`, symlinks themselves).
 fn xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
-    let (sp, dp) = (proc_path(src), proc_path(dst));
+    let (sp, dp) = (path::proc_path(src), path::proc_path(dst));
     let n = match rustix::fs::listxattr_query(&sp) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => return Ok(()),

@@ -64,15 +64,9 @@ pub(super) struct Journal {
 
 fn boot_id() -> Option<[u8; 16]> {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let hex: Vec<u8> = text.trim().bytes().filter(|&b| b != b'-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?, 16).ok()?;
-    }
-    Some(id)
+    super::records::unhex(&text.trim().replace('-', ""))?
+        .try_into()
+        .ok()
 }
 
 /// Flag of a progress slot: the command at its position failed, so it

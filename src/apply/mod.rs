@@ -59,7 +59,7 @@ mod records;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use proto_btrfs::{BtrfsCommand, CommandType, StreamReader};
+use proto_btrfs::{quoted, BtrfsCommand, CommandType, StreamReader};
 use proto_tlv::Command;
 use rustix::fs::{Mode, OFlags};
 
@@ -211,26 +211,12 @@ pub enum ApplyError {
     },
 }
 
-/// Bytes as text: printable ASCII as is, anything else as `\xNN`.
-pub(crate) fn escape(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_graphic() || b == b' ' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    s
-}
-
 fn command_error(f: Fail, index: u64, offset: u64, command: CommandType) -> ApplyError {
     let (what, source) = match f {
-        Fail::Path { path, why } => (format!("refused path \"{}\": {why}", escape(&path)), None),
-        Fail::Io { op, path, source } => (
-            format!("{op} \"{}\": {source}", escape(&path)),
-            Some(source),
-        ),
+        Fail::Path { path, why } => (format!("refused path {}: {why}", quoted(&path)), None),
+        Fail::Io { op, path, source } => {
+            (format!("{op} {}: {source}", quoted(&path)), Some(source))
+        }
         Fail::Refused(what) => (what, None),
     };
     ApplyError::Command {
@@ -298,8 +284,8 @@ pub struct Applying {
     reached: bool,
     replaying: bool,
     since_record: u64,
-    /// The path the previous command made, if it made one.
-    made: Option<Vec<u8>>,
+    /// Whether the previous command made an entry (mkfile, mkdir, ...).
+    prev_made: bool,
     stats: ApplyStats,
     done_this_run: u64,
     sync_every: u64,
@@ -408,7 +394,7 @@ impl Applying {
             pos,
             pending: current,
             since_record: 0,
-            made: None,
+            prev_made: false,
             stats: ApplyStats::default(),
             done_this_run: 0,
             sync_every: opts.sync_every,
@@ -429,6 +415,12 @@ impl Applying {
             at: r.at.next,
             offset: r.at.offset,
         }
+    }
+
+    /// `DIR/.proto-stream/`, where a caller keeps its own state beside
+    /// the journal.
+    pub(crate) fn meta(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.ap.records().meta()
     }
 
     /// Where the input stands (after the commands given so far).
@@ -496,9 +488,9 @@ impl Applying {
         // every inode under a temporary name, then renames it) needs no
         // record of its own: run again, the pair gives the same result
         // whether the first run got to the rename or not.
-        let renames_made =
-            matches!(view, BtrfsCommand::Rename { path, .. } if self.made.as_deref() == Some(path));
-        self.made = ops::made_path(&view).map(<[u8]>::to_vec);
+        let renames_made = self.prev_made
+            && matches!(view, BtrfsCommand::Rename { path, .. } if self.ap.made_as(path).is_some());
+        self.prev_made = ops::made_path(&view).is_some();
         let record = ops::needs_record(&view) && !renames_made;
         // Commands an earlier run may have carried out: the one in flight
         // (a command that needs a record), and the others up to the next

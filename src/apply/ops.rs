@@ -274,7 +274,7 @@ impl Applier {
                 let (parent, last) = self.at(path)?;
                 let fd = path::open_in(parent, last, OFlags::PATH)
                     .map_err(io_fail("set_xattr", path))?;
-                rustix::fs::setxattr(proc_path(fd.as_fd()), name, data, XattrFlags::empty())
+                rustix::fs::setxattr(path::proc_path(fd.as_fd()), name, data, XattrFlags::empty())
                     .map_err(errno("set_xattr", path))?;
                 Ok(Outcome::Applied)
             }
@@ -282,7 +282,7 @@ impl Applier {
                 let (parent, last) = self.at(path)?;
                 let fd = path::open_in(parent, last, OFlags::PATH)
                     .map_err(io_fail("remove_xattr", path))?;
-                match rustix::fs::removexattr(proc_path(fd.as_fd()), name) {
+                match rustix::fs::removexattr(path::proc_path(fd.as_fd()), name) {
                     // Run again, it may be gone already.
                     Err(Errno::NODATA) if doubt => Ok(Outcome::AlreadyDone),
                     r => r
@@ -422,7 +422,7 @@ impl Applier {
 
     /// The type of `path` when this run made it (and it was only renamed
     /// since).
-    fn made_as(&self, path: &[u8]) -> Option<FileType> {
+    pub(super) fn made_as(&self, path: &[u8]) -> Option<FileType> {
         match &self.made {
             Some((p, kind)) if p.as_slice() == path => Some(*kind),
             _ => None,
@@ -456,13 +456,6 @@ impl Make<'_> {
             Make::Symlink(_) => "symlink",
         }
     }
-}
-
-/// `/proc/self/fd/N` of an `O_PATH` descriptor: the path that reaches the
-/// very inode it holds, for the calls that take no descriptor of one.
-fn proc_path(fd: BorrowedFd<'_>) -> String {
-    use std::os::fd::AsRawFd;
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// Every path a command names (in its own tree).
@@ -544,16 +537,7 @@ impl Applier {
                 done
             }
             Some((parent_uuid, _)) => {
-                let parent = self
-                    .records
-                    .find(&parent_uuid)
-                    .map_err(|e| Fail::Refused(format!("snapshot: {e}")))?
-                    .ok_or_else(|| {
-                        Fail::Refused(format!(
-                            "snapshot: cannot find parent subvolume {}: no tree received with that UUID in this directory",
-                            super::records::uuid_text(&parent_uuid)
-                        ))
-                    })?;
+                let parent = self.parent_tree(&parent_uuid)?;
                 let exists = match statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(_) => true,
                     Err(Errno::NOENT) => false,
@@ -612,16 +596,7 @@ impl Applier {
         match parent {
             None => args.extend(["create".into(), target.into_os_string()]),
             Some((parent_uuid, _)) => {
-                let parent = self
-                    .records
-                    .find(&parent_uuid)
-                    .map_err(|e| Fail::Refused(format!("snapshot: {e}")))?
-                    .ok_or_else(|| {
-                        Fail::Refused(format!(
-                            "snapshot: cannot find parent subvolume {}: no tree received with that UUID in this directory",
-                            super::records::uuid_text(&parent_uuid)
-                        ))
-                    })?;
+                let parent = self.parent_tree(&parent_uuid)?;
                 args.extend([
                     "snapshot".into(),
                     dir.join(std::ffi::OsStr::from_bytes(&parent.name))
@@ -632,6 +607,19 @@ impl Applier {
         }
         run_btrfs(&args).map_err(|e| Fail::Refused(format!("{op}: {e}")))?;
         Ok(Outcome::Applied)
+    }
+
+    /// The tree received earlier with `uuid`, a snapshot's parent.
+    fn parent_tree(&self, uuid: &[u8; 16]) -> Result<Subvolume> {
+        self.records
+            .find(uuid)
+            .map_err(|e| Fail::Refused(format!("snapshot: {e}")))?
+            .ok_or_else(|| {
+                Fail::Refused(format!(
+                    "snapshot: cannot find parent subvolume {}: no tree received with that UUID in this directory",
+                    proto_btrfs::uuid_text(uuid)
+                ))
+            })
     }
 
     /// Makes the existing `DIR/NAME` the current tree (a run that resumes
@@ -870,7 +858,7 @@ impl Applier {
                 .ok_or_else(|| {
                     Fail::Refused(format!(
                         "clone: cannot find source subvolume {}",
-                        super::records::uuid_text(&clone_uuid)
+                        proto_btrfs::uuid_text(&clone_uuid)
                     ))
                 })?;
             let root = path::open_in(
@@ -951,7 +939,7 @@ fn open_regular(dir: BorrowedFd<'_>, name: &[u8], how: OFlags, path: &[u8]) -> R
     if kind != FileType::RegularFile {
         return Err(Fail::Refused(format!(
             "{} is a {kind:?}: only regular files are written or cloned",
-            super::escape(path)
+            proto_btrfs::quoted(path)
         )));
     }
     let fd = path::open_in(dir, name, how | OFlags::NONBLOCK).map_err(io_fail("open", path))?;

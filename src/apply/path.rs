@@ -55,6 +55,14 @@ pub(super) fn is_under(path: &[u8], prefix: &[u8]) -> bool {
     path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// `/proc/self/fd/N` of an `O_PATH` descriptor: the path that reaches the
+/// very inode it holds, for the calls that take no descriptor of one
+/// (xattrs of symlinks and special files).
+pub(super) fn proc_path(fd: BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
 /// Opens a directory beneath `root` (an `O_PATH` descriptor).
 pub(super) fn open_dir(root: BorrowedFd<'_>, dir: &[u8]) -> io::Result<OwnedFd> {
     Ok(openat2(

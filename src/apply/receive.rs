@@ -14,9 +14,9 @@ use proto_checkpoint::Source;
 use proto_session::offer::SessionFormat;
 use proto_session::receive::Check;
 use proto_tlv::{decode_command, Profile};
-use rustix::fs::{Mode, OFlags};
 
 use super::{ApplyError, ApplyOptions, ApplyStats, Applying, InputPosition, Tree, META_DIR};
+use crate::session::durable::Fields;
 use crate::session::{Kept, Output};
 
 const STATE: &str = "receive.state";
@@ -111,55 +111,38 @@ fn encode(s: &Saved) -> io::Result<Vec<u8>> {
 }
 
 fn decode(b: &[u8]) -> Result<Saved, &'static str> {
-    if b.len() < MAGIC_STATE.len() + 4 || &b[..MAGIC_STATE.len()] != MAGIC_STATE {
-        return Err("bad magic");
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32c::crc32c(body).to_le_bytes() != crc {
-        return Err("CRC mismatch");
-    }
-    let mut r = &body[MAGIC_STATE.len()..];
-    let mut take = |n: usize| -> Result<&[u8], &'static str> {
-        if r.len() < n {
-            return Err("truncated");
-        }
-        let (a, rest) = r.split_at(n);
-        r = rest;
-        Ok(a)
-    };
-    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
-    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-    let n = u32_(take(4)?) as usize;
-    let kept = crate::session::durable::decode(take(n)?)?;
+    let mut r = Fields::framed(b, MAGIC_STATE)?;
+    let n = r.u32()? as usize;
+    let kept = crate::session::durable::decode(r.take(n)?)?;
     let at = InputPosition {
-        commands: u64_(take(8)?),
-        offset: u64_(take(8)?),
-        chain: u32_(take(4)?),
+        commands: r.u64()?,
+        offset: r.u64()?,
+        chain: r.u32()?,
     };
-    let tree = match take(1)?[0] {
+    let tree = match r.u8()? {
         0 => None,
         1 => {
-            let uuid: [u8; 16] = take(16)?.try_into().expect("16 bytes");
-            let ctransid = u64_(take(8)?);
-            let n = u32_(take(4)?) as usize;
+            let uuid = r.array()?;
+            let ctransid = r.u64()?;
+            let n = r.u32()? as usize;
             Some(Tree {
-                name: take(n)?.to_vec(),
+                name: r.take(n)?.to_vec(),
                 uuid,
                 ctransid,
             })
         }
         _ => return Err("bad tree flag"),
     };
-    let header = match take(1)?[0] {
+    let header = match r.u8()? {
         0 => None,
         1 => {
-            let at = u64_(take(8)?);
-            let n = u32_(take(4)?) as usize;
-            Some((take(n)?.to_vec(), at))
+            let at = r.u64()?;
+            let n = r.u32()? as usize;
+            Some((r.take(n)?.to_vec(), at))
         }
         _ => return Err("bad header flag"),
     };
-    let index = u64_(take(8)?);
+    let index = r.u64()?;
     if !r.is_empty() {
         return Err("trailing bytes");
     }
@@ -250,16 +233,6 @@ impl ApplyOutput {
             .map_err(|e| bad(e.to_string()))
     }
 
-    /// Bytes of the stream applied (and committed or not).
-    pub fn len(&self) -> u64 {
-        self.offset
-    }
-
-    /// Whether nothing was applied yet.
-    pub fn is_empty(&self) -> bool {
-        self.offset == 0
-    }
-
     /// The stream is complete: everything made durable, the journal and
     /// the receiver's state removed.
     pub fn finish(mut self) -> Result<ApplyStats, ApplyError> {
@@ -267,15 +240,12 @@ impl ApplyOutput {
         // the whole stream through the journal (nothing to do); the other
         // way round, it would start from the state with no journal and run
         // commands again.
-        let gone = match std::fs::remove_file(&self.state_path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        let meta = self.job().meta();
+        let gone = match rustix::fs::unlinkat(meta, STATE, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => rustix::fs::fsync(meta),
             Err(e) => Err(e),
         }
-        .and_then(|()| {
-            let meta = self.state_path.parent().expect("in DIR/.proto-stream");
-            std::fs::File::open(meta)?.sync_all()
-        });
+        .map_err(io::Error::from);
         if let Err(source) = gone {
             return Err(ApplyError::Journal {
                 path: self.state_path,
@@ -362,18 +332,9 @@ impl Output for ApplyOutput {
                 saved.at.offset, self.offset
             )));
         }
-        let dir = self
-            .state_path
-            .parent()
-            .expect("a state file in DIR/.proto-stream")
-            .to_path_buf();
-        let meta = rustix::fs::open(
-            &dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        super::records::write_atomically(rustix::fd::AsFd::as_fd(&meta), STATE, &encode(&saved)?)?;
-        rustix::fs::fsync(&meta)?;
+        let meta = self.job().meta();
+        super::records::write_atomically(meta, STATE, &encode(&saved)?)?;
+        rustix::fs::fsync(meta)?;
         Ok(())
     }
 }

@@ -33,24 +33,11 @@ pub(super) struct Records {
     subvols: OwnedFd,
 }
 
-/// A UUID in its usual text form.
-pub(super) fn uuid_text(u: &[u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
@@ -117,7 +104,7 @@ impl Records {
 
     /// The tree received with `uuid`, if any.
     pub(super) fn find(&self, uuid: &[u8; 16]) -> io::Result<Option<Subvolume>> {
-        let name = uuid_text(uuid);
+        let name = proto_btrfs::uuid_text(uuid);
         let fd = match openat(
             &self.subvols,
             name.as_str(),
@@ -163,7 +150,7 @@ impl Records {
 
     /// Records a received tree (replacing an older record of its UUID).
     pub(super) fn save(&self, sub: &Subvolume) -> io::Result<()> {
-        let name = uuid_text(&sub.uuid);
+        let name = proto_btrfs::uuid_text(&sub.uuid);
         let text = format!(
             "{HEADER}\nuuid {name}\nctransid {}\nname {}\n",
             sub.ctransid,
@@ -215,7 +202,10 @@ mod tests {
             0x09, 0xbf, 0x4b, 0x94, 0x8a, 0x8a, 0x0b, 0x45, 0xa6, 0xa4, 0xa7, 0xf1, 0x92, 0xb1,
             0x89, 0x6a,
         ];
-        assert_eq!(uuid_text(&u), "09bf4b94-8a8a-0b45-a6a4-a7f192b1896a");
+        assert_eq!(
+            proto_btrfs::uuid_text(&u),
+            "09bf4b94-8a8a-0b45-a6a4-a7f192b1896a"
+        );
         assert_eq!(unhex(&hex(b"a b\n\xff")).unwrap(), b"a b\n\xff");
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);

@@ -397,57 +397,87 @@ pub(crate) fn encode(k: &Kept) -> io::Result<Vec<u8>> {
     Ok(b)
 }
 
-pub(crate) fn decode(b: &[u8]) -> Result<Kept, &'static str> {
-    if b.len() < MAGIC.len() + 4 || &b[..MAGIC.len()] != MAGIC {
-        return Err("bad magic");
+/// The fields of a state file: its magic and trailing CRC-32C checked,
+/// then read in order (little-endian), each read refused past the end.
+pub(crate) struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    /// The body of `b` after `magic`, once the CRC-32C over everything
+    /// before its last four bytes matches them.
+    pub(crate) fn framed(b: &'a [u8], magic: &[u8]) -> Result<Fields<'a>, &'static str> {
+        if b.len() < magic.len() + 4 || &b[..magic.len()] != magic {
+            return Err("bad magic");
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            return Err("CRC mismatch");
+        }
+        Ok(Fields(&body[magic.len()..]))
     }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32c::crc32c(body).to_le_bytes() != crc {
-        return Err("CRC mismatch");
-    }
-    let mut r = &body[MAGIC.len()..];
-    let mut take = |n: usize| -> Result<&[u8], &'static str> {
-        if r.len() < n {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
             return Err("truncated");
         }
-        let (a, rest) = r.split_at(n);
-        r = rest;
+        let (a, rest) = self.0.split_at(n);
+        self.0 = rest;
         Ok(a)
-    };
-    let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
-    let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
-    let len = u64_of(take(8)?);
-    let received = u64_of(take(8)?);
-    let instance: [u8; 16] = take(16)?.try_into().map_err(|_| "truncated")?;
-    let stream_id: [u8; 16] = take(16)?.try_into().map_err(|_| "truncated")?;
-    let last = u64_of(take(8)?);
-    let tseq = u64_of(take(8)?);
-    let tlen = u32_of(take(4)?) as usize;
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    /// Whether every byte was read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+pub(crate) fn decode(b: &[u8]) -> Result<Kept, &'static str> {
+    let mut r = Fields::framed(b, MAGIC)?;
+    let len = r.u64()?;
+    let received = r.u64()?;
+    let instance: [u8; 16] = r.array()?;
+    let stream_id: [u8; 16] = r.array()?;
+    let last = r.u64()?;
+    let tseq = r.u64()?;
+    let tlen = r.u32()? as usize;
     if tlen > MAX_TOKEN {
         return Err("token too long");
     }
-    let token = take(tlen)?.to_vec();
-    let n = u32_of(take(4)?) as usize;
+    let token = r.take(tlen)?.to_vec();
+    let n = r.u32()? as usize;
     if n > MAX_SELECTION {
         return Err("selection too long");
     }
     let mut selection = Vec::with_capacity(n);
     for _ in 0..n {
-        selection.push(u32_of(take(4)?));
+        selection.push(r.u32()?);
     }
-    let check = match take(1)?[0] {
+    let check = match r.u8()? {
         0 => None,
         1 => {
-            let streams = u64_of(take(8)?);
-            let index = u64_of(take(8)?);
-            let offset = u64_of(take(8)?);
-            let closed = match take(1)?[0] {
+            let streams = r.u64()?;
+            let index = r.u64()?;
+            let offset = r.u64()?;
+            let closed = match r.u8()? {
                 0 => false,
                 1 => true,
                 _ => return Err("bad flag"),
             };
-            let at = u64_of(take(8)?);
-            let hlen = u32_of(take(4)?);
+            let at = r.u64()?;
+            let hlen = r.u32()?;
             let head = (at != u64::MAX).then_some((at, hlen));
             if offset != len || head.is_some_and(|(a, l)| a.saturating_add(u64::from(l)) > len) {
                 return Err("inconsistent check state");
