@@ -1,12 +1,15 @@
 # Sourced by run-smoke.sh and update-corpus.sh: the fuzz targets and the
 # -max_len each is fuzzed (and its corpus minimized) with.
 
-FUZZ_ALL_TARGETS=(tlv_decode tlv_roundtrip btrfs_dump header_fixed header_version header_negotiate header_contexts native_reader checkpoint_token checkpoint_resume checkpoint_compare checkpoint_format session_replay session_handshake session_pair apply_stream)
+FUZZ_ALL_TARGETS=(crc32c_kernels tlv_decode tlv_roundtrip btrfs_dump header_fixed header_version header_negotiate header_contexts native_reader checkpoint_token checkpoint_resume checkpoint_compare checkpoint_format session_replay session_handshake session_pair apply_stream)
 
 # Sets max_len for target $1; returns 1 for an unknown target.
 fuzz_max_len() {
     case $1 in
     tlv_decode | btrfs_dump) max_len=1048576 ;;
+    # A seed, two alignments, a cut, then the message: past two long blocks
+    # of the three-way kernel (3 x 8 KiB each) and every tier below.
+    crc32c_kernels) max_len=65536 ;;
     # Structured input; values are inflated past 64 KiB by the target itself.
     tlv_roundtrip) max_len=65536 ;;
     # Headers, negotiation inputs and selections are small.

@@ -75,8 +75,9 @@ fn selected(group: &str, names: &[&str]) -> bool {
 }
 
 fn large_data(c: &mut Criterion) {
-    let decoders: [(&str, Decoder); 5] = [
+    let decoders: [(&str, Decoder); 6] = [
         ("crc32c", crc32c_only),
+        ("proto-crc32c", common::proto_crc32c_only),
         ("proto-btrfs-commands", common::proto_commands),
         ("proto-btrfs-reader", common::proto_reader),
         ("proto-btrfs-decoder-256k", common::proto_decoder),
@@ -88,7 +89,7 @@ fn large_data(c: &mut Criterion) {
     }
     let input = large_input();
     eprintln!("large-data: {}", input.describe());
-    check(&input, &decoders[1..]);
+    check(&input, &decoders[2..]);
 
     let mut g = c.benchmark_group("large-data");
     g.throughput(Throughput::Bytes(input.bytes.len() as u64))
@@ -103,8 +104,9 @@ fn large_data(c: &mut Criterion) {
 }
 
 fn small_files(c: &mut Criterion) {
-    let decoders: [(&str, Decoder); 7] = [
+    let decoders: [(&str, Decoder); 8] = [
         ("crc32c", crc32c_only),
+        ("proto-crc32c", common::proto_crc32c_only),
         ("proto-btrfs-commands", common::proto_commands),
         ("proto-btrfs-typed", common::proto_typed),
         ("proto-btrfs-reader", common::proto_reader),
@@ -118,7 +120,7 @@ fn small_files(c: &mut Criterion) {
     }
     let input = small_input();
     eprintln!("small-files: {}", input.describe());
-    check(&input, &decoders[1..]);
+    check(&input, &decoders[2..]);
 
     let mut g = c.benchmark_group("small-files");
     g.throughput(Throughput::Elements(input.commands))

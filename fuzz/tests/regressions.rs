@@ -25,6 +25,8 @@ mod checkpoint_format;
 mod checkpoint_resume;
 #[path = "../fuzz_targets/checkpoint_token.rs"]
 mod checkpoint_token;
+#[path = "../fuzz_targets/crc32c_kernels.rs"]
+mod crc32c_kernels;
 #[path = "../fuzz_targets/header_contexts.rs"]
 mod header_contexts;
 #[path = "../fuzz_targets/header_fixed.rs"]
@@ -47,6 +49,7 @@ mod tlv_decode;
 mod tlv_roundtrip;
 
 const TARGETS: &[&str] = &[
+    "crc32c_kernels",
     "tlv_decode",
     "tlv_roundtrip",
     "btrfs_dump",
@@ -83,6 +86,10 @@ fn replay(target: &str, run: fn(&[u8])) {
     eprintln!("{target}: {} regression input(s) replayed", files.len());
 }
 
+#[test]
+fn crc32c_kernels_regressions() {
+    replay("crc32c_kernels", crc32c_kernels::run_bytes);
+}
 #[test]
 fn tlv_decode_regressions() {
     replay("tlv_decode", tlv_decode::run_bytes);

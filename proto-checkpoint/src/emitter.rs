@@ -178,10 +178,6 @@ struct Progress {
     marks_base: u64,
 }
 
-/// Bytes copied and checksummed at a time: the CRC reads each block right
-/// after the copy, while it is still in the L1 cache.
-const BLOCK: usize = 16 * 1024;
-
 /// Interval of the running states recorded while the data after the first
 /// piece of a split command is checked: a later piece that ends inside the
 /// command starts its CRC from the last mark before its end, so no data byte
@@ -189,14 +185,11 @@ const BLOCK: usize = 16 * 1024;
 const MARK: usize = 4096;
 
 /// Copies `src` to `dst` (same length) and returns the running CRC state
-/// after `src`, from `state`: one pass over the bytes.
+/// after `src`, from `state`: one pass over the bytes (each word is loaded
+/// once, fed to the CRC and stored: `proto_crc32c::copy_crc32c_append`).
 #[inline]
-fn copy_crc(crc: CrcVariant, mut state: u32, src: &[u8], dst: &mut [u8]) -> u32 {
-    for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
-        d.copy_from_slice(s);
-        state = crc.update(state, s);
-    }
-    state
+fn copy_crc(crc: CrcVariant, state: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+    crc.copy_update(state, src, dst)
 }
 
 fn stored_crc(cmd: &[u8]) -> u32 {

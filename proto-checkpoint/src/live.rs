@@ -101,7 +101,7 @@ impl<F: Format, R: Read> ReadProducer<F, R> {
         let have = p.fill(ID_SPAN)?;
         let start = &p.buf.available()[..have.min(ID_SPAN)];
         for (i, part) in p.stream_id.chunks_mut(4).enumerate() {
-            let seeded = crc32c::crc32c_append(0x5052_4c56 ^ i as u32, start);
+            let seeded = proto_crc32c::crc32c_append(0x5052_4c56 ^ i as u32, start);
             part.copy_from_slice(&seeded.to_le_bytes());
         }
         Ok(p)
@@ -244,14 +244,14 @@ impl<F: Format, R: Read> ReadProducer<F, R> {
 /// and its own CRC.
 fn link(digest: u32, kind: UnitKind, bytes: &[u8]) -> u32 {
     match kind {
-        UnitKind::Raw => crc32c::crc32c_append(digest, bytes),
+        UnitKind::Raw => proto_crc32c::crc32c_append(digest, bytes),
         UnitKind::Command(_) => {
             let mut l = [0u8; 12];
             l[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
             if let Some(c) = CmdBuf::new_checked(bytes) {
                 l[8..].copy_from_slice(&c.crc().to_le_bytes());
             }
-            crc32c::crc32c_append(digest, &l)
+            proto_crc32c::crc32c_append(digest, &l)
         }
     }
 }

@@ -250,7 +250,7 @@ impl Units for CommandsProducer<'_> {
 
 impl Producer for CommandsProducer<'_> {
     fn safe_point(&mut self) -> Result<bool, CommandsError> {
-        if self.units.at.index % self.safe_every != 0 {
+        if !self.units.at.index.is_multiple_of(self.safe_every) {
             return Ok(false);
         }
         self.last_safe = self.units.at;

@@ -275,7 +275,7 @@ impl<F: Format, S: Source> FormatUnits<F, S> {
     fn fingerprint_at(&mut self, pos: u64) -> Result<u32, F::Error> {
         let n = (self.src.len() - pos).min(FINGERPRINT_SPAN) as usize;
         let b = self.src.read_at(pos, n).map_err(io_fault(pos))?;
-        Ok(crc32c::crc32c(b))
+        Ok(proto_crc32c::crc32c(b))
     }
 }
 
@@ -371,12 +371,12 @@ impl<F: Format, S: Source> FormatProducer<F, S> {
     /// `safe_every` units (0 is taken as 1).
     pub fn new(format: F, mut src: S, safe_every: u64) -> Result<Self, F::Error> {
         let len = src.len();
-        let head = crc32c::crc32c(
+        let head = proto_crc32c::crc32c(
             src.read_at(0, len.min(ID_SPAN) as usize)
                 .map_err(io_fault(0))?,
         );
         let tail_at = len.saturating_sub(ID_SPAN);
-        let tail = crc32c::crc32c(
+        let tail = proto_crc32c::crc32c(
             src.read_at(tail_at, (len - tail_at) as usize)
                 .map_err(io_fault(tail_at))?,
         );
@@ -422,7 +422,7 @@ impl<F: Format, S: Source> Units for FormatProducer<F, S> {
 
 impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
     fn safe_point(&mut self) -> Result<bool, F::Error> {
-        if self.units.at.unit % self.safe_every != 0 {
+        if !self.units.at.unit.is_multiple_of(self.safe_every) {
             return Ok(false);
         }
         self.last_safe = (self.units.at, self.units.profile.is_none());
@@ -471,7 +471,7 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
         if at.pos > self.units.src.len() {
             return Err(bad_state("byte offset beyond the end of the stream"));
         }
-        if at.unit % safe_every != 0 {
+        if !at.unit.is_multiple_of(safe_every) {
             return Err(bad_state("unit is not a safe point at this interval"));
         }
         // Each unit is at least a 10-byte command.

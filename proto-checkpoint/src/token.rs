@@ -192,7 +192,7 @@ impl Token {
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(&self.state);
-        let crc = crc32c::crc32c(&out);
+        let crc = proto_crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
     }
@@ -238,7 +238,7 @@ impl Token {
         // `size` (>= 10) bytes are there: split off the CRC.
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        let computed = crc32c::crc32c(body);
+        let computed = proto_crc32c::crc32c(body);
         if stored != computed {
             return Err(TokenError::Corrupt { stored, computed });
         }

@@ -23,7 +23,7 @@ struct Stingy {
 impl Read for Stingy {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reads += 1;
-        if self.every > 0 && self.reads % self.every == 0 {
+        if self.every > 0 && self.reads.is_multiple_of(self.every) {
             return Err(io::ErrorKind::Interrupted.into());
         }
         let n = buf.len().min(self.max);

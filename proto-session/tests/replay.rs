@@ -515,7 +515,7 @@ impl Sim {
     fn skip(&mut self, k: u8) {
         // The frame after the next one in flight, or any seq past the next.
         let seq = match self.link.get(1) {
-            Some((s, _)) if k % 2 == 0 => *s,
+            Some((s, _)) if k.is_multiple_of(2) => *s,
             _ => self.received + 2 + u64::from(k / 2),
         };
         let before = format!("{:?}", self.rx);

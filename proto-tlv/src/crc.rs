@@ -29,7 +29,18 @@ impl CrcVariant {
     /// Feeds `bytes` into a running state.
     #[inline]
     pub fn update(self, state: u32, bytes: &[u8]) -> u32 {
-        crc32c::crc32c_append(state, bytes)
+        proto_crc32c::crc32c_append(state, bytes)
+    }
+
+    /// Copies `src` into `dst` (of the same length) and feeds `src` into a
+    /// running state, in one pass over the bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the lengths differ.
+    #[inline]
+    pub fn copy_update(self, state: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+        proto_crc32c::copy_crc32c_append(state, src, dst)
     }
 
     /// Turns a running state into the CRC stored on the wire.
@@ -50,36 +61,36 @@ impl CrcVariant {
     /// The running state ([`CrcVariant::update`]'s domain) after a command
     /// header whose CRC field is taken as zero: what the payload is then fed
     /// into. `header` must hold at least the first 6 bytes (`len` and
-    /// `cmd`). Six table look-ups, no CRC call.
+    /// `cmd`).
     #[inline]
     pub fn header_state(self, header: &[u8]) -> u32 {
-        header_state(
-            self,
-            [
-                header[0], header[1], header[2], header[3], header[4], header[5],
-            ],
-        )
+        self.update(self.init(), &masked(header))
     }
 
     /// The CRC of a command: its 10-byte header with the `crc` field taken as
     /// zero, then its payload. `header` must hold at least the first 6 bytes
     /// (`len` and `cmd`); bytes 6.. are ignored.
     ///
-    /// The header part costs six table look-ups instead of a second CRC call:
-    /// the CRC register is affine in the message, so the state after the
-    /// 10 header bytes is a constant XOR one table entry per non-zero byte
-    /// position (`header_state`). The payload then takes one call.
+    /// One call into `proto-crc32c`'s short-input kernel: the header is one
+    /// 8-byte step (the CRC field's first half masked) and one 2-byte step,
+    /// then the payload, with no alignment loop and no second dispatch.
     #[inline]
     pub fn command_crc(self, header: &[u8], payload: &[u8]) -> u32 {
-        let h: [u8; 6] = [
-            header[0], header[1], header[2], header[3], header[4], header[5],
-        ];
-        self.finish(self.update(header_state(self, h), payload))
+        self.finish(proto_crc32c::crc32c_append2(
+            self.init(),
+            &masked(header),
+            payload,
+        ))
     }
 }
 
-/// The reflected CRC-32C polynomial.
-const POLY: u32 = 0x82F6_3B78;
+/// A command header's first six bytes (`len`, `cmd`) and a zero CRC field.
+#[inline(always)]
+fn masked(header: &[u8]) -> [u8; 10] {
+    [
+        header[0], header[1], header[2], header[3], header[4], header[5], 0, 0, 0, 0,
+    ]
+}
 
 /// How a change in a running state ([`CrcVariant::update`]'s domain) carries
 /// through `len` more bytes: for any state `s`, change `delta` and bytes `b`,
@@ -90,118 +101,9 @@ const POLY: u32 = 0x82F6_3B78;
 /// command (a new header, the same data) checks the original CRC and
 /// computes the new one from a single pass over the data. Costs a few
 /// dozen shifts and XORs per set bit of `len` (zlib's `multmodp`).
-pub fn crc32c_shift(delta: u32, len: u64) -> u32 {
-    mult_mod_p(x_pow_8n(len), delta)
-}
-
-/// `a * b mod P` in the reflected representation (bit 31 is `x^0`).
-const fn mult_mod_p(a: u32, mut b: u32) -> u32 {
-    let mut m = 1u32 << 31;
-    let mut p = 0u32;
-    while m != 0 {
-        if a & m != 0 {
-            p ^= b;
-            if a & (m - 1) == 0 {
-                break;
-            }
-        }
-        m >>= 1;
-        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
-    }
-    p
-}
-
-/// `X2N[k] = x^(2^k) mod P`, for every bit of the exponent `8 * len` with
-/// `len` a u64 (bits 3..=66), so no periodicity of `x` is assumed.
-const X2N: [u32; 67] = {
-    let mut t = [0u32; 67];
-    let mut p = 1u32 << 30; // x^1
-    let mut k = 0;
-    while k < 67 {
-        t[k] = p;
-        p = mult_mod_p(p, p);
-        k += 1;
-    }
-    t
-};
-
-/// `x^(8 * len) mod P`: the operator of `len` zero bytes.
-fn x_pow_8n(len: u64) -> u32 {
-    let mut p = 1u32 << 31; // x^0
-    let mut n = len;
-    let mut k = 3; // 8 = 2^3
-    while n != 0 {
-        if n & 1 != 0 {
-            p = mult_mod_p(X2N[k], p);
-        }
-        n >>= 1;
-        k += 1;
-    }
-    p
-}
-
-/// The CRC register after shifting in `bytes` from register `reg` (bitwise,
-/// reflected, no inversions): the textbook definition, usable in `const`.
-const fn raw_register(mut reg: u32, bytes: &[u8]) -> u32 {
-    let mut i = 0;
-    while i < bytes.len() {
-        reg ^= bytes[i] as u32;
-        let mut k = 0;
-        while k < 8 {
-            reg = if reg & 1 != 0 {
-                (reg >> 1) ^ POLY
-            } else {
-                reg >> 1
-            };
-            k += 1;
-        }
-        i += 1;
-    }
-    reg
-}
-
-/// `HEADER_TABLES[i][b]`: the register contribution of byte value `b` at
-/// position `i` of a 10-byte header (the bytes after it being shifted in too),
-/// from a zero register.
-const HEADER_TABLES: [[u32; 256]; 6] = {
-    let mut t = [[0u32; 256]; 6];
-    let mut i = 0;
-    while i < 6 {
-        let mut b = 0;
-        while b < 256 {
-            let mut msg = [0u8; 10];
-            msg[i] = b as u8;
-            t[i][b] = raw_register(0, &msg);
-            b += 1;
-        }
-        i += 1;
-    }
-    t
-};
-
-/// The register after 10 zero bytes from each variant's starting register.
-const ZERO_HEADER: [u32; 2] = [
-    raw_register(!CrcVariant::BtrfsRaw.init(), &[0; 10]),
-    raw_register(!CrcVariant::Standard.init(), &[0; 10]),
-];
-
-/// The running state ([`CrcVariant::update`]'s domain) after a command
-/// header whose first six bytes are `h` and whose `crc` field reads as zero.
 #[inline]
-pub(crate) fn header_state(v: CrcVariant, h: [u8; 6]) -> u32 {
-    let base = match v {
-        CrcVariant::BtrfsRaw => ZERO_HEADER[0],
-        CrcVariant::Standard => ZERO_HEADER[1],
-    };
-    let reg = base
-        ^ HEADER_TABLES[0][usize::from(h[0])]
-        ^ HEADER_TABLES[1][usize::from(h[1])]
-        ^ HEADER_TABLES[2][usize::from(h[2])]
-        ^ HEADER_TABLES[3][usize::from(h[3])]
-        ^ HEADER_TABLES[4][usize::from(h[4])]
-        ^ HEADER_TABLES[5][usize::from(h[5])];
-    // `crc32c_append` works on the inverted register.
-    !reg
+pub fn crc32c_shift(delta: u32, len: u64) -> u32 {
+    proto_crc32c::crc32c_shift(delta, len)
 }
 
 #[cfg(test)]
@@ -246,7 +148,7 @@ mod tests {
             full[..6].copy_from_slice(&six);
             let payload = &h[..(round % 9) as usize];
             for v in [CrcVariant::BtrfsRaw, CrcVariant::Standard] {
-                assert_eq!(header_state(v, six), v.update(v.init(), &full));
+                assert_eq!(v.header_state(&six), v.update(v.init(), &full));
                 let mut whole = full.to_vec();
                 whole.extend_from_slice(payload);
                 assert_eq!(v.command_crc(&h, payload), v.checksum(&whole));

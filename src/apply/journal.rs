@@ -86,7 +86,7 @@ fn encode_flags(seq: u64, pos: Position, boot: [u8; 16], flags: u32) -> [u8; SLO
     b[32..36].copy_from_slice(&pos.chain.to_le_bytes());
     b[36..40].copy_from_slice(&flags.to_le_bytes());
     b[40..56].copy_from_slice(&boot);
-    let crc = crc32c::crc32c(&b[..56]);
+    let crc = proto_crc32c::crc32c(&b[..56]);
     b[56..60].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -101,7 +101,7 @@ fn decode_flags(b: &[u8]) -> Option<(u64, Position, [u8; 16], u32)> {
     }
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(b[56..60].try_into().expect("4 bytes"));
-    if crc != crc32c::crc32c(&b[..56]) {
+    if crc != proto_crc32c::crc32c(&b[..56]) {
         return None;
     }
     let pos = Position {

@@ -542,7 +542,7 @@ impl Applying {
             self.since_record = 0;
         }
         self.done_this_run += 1;
-        if self.sync_every > 0 && self.done_this_run % self.sync_every == 0 {
+        if self.sync_every > 0 && self.done_this_run.is_multiple_of(self.sync_every) {
             self.sync()?;
         }
         Ok(Some(Step {
@@ -647,6 +647,6 @@ fn advance(pos: Position, crc: u32, end: u64) -> Position {
     Position {
         next: pos.next + 1,
         offset: end,
-        chain: crc32c::crc32c_append(pos.chain, &crc.to_le_bytes()),
+        chain: proto_crc32c::crc32c_append(pos.chain, &crc.to_le_bytes()),
     }
 }

@@ -105,7 +105,7 @@ fn encode(s: &Saved) -> io::Result<Vec<u8>> {
         None => b.push(0),
     }
     b.extend_from_slice(&s.stream.index.to_le_bytes());
-    let crc = crc32c::crc32c(&b);
+    let crc = proto_crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     Ok(b)
 }

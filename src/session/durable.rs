@@ -392,7 +392,7 @@ pub(crate) fn encode(k: &Kept) -> io::Result<Vec<u8>> {
             b.extend_from_slice(&len.to_le_bytes());
         }
     }
-    let crc = crc32c::crc32c(&b);
+    let crc = proto_crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     Ok(b)
 }
@@ -409,7 +409,7 @@ impl<'a> Fields<'a> {
             return Err("bad magic");
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
+        if proto_crc32c::crc32c(body).to_le_bytes() != crc {
             return Err("CRC mismatch");
         }
         Ok(Fields(&body[magic.len()..]))

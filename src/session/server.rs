@@ -359,7 +359,7 @@ fn new_instance() -> [u8; 16] {
     id[..8].copy_from_slice(&t.to_le_bytes());
     id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     id[12..].copy_from_slice(&(n as u32).to_le_bytes());
-    let mix = crc32c::crc32c(&id);
+    let mix = proto_crc32c::crc32c(&id);
     id[12..].copy_from_slice(&(mix ^ n as u32).to_le_bytes());
     id
 }

@@ -117,8 +117,9 @@ pub type Decoder = fn(&[u8]) -> u64;
 
 /// Every decoder by its bench name. `crc32c` is not a decoder but the
 /// ceiling: one CRC over the whole input.
-pub const ALL: [(&str, Decoder); 8] = [
+pub const ALL: [(&str, Decoder); 9] = [
     ("crc32c", crc32c_only),
+    ("proto-crc32c", proto_crc32c_only),
     ("proto-btrfs-commands", proto_commands),
     ("proto-btrfs-typed", proto_typed),
     ("proto-btrfs-reader", proto_reader),
@@ -131,6 +132,11 @@ pub const ALL: [(&str, Decoder); 8] = [
 /// The ceiling: `crc32c` alone over the same bytes (returns the CRC).
 pub fn crc32c_only(bytes: &[u8]) -> u64 {
     u64::from(crc32c::crc32c(bytes))
+}
+
+/// The same ceiling through `proto-crc32c`'s three-way kernel.
+pub fn proto_crc32c_only(bytes: &[u8]) -> u64 {
+    u64::from(proto_crc32c::crc32c(bytes))
 }
 
 /// The decoder named `name` in [`ALL`].
