@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use indicatif::ProgressBar;
-use proto_stream::btrfs::{Event, StreamDecoder};
-use proto_stream::tlv::{Command, ReadBuf};
+use proto_stream::btrfs::StreamDecoder;
+use proto_stream::tlv::ReadBuf;
 
 use crate::{progress, Failure};
 
@@ -72,13 +72,7 @@ impl Chunks {
     }
 }
 
-/// A stream event, as the visitor sees it.
-pub enum Visit<'c, 'a> {
-    /// A stream header: a stream of this version starts.
-    Stream { version: u32 },
-    /// A command of the current stream.
-    Command(&'c Command<'a>),
-}
+pub use proto_stream::btrfs::Visit;
 
 /// How [`each_event`] ended.
 pub enum End {
@@ -145,26 +139,25 @@ pub fn each_event(
             offset: Some(offset),
             source: e,
         })?;
-        let mut p = &chunk[start..start + n];
-        while !p.is_empty() {
-            let at = dec.offset();
-            let (consumed, go_on) = match dec.decode(p)? {
-                Event::Stream { version, consumed } => {
-                    (consumed, visit(Visit::Stream { version })?)
-                }
-                Event::Command { command, consumed } => {
-                    (consumed, visit(Visit::Command(&command))?)
-                }
-                Event::NeedMore { consumed } => (consumed, true),
+        let p = &chunk[start..start + n];
+        // Where the event the visitor stops at starts: a command's own
+        // offset, or the header just read.
+        let mut command_at = None;
+        let (used, stopped) = dec.decode_each(p, |v| {
+            command_at = match &v {
+                Visit::Command(c) => Some(c.offset()),
+                Visit::Stream { .. } => None,
             };
-            p = &p[consumed..];
-            if !go_on {
-                pb.finish_and_clear();
-                return Ok(End::Stopped {
-                    offset: at,
-                    more_input: !p.is_empty(),
-                });
-            }
+            visit(v)
+        })?;
+        if stopped {
+            let stop_at =
+                command_at.unwrap_or_else(|| dec.offset() - proto_stream::btrfs::HEADER_LEN as u64);
+            pb.finish_and_clear();
+            return Ok(End::Stopped {
+                offset: stop_at,
+                more_input: used < p.len(),
+            });
         }
         offset += n as u64;
         pb.set_position(offset);

@@ -48,5 +48,5 @@ pub use checkpoint::Btrfs;
 pub use dump::{uuid_text, Dumper};
 pub use error::{quoted, Error};
 pub use header::{parse_header, profile, write_header, HEADER_LEN, MAGIC, SUPPORTED_VERSIONS};
-pub use stream::{BtrfsStream, Event, StreamDecoder, StreamReader, StreamWriter};
+pub use stream::{BtrfsStream, Event, StreamDecoder, StreamReader, StreamWriter, Visit};
 pub use view::BtrfsCommand;

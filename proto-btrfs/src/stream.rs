@@ -177,6 +177,30 @@ pub enum Event<'a> {
     },
 }
 
+/// An event as [`StreamDecoder::decode_each`] hands it to its visitor.
+#[derive(Debug)]
+pub enum Visit<'c, 'a> {
+    /// A stream header: a stream of this version starts.
+    Stream {
+        /// Its protocol version.
+        version: u32,
+    },
+    /// A command of the current stream.
+    Command(&'c Command<'a>),
+}
+
+/// A decoding error or the visitor's, inside [`StreamDecoder::decode_each`].
+enum Fail<E> {
+    Tlv(proto_tlv::Error),
+    Visit(E),
+}
+
+impl<E> From<proto_tlv::Error> for Fail<E> {
+    fn from(e: proto_tlv::Error) -> Self {
+        Fail::Tlv(e)
+    }
+}
+
 /// Sans-IO decoder of btrfs send streams, one or several concatenated (as
 /// `btrfs receive` accepts them), fed input in pieces of any size. Commands
 /// that lie inside one piece are returned without copying.
@@ -287,6 +311,58 @@ impl StreamDecoder {
             // The TLV decoder keeps its own error for later calls.
             Err(e) => Err(Error::Tlv(e)),
         }
+    }
+
+    /// Feeds `input` and hands every event it completes to `visit`, which
+    /// returns `Ok(false)` to stop. Returns how many bytes of `input` were
+    /// used (when `visit` stopped: up to the end of the event it stopped
+    /// at) and whether it stopped. The same events, errors and state as
+    /// calling [`StreamDecoder::decode`] until `input` is used up, but the
+    /// commands that lie whole in `input` are decoded in one tight loop.
+    pub fn decode_each<E: From<Error>>(
+        &mut self,
+        input: &[u8],
+        mut visit: impl FnMut(Visit<'_, '_>) -> Result<bool, E>,
+    ) -> Result<(usize, bool), E> {
+        let mut pos = 0;
+        while pos < input.len() {
+            if self.failed.is_none() {
+                if let Some(dec) = self.dec.as_mut().filter(|d| !d.ended()) {
+                    let (n, stopped) = dec
+                        .decode_each(&input[pos..], |c| {
+                            visit(Visit::Command(c)).map_err(Fail::Visit)
+                        })
+                        .map_err(|e| match e {
+                            Fail::Tlv(e) => E::from(Error::Tlv(e)),
+                            Fail::Visit(e) => e,
+                        })?;
+                    pos += n;
+                    if stopped {
+                        return Ok((pos, true));
+                    }
+                    continue;
+                }
+            }
+            // Between streams (a header), or failed.
+            let go_on = match self.decode(&input[pos..])? {
+                Event::Stream { version, consumed } => {
+                    pos += consumed;
+                    visit(Visit::Stream { version })?
+                }
+                Event::Command { command, consumed } => {
+                    pos += consumed;
+                    visit(Visit::Command(&command))?
+                }
+                Event::NeedMore { consumed } => {
+                    pos += consumed;
+                    true
+                }
+            };
+            if !go_on {
+                return Ok((pos, true));
+            }
+        }
+        Ok((pos, false))
     }
 
     /// Declares the end of input: fine only between streams, after at least

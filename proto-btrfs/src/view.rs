@@ -152,13 +152,15 @@ pub enum BtrfsCommand<'a> {
 }
 
 /// Attributes of one command, looked up by type (last occurrence wins).
-/// Kernel commands carry at most 8 attributes (`encoded_write`): they are
-/// kept in a small array, and a command with more falls back to scanning
-/// the payload.
+/// Kernel commands carry at most 8 attributes (`encoded_write`): their
+/// types and values are kept in two small arrays (no per-attribute error
+/// context: an attribute is found again by its rank only to report an
+/// error), and a command with more falls back to scanning the payload.
 struct Table<'a, 'c> {
     cmd: &'c Command<'a>,
-    attrs: [Option<proto_tlv::Attr<'a>>; TABLE_LEN],
-    /// How many of `attrs` are filled.
+    tys: [u16; TABLE_LEN],
+    values: [&'a [u8]; TABLE_LEN],
+    /// How many of `tys` and `values` are filled.
     n: usize,
     overflow: bool,
     /// Optional attributes that btrfs-progs never reads (the `rdev`/`mode`
@@ -169,74 +171,150 @@ struct Table<'a, 'c> {
 
 const TABLE_LEN: usize = 8;
 
+/// An attribute found in a [`Table`]: its value, and its rank among the
+/// command's attributes (to find it again for an error).
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    value: &'a [u8],
+    rank: usize,
+}
+
+/// A fixed-size attribute value: read straight from its bytes, or, when
+/// they have the wrong size, the error of the matching [`proto_tlv::Attr`]
+/// accessor.
+trait Fixed<'a>: Sized {
+    fn fast(v: &'a [u8]) -> Option<Self>;
+    fn slow(a: &proto_tlv::Attr<'a>) -> Result<Self, Error>;
+}
+
+macro_rules! fixed_int {
+    ($($t:ty => $as:ident),*) => {$(
+        impl<'a> Fixed<'a> for $t {
+            #[inline(always)]
+            fn fast(v: &'a [u8]) -> Option<Self> {
+                v.try_into().ok().map(<$t>::from_le_bytes)
+            }
+            fn slow(a: &proto_tlv::Attr<'a>) -> Result<Self, Error> {
+                a.$as()
+            }
+        }
+    )*};
+}
+fixed_int!(u8 => as_u8, u32 => as_u32, u64 => as_u64);
+
+impl<'a> Fixed<'a> for [u8; 16] {
+    #[inline(always)]
+    fn fast(v: &'a [u8]) -> Option<Self> {
+        v.try_into().ok()
+    }
+    fn slow(a: &proto_tlv::Attr<'a>) -> Result<Self, Error> {
+        a.as_uuid()
+    }
+}
+
+impl<'a> Fixed<'a> for Timespec {
+    #[inline(always)]
+    fn fast(v: &'a [u8]) -> Option<Self> {
+        let v: &[u8; 12] = v.try_into().ok()?;
+        let (sec, nsec) = v.split_at(8);
+        Some(Timespec {
+            sec: u64::from_le_bytes(sec.try_into().ok()?),
+            nsec: u32::from_le_bytes(nsec.try_into().ok()?),
+        })
+    }
+    fn slow(a: &proto_tlv::Attr<'a>) -> Result<Self, Error> {
+        a.as_timespec()
+    }
+}
+
 impl<'a, 'c> Table<'a, 'c> {
     #[inline(always)]
     fn new(cmd: &'c Command<'a>, lenient: bool) -> Self {
-        let mut attrs = [None; TABLE_LEN];
-        let mut n = 0;
-        let mut overflow = false;
-        for a in cmd.attrs() {
-            match attrs.get_mut(n) {
-                Some(slot) => {
-                    *slot = Some(a);
-                    n += 1;
-                }
-                None => overflow = true,
-            }
-        }
-        Table {
+        let mut t = Table {
             cmd,
-            attrs,
-            n,
-            overflow,
+            tys: [0; TABLE_LEN],
+            values: [&[]; TABLE_LEN],
+            n: 0,
+            overflow: false,
             lenient,
-        }
-    }
-    fn get(&self, t: A) -> Option<proto_tlv::Attr<'a>> {
-        if self.overflow {
-            return self.cmd.attr(t.0);
-        }
-        self.attrs[..self.n]
-            .iter()
-            .rev()
-            .flatten()
-            .find(|a| a.ty() == t.0)
-            .copied()
-    }
-    fn req(&self, t: A) -> Result<proto_tlv::Attr<'a>, Error> {
-        self.get(t).ok_or_else(|| {
-            proto_tlv::ErrorKind::MissingAttr {
-                cmd: self.cmd.cmd(),
-                attr_type: t.0,
+        };
+        // Filled in place: a table built aside and then moved costs a
+        // copy (and a stalled load) per command.
+        for a in cmd.attrs() {
+            if t.n < TABLE_LEN {
+                t.tys[t.n] = a.ty();
+                t.values[t.n] = a.value();
+                t.n += 1;
+            } else {
+                t.overflow = true;
             }
-            .at(self.cmd.index(), self.cmd.offset())
+        }
+        t
+    }
+    #[inline(always)]
+    fn get(&self, t: A) -> Option<Found<'a>> {
+        if self.overflow {
+            return self
+                .cmd
+                .attrs()
+                .enumerate()
+                .filter(|(_, a)| a.ty() == t.0)
+                .last()
+                .map(|(rank, a)| Found {
+                    value: a.value(),
+                    rank,
+                });
+        }
+        let rank = self.tys[..self.n].iter().rposition(|&ty| ty == t.0)?;
+        Some(Found {
+            value: self.values[rank],
+            rank,
         })
     }
-    fn path(&self, t: A) -> Result<&'a [u8], Error> {
-        Ok(self.req(t)?.as_path())
+    fn missing(&self, t: A) -> Error {
+        proto_tlv::ErrorKind::MissingAttr {
+            cmd: self.cmd.cmd(),
+            attr_type: t.0,
+        }
+        .at(self.cmd.index(), self.cmd.offset())
     }
-    fn u64(&self, t: A) -> Result<u64, Error> {
-        self.req(t)?.as_u64()
+    #[inline]
+    fn found(&self, t: A) -> Result<Found<'a>, Error> {
+        self.get(t).ok_or_else(|| self.missing(t))
+    }
+    /// The value of `f` as a `T`, or the error its wrong size makes.
+    #[inline]
+    fn value<T: Fixed<'a>>(&self, t: A, f: Found<'a>) -> Result<T, Error> {
+        match T::fast(f.value) {
+            Some(v) => Ok(v),
+            None => match self.cmd.attrs().nth(f.rank) {
+                Some(a) => T::slow(&a),
+                None => Err(self.missing(t)),
+            },
+        }
+    }
+    /// A required fixed-size attribute.
+    #[inline]
+    fn req<T: Fixed<'a>>(&self, t: A) -> Result<T, Error> {
+        self.value(t, self.found(t)?)
+    }
+    /// A required attribute's bytes (paths, names, data).
+    #[inline]
+    fn bytes(&self, t: A) -> Result<&'a [u8], Error> {
+        Ok(self.found(t)?.value)
+    }
+    /// An optional fixed-size attribute.
+    #[inline]
+    fn opt<T: Fixed<'a>>(&self, t: A) -> Result<Option<T>, Error> {
+        self.get(t).map(|f| self.value(t, f)).transpose()
     }
     /// An optional attribute btrfs-progs does not read (see `lenient`).
-    fn unread<T>(
-        &self,
-        t: A,
-        f: impl Fn(&proto_tlv::Attr<'a>) -> Result<T, Error>,
-    ) -> Result<Option<T>, Error> {
-        match self.get(t).map(|a| f(&a)).transpose() {
+    #[inline]
+    fn unread<T: Fixed<'a>>(&self, t: A) -> Result<Option<T>, Error> {
+        match self.opt(t) {
             Err(_) if self.lenient => Ok(None),
             r => r,
         }
-    }
-    fn opt_u32(&self, t: A) -> Result<Option<u32>, Error> {
-        self.get(t).map(|a| a.as_u32()).transpose()
-    }
-    fn uuid(&self, t: A) -> Result<[u8; 16], Error> {
-        self.req(t)?.as_uuid()
-    }
-    fn ts(&self, t: A) -> Result<Timespec, Error> {
-        self.req(t)?.as_timespec()
     }
 }
 
@@ -256,136 +334,136 @@ impl<'a> BtrfsCommand<'a> {
 
     fn parse_with(cmd: &Command<'a>, lenient: bool) -> Result<Self, Error> {
         let t = Table::new(cmd, lenient);
-        let path = || t.path(A::PATH);
+        let path = || t.bytes(A::PATH);
         Ok(match C(cmd.cmd()) {
             C::SUBVOL => Self::Subvol {
                 path: path()?,
-                uuid: t.uuid(A::UUID)?,
-                ctransid: t.u64(A::CTRANSID)?,
+                uuid: t.req(A::UUID)?,
+                ctransid: t.req(A::CTRANSID)?,
             },
             C::SNAPSHOT => Self::Snapshot {
                 path: path()?,
-                uuid: t.uuid(A::UUID)?,
-                ctransid: t.u64(A::CTRANSID)?,
-                clone_uuid: t.uuid(A::CLONE_UUID)?,
-                clone_ctransid: t.u64(A::CLONE_CTRANSID)?,
+                uuid: t.req(A::UUID)?,
+                ctransid: t.req(A::CTRANSID)?,
+                clone_uuid: t.req(A::CLONE_UUID)?,
+                clone_ctransid: t.req(A::CLONE_CTRANSID)?,
             },
             C::MKFILE => Self::Mkfile {
                 path: path()?,
-                ino: t.u64(A::INO)?,
+                ino: t.req(A::INO)?,
             },
             C::MKDIR => Self::Mkdir {
                 path: path()?,
-                ino: t.u64(A::INO)?,
+                ino: t.req(A::INO)?,
             },
             C::MKNOD => Self::Mknod {
                 path: path()?,
-                ino: t.u64(A::INO)?,
-                rdev: t.u64(A::RDEV)?,
-                mode: t.u64(A::MODE)?,
+                ino: t.req(A::INO)?,
+                rdev: t.req(A::RDEV)?,
+                mode: t.req(A::MODE)?,
             },
             C::MKFIFO => Self::Mkfifo {
                 path: path()?,
-                ino: t.u64(A::INO)?,
-                rdev: t.unread(A::RDEV, |a| a.as_u64())?,
-                mode: t.unread(A::MODE, |a| a.as_u64())?,
+                ino: t.req(A::INO)?,
+                rdev: t.unread(A::RDEV)?,
+                mode: t.unread(A::MODE)?,
             },
             C::MKSOCK => Self::Mksock {
                 path: path()?,
-                ino: t.u64(A::INO)?,
-                rdev: t.unread(A::RDEV, |a| a.as_u64())?,
-                mode: t.unread(A::MODE, |a| a.as_u64())?,
+                ino: t.req(A::INO)?,
+                rdev: t.unread(A::RDEV)?,
+                mode: t.unread(A::MODE)?,
             },
             C::SYMLINK => Self::Symlink {
                 path: path()?,
-                ino: t.u64(A::INO)?,
-                link: t.path(A::PATH_LINK)?,
+                ino: t.req(A::INO)?,
+                link: t.bytes(A::PATH_LINK)?,
             },
             C::RENAME => Self::Rename {
                 path: path()?,
-                to: t.path(A::PATH_TO)?,
+                to: t.bytes(A::PATH_TO)?,
             },
             C::LINK => Self::Link {
                 path: path()?,
-                link: t.path(A::PATH_LINK)?,
+                link: t.bytes(A::PATH_LINK)?,
             },
             C::UNLINK => Self::Unlink { path: path()? },
             C::RMDIR => Self::Rmdir { path: path()? },
             C::SET_XATTR => Self::SetXattr {
                 path: path()?,
-                name: t.path(A::XATTR_NAME)?,
-                data: t.req(A::XATTR_DATA)?.as_bytes(),
+                name: t.bytes(A::XATTR_NAME)?,
+                data: t.bytes(A::XATTR_DATA)?,
             },
             C::REMOVE_XATTR => Self::RemoveXattr {
                 path: path()?,
-                name: t.path(A::XATTR_NAME)?,
+                name: t.bytes(A::XATTR_NAME)?,
             },
             C::WRITE => Self::Write {
                 path: path()?,
-                offset: t.u64(A::FILE_OFFSET)?,
-                data: t.req(A::DATA)?.as_bytes(),
+                offset: t.req(A::FILE_OFFSET)?,
+                data: t.bytes(A::DATA)?,
             },
             C::CLONE => Self::Clone {
                 path: path()?,
-                offset: t.u64(A::FILE_OFFSET)?,
-                len: t.u64(A::CLONE_LEN)?,
-                clone_uuid: t.uuid(A::CLONE_UUID)?,
-                clone_ctransid: t.u64(A::CLONE_CTRANSID)?,
-                clone_path: t.path(A::CLONE_PATH)?,
-                clone_offset: t.u64(A::CLONE_OFFSET)?,
+                offset: t.req(A::FILE_OFFSET)?,
+                len: t.req(A::CLONE_LEN)?,
+                clone_uuid: t.req(A::CLONE_UUID)?,
+                clone_ctransid: t.req(A::CLONE_CTRANSID)?,
+                clone_path: t.bytes(A::CLONE_PATH)?,
+                clone_offset: t.req(A::CLONE_OFFSET)?,
             },
             C::TRUNCATE => Self::Truncate {
                 path: path()?,
-                size: t.u64(A::SIZE)?,
+                size: t.req(A::SIZE)?,
             },
             C::CHMOD => Self::Chmod {
                 path: path()?,
-                mode: t.u64(A::MODE)?,
+                mode: t.req(A::MODE)?,
             },
             C::CHOWN => Self::Chown {
                 path: path()?,
-                uid: t.u64(A::UID)?,
-                gid: t.u64(A::GID)?,
+                uid: t.req(A::UID)?,
+                gid: t.req(A::GID)?,
             },
             C::UTIMES => Self::Utimes {
                 path: path()?,
-                atime: t.ts(A::ATIME)?,
-                mtime: t.ts(A::MTIME)?,
-                ctime: t.ts(A::CTIME)?,
-                otime: t.unread(A::OTIME, |a| a.as_timespec())?,
+                atime: t.req(A::ATIME)?,
+                mtime: t.req(A::MTIME)?,
+                ctime: t.req(A::CTIME)?,
+                otime: t.unread(A::OTIME)?,
             },
             C::END => Self::End,
             C::UPDATE_EXTENT => Self::UpdateExtent {
                 path: path()?,
-                offset: t.u64(A::FILE_OFFSET)?,
-                size: t.u64(A::SIZE)?,
+                offset: t.req(A::FILE_OFFSET)?,
+                size: t.req(A::SIZE)?,
             },
             C::FALLOCATE => Self::Fallocate {
                 path: path()?,
-                mode: t.req(A::FALLOCATE_MODE)?.as_u32()?,
-                offset: t.u64(A::FILE_OFFSET)?,
-                size: t.u64(A::SIZE)?,
+                mode: t.req(A::FALLOCATE_MODE)?,
+                offset: t.req(A::FILE_OFFSET)?,
+                size: t.req(A::SIZE)?,
             },
             C::FILEATTR => Self::Fileattr {
                 path: path()?,
-                attr: t.u64(A::FILEATTR)?,
+                attr: t.req(A::FILEATTR)?,
             },
             C::ENCODED_WRITE => Self::EncodedWrite {
                 path: path()?,
-                offset: t.u64(A::FILE_OFFSET)?,
-                unencoded_file_len: t.u64(A::UNENCODED_FILE_LEN)?,
-                unencoded_len: t.u64(A::UNENCODED_LEN)?,
-                unencoded_offset: t.u64(A::UNENCODED_OFFSET)?,
-                compression: t.opt_u32(A::COMPRESSION)?,
-                encryption: t.opt_u32(A::ENCRYPTION)?,
-                data: t.req(A::DATA)?.as_bytes(),
+                offset: t.req(A::FILE_OFFSET)?,
+                unencoded_file_len: t.req(A::UNENCODED_FILE_LEN)?,
+                unencoded_len: t.req(A::UNENCODED_LEN)?,
+                unencoded_offset: t.req(A::UNENCODED_OFFSET)?,
+                compression: t.opt(A::COMPRESSION)?,
+                encryption: t.opt(A::ENCRYPTION)?,
+                data: t.bytes(A::DATA)?,
             },
             C::ENABLE_VERITY => Self::EnableVerity {
                 path: path()?,
-                algorithm: t.req(A::VERITY_ALGORITHM)?.as_u8()?,
-                block_size: t.req(A::VERITY_BLOCK_SIZE)?.as_u32()?,
-                salt: t.req(A::VERITY_SALT_DATA)?.as_bytes(),
-                sig: t.req(A::VERITY_SIG_DATA)?.as_bytes(),
+                algorithm: t.req(A::VERITY_ALGORITHM)?,
+                block_size: t.req(A::VERITY_BLOCK_SIZE)?,
+                salt: t.bytes(A::VERITY_SALT_DATA)?,
+                sig: t.bytes(A::VERITY_SIG_DATA)?,
             },
             other => Self::Unknown {
                 cmd: other.0,

@@ -9,7 +9,7 @@ mod fixtures;
 use std::path::PathBuf;
 
 use proto_btrfs::{
-    BtrfsCommand, BtrfsStream, Dumper, Error, Event, StreamDecoder, StreamReader, HEADER_LEN,
+    BtrfsCommand, BtrfsStream, Dumper, Error, Event, StreamDecoder, StreamReader, Visit, HEADER_LEN,
 };
 use proto_tlv::{Command, Commands, Decoder, ErrorKind, OwnedCommand, Step};
 
@@ -278,6 +278,32 @@ fn stream_decoder(bytes: &[u8], size: usize) -> (Vec<(u64, u16)>, Result<(), Err
         }
     }
     let r = dec.finish();
+    // decode_each, in the same pieces, sees the same and ends the same.
+    let mut dec = StreamDecoder::new();
+    let mut each = Vec::new();
+    let mut r_each = Ok(());
+    for piece in bytes.chunks(size) {
+        let visit = |v: Visit<'_, '_>| {
+            if let Visit::Command(c) = v {
+                each.push((c.offset(), c.cmd()));
+            }
+            Ok::<_, Error>(true)
+        };
+        match dec.decode_each(piece, visit) {
+            Ok((used, stopped)) => assert!(used == piece.len() && !stopped),
+            Err(e) => {
+                r_each = Err(e);
+                break;
+            }
+        }
+    }
+    let r_each = r_each.and_then(|()| dec.finish());
+    assert_eq!(each, seen, "decode_each, pieces of {size}");
+    assert_eq!(
+        r_each.as_ref().map_err(|e| e.to_string()),
+        r.as_ref().map_err(|e| e.to_string()),
+        "decode_each, pieces of {size}"
+    );
     (seen, r)
 }
 

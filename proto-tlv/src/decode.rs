@@ -521,6 +521,47 @@ impl Decoder {
         }
     }
 
+    /// Feeds `input` and hands every command it completes to `visit`, which
+    /// returns `Ok(false)` to stop. Returns how many bytes of `input` were
+    /// used and whether `visit` stopped; it stops after END too (what
+    /// follows is not taken). Commands that lie whole in `input` are
+    /// decoded in a tight loop, without copying: the same commands, errors
+    /// and state as calling [`Decoder::decode`] until `input` is used up.
+    pub fn decode_each<E: From<Error>>(
+        &mut self,
+        input: &[u8],
+        mut visit: impl FnMut(&Command<'_>) -> Result<bool, E>,
+    ) -> Result<(usize, bool), E> {
+        let mut pos = 0;
+        while pos < input.len() && !self.ended {
+            if self.buf.is_empty() && self.failed.is_none() {
+                if let Ok(Parse::Complete(c, n)) =
+                    parse(&input[pos..], &self.profile, self.index, self.offset)
+                {
+                    self.index += 1;
+                    self.offset += n as u64;
+                    self.ended = c.is_end();
+                    pos += n;
+                    if !visit(&c)? {
+                        return Ok((pos, true));
+                    }
+                    continue;
+                }
+            }
+            // A command in pieces, or an error: the general path.
+            match self.decode(&input[pos..])? {
+                Step::Command { command, consumed } => {
+                    pos += consumed;
+                    if !visit(&command)? {
+                        return Ok((pos, true));
+                    }
+                }
+                Step::NeedMore { consumed, .. } => pos += consumed,
+            }
+        }
+        Ok((pos, false))
+    }
+
     /// Declares the end of input: succeeds only when the END command was
     /// decoded and nothing is left over.
     pub fn finish(&self) -> Result<(), Error> {
