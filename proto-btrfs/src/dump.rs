@@ -29,17 +29,29 @@ const PATH_MAX: usize = 4096;
 /// The highest attribute type btrfs-progs 6.2 accepts (`BTRFS_SEND_A_MAX`).
 const MAX_ATTR: u16 = 35;
 
-/// Dump state: the current subvolume path, as btrfs-progs keeps it.
+/// Dump state: the current subvolume path, as btrfs-progs keeps it, and
+/// buffers reused from one command to the next (nothing is allocated per
+/// command).
 #[derive(Clone, Debug)]
 pub struct Dumper {
     full_subvol_path: Vec<u8>,
+    /// What every path under the subvolume starts with when printed: the
+    /// subvolume path (up to a NUL, one trailing `/` dropped) escaped, then
+    /// `/`.
+    prefix: Vec<u8>,
+    /// A full path (rename, clone) or the times of a `utimes`.
+    scratch: Vec<u8>,
 }
 
 impl Default for Dumper {
     fn default() -> Self {
-        Dumper {
+        let mut d = Dumper {
             full_subvol_path: b".".to_vec(),
-        }
+            prefix: Vec::new(),
+            scratch: Vec::new(),
+        };
+        d.set_prefix();
+        d
     }
 }
 
@@ -72,12 +84,28 @@ fn path_cat(p1: &[u8], p2: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `c` prints as itself in an escaped path.
+#[inline(always)]
+fn plain(c: u8) -> bool {
+    matches!(c, 0x21..=0x7e) && c != b'\\'
+}
+
 /// Writes `path` escaped as btrfs-progs' `print_path_escaped`; returns the
 /// printed width.
 fn write_escaped(out: &mut Vec<u8>, path: &[u8]) -> usize {
     let start = out.len();
-    for &c in cstr(path) {
+    let mut rest = path;
+    loop {
+        // Runs of plain bytes go out in one copy.
+        let n = rest.iter().position(|&c| !plain(c)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..n]);
+        let Some((&c, tail)) = rest[n..].split_first() else {
+            break;
+        };
+        rest = tail;
         let esc = match c {
+            // A C string: it stops at the first NUL.
+            0 => break,
             0x07 => b'a',
             0x08 => b'b',
             0x1b => b'e',
@@ -88,10 +116,6 @@ fn write_escaped(out: &mut Vec<u8>, path: &[u8]) -> usize {
             0x0b => b'v',
             b' ' => b' ',
             b'\\' => b'\\',
-            0x21..=0x7e => {
-                out.push(c);
-                continue;
-            }
             _ => {
                 out.extend_from_slice(&[
                     b'\\',
@@ -106,6 +130,9 @@ fn write_escaped(out: &mut Vec<u8>, path: &[u8]) -> usize {
     }
     out.len() - start
 }
+
+/// Spaces to pad the columns with.
+const SPACES: [u8; 32] = [b' '; 32];
 
 /// Appends decimal digits.
 #[inline]
@@ -235,6 +262,17 @@ impl Dumper {
         })
     }
 
+    /// Caches the printed form of the subvolume path ([`Dumper::prefix`]).
+    fn set_prefix(&mut self) {
+        let p = cstr(&self.full_subvol_path);
+        let p = p.strip_suffix(b"/").unwrap_or(p);
+        self.prefix.clear();
+        write_escaped(&mut self.prefix, p);
+        self.prefix.push(b'/');
+    }
+
+    /// The title padded to 16 columns, then the full path escaped; returns
+    /// the printed width of the path.
     fn head(
         &mut self,
         out: &mut Vec<u8>,
@@ -242,19 +280,26 @@ impl Dumper {
         path: &[u8],
         subvol: bool,
     ) -> Result<usize, String> {
-        let mut full = Vec::with_capacity(self.full_subvol_path.len() + path.len() + 1);
+        out.extend_from_slice(title.as_bytes());
+        out.extend_from_slice(&SPACES[..16usize.saturating_sub(title.len())]);
         if subvol {
+            let mut full = std::mem::take(&mut self.scratch);
             path_cat(b".", path, &mut full).map_err(|e| format!("{title}: {e}"))?;
             self.full_subvol_path.clone_from(&full);
-        } else {
-            path_cat(&self.full_subvol_path, path, &mut full)
-                .map_err(|e| format!("{title}: {e}"))?;
+            self.scratch = full;
+            self.set_prefix();
+            return Ok(write_escaped(out, &self.full_subvol_path));
         }
-        out.extend_from_slice(title.as_bytes());
-        for _ in title.len()..16 {
-            out.push(b' ');
+        // path_cat(full_subvol_path, path), printed escaped: the subvolume
+        // part is printed once and for all in `prefix`.
+        let p = cstr(path);
+        // (full_subvol_path holds no NUL: path_cat made it.)
+        if self.full_subvol_path.len() + p.len() + 2 >= PATH_MAX {
+            let mut v = Vec::new();
+            path_cat(&self.full_subvol_path, path, &mut v).map_err(|e| format!("{title}: {e}"))?;
         }
-        Ok(write_escaped(out, &full))
+        out.extend_from_slice(&self.prefix);
+        Ok(self.prefix.len() + write_escaped(out, p.strip_suffix(b"/").unwrap_or(p)))
     }
 
     fn head_args(
@@ -264,21 +309,15 @@ impl Dumper {
         path: &[u8],
         subvol: bool,
     ) -> Result<(), String> {
-        let mut w = self.head(out, title, path, subvol)?;
-        loop {
-            out.push(b' ');
-            w += 1;
-            if w >= 32 {
-                break;
-            }
-        }
+        let w = self.head(out, title, path, subvol)?;
+        // At least one space, up to column 32.
+        out.extend_from_slice(&SPACES[..32usize.saturating_sub(w).max(1)]);
         Ok(())
     }
 
-    fn full(&self, p: &[u8]) -> Result<Vec<u8>, String> {
-        let mut v = Vec::new();
-        path_cat(&self.full_subvol_path, p, &mut v)?;
-        Ok(v)
+    /// The full path of `p` into `scratch`.
+    fn full(&mut self, p: &[u8]) -> Result<(), String> {
+        path_cat(&self.full_subvol_path, p, &mut self.scratch)
     }
 
     fn line(&mut self, view: &BtrfsCommand<'_>, o: &mut Vec<u8>) -> Result<bool, String> {
@@ -339,10 +378,10 @@ impl Dumper {
                 write_escaped(o, link);
             }
             B::Rename { path, to } => {
-                let to = self.full(to).map_err(|e| format!("rename: {e}"))?;
+                self.full(to).map_err(|e| format!("rename: {e}"))?;
                 self.head_args(o, "rename", path, false)?;
                 o.extend_from_slice(b"dest=");
-                write_escaped(o, &to);
+                write_escaped(o, &self.scratch);
             }
             B::Link { path, link } => {
                 self.head_args(o, "link", path, false)?;
@@ -384,7 +423,7 @@ impl Dumper {
                 clone_offset,
                 ..
             } => {
-                let from = self.full(clone_path).map_err(|e| format!("clone: {e}"))?;
+                self.full(clone_path).map_err(|e| format!("clone: {e}"))?;
                 self.head_args(o, "clone", path, false)?;
                 o.extend_from_slice(b"offset=");
                 num(o, offset);
@@ -392,7 +431,7 @@ impl Dumper {
                 // btrfs-progs reads the length into an `int`.
                 num(o, len as i32 as i64 as u64);
                 o.extend_from_slice(b" from=");
-                o.extend_from_slice(&from);
+                o.extend_from_slice(&self.scratch);
                 o.extend_from_slice(b" clone_offset=");
                 num(o, clone_offset);
             }
@@ -420,10 +459,12 @@ impl Dumper {
                 ctime,
                 ..
             } => {
-                let mut times = Vec::with_capacity(96);
+                // The times first: their error comes before a path's.
+                let times = &mut self.scratch;
+                times.clear();
                 for (name, t) in [("atime=", atime), (" mtime=", mtime), (" ctime=", ctime)] {
                     times.extend_from_slice(name.as_bytes());
-                    timestamp(&mut times, &t).ok_or_else(|| {
+                    timestamp(times, &t).ok_or_else(|| {
                         format!(
                             "failed to convert time {}.{:09} to local time",
                             t.sec_signed(),
@@ -432,7 +473,7 @@ impl Dumper {
                     })?;
                 }
                 self.head_args(o, "utimes", path, false)?;
-                o.extend_from_slice(&times);
+                o.extend_from_slice(&self.scratch);
             }
             B::End => return Ok(false),
             B::UpdateExtent { path, offset, size } => {
