@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use proto_stream::btrfs::{BtrfsCommand, CommandType, Dumper, Error};
+use proto_stream::btrfs::{CommandChecker, CommandType, Dumper, Error};
 
 mod apply;
 mod checkpoint;
@@ -936,6 +936,7 @@ fn verify_into(
     s: &mut Summary,
     bytes: &mut u64,
 ) -> Result<(), Failure> {
+    let mut checker = CommandChecker::new();
     let end = input::each_event(file, input, |v| {
         match v {
             Visit::Stream { version, .. } => {
@@ -950,13 +951,10 @@ fn verify_into(
                     }
                     .into());
                 }
-                let view = BtrfsCommand::parse(cmd).map_err(Error::Tlv)?;
-                s.commands += 1;
-                if let BtrfsCommand::Write { data, .. } | BtrfsCommand::EncodedWrite { data, .. } =
-                    view
-                {
+                if let Some(data) = checker.check(cmd).map_err(Error::Tlv)? {
                     s.data_bytes += data.len() as u64;
                 }
+                s.commands += 1;
                 s.by_type.add(cmd.cmd());
             }
         }

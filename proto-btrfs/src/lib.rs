@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod catalogue;
+mod check;
 pub mod checkpoint;
 mod dump;
 mod error;
@@ -44,6 +45,7 @@ mod stream;
 mod view;
 
 pub use catalogue::{AttrType, CommandType};
+pub use check::CommandChecker;
 pub use checkpoint::Btrfs;
 pub use dump::{uuid_text, Dumper};
 pub use error::{quoted, Error};

@@ -322,16 +322,21 @@ impl<'a> BtrfsCommand<'a> {
     /// Decodes the attributes of `cmd` into a typed view. Every attribute
     /// it keeps must have its type's size; a missing required one is an
     /// error naming it.
+    #[inline]
     pub fn parse(cmd: &Command<'a>) -> Result<Self, Error> {
         Self::parse_with(cmd, false)
     }
 
     /// As `btrfs receive` reads a command: like [`BtrfsCommand::parse`],
     /// but optional attributes it never looks at are dropped when malformed.
+    #[inline]
     pub(crate) fn parse_as_progs(cmd: &Command<'a>) -> Result<Self, Error> {
         Self::parse_with(cmd, true)
     }
 
+    // Inlined where it is called, a caller that uses a few fields of the
+    // view pays only for the checks and those fields.
+    #[inline(always)]
     fn parse_with(cmd: &Command<'a>, lenient: bool) -> Result<Self, Error> {
         let t = Table::new(cmd, lenient);
         let path = || t.bytes(A::PATH);
