@@ -1,0 +1,183 @@
+//! Nothing is allocated per command on the paths of `proto-stream verify`
+//! and `dump`: their core loops (the stream decoder fed in pieces, the
+//! command checker or the dumper, counts into fixed tables, output into a
+//! reused buffer) allocate as much for 10,000 commands as for 1,000.
+//!
+//! Its own test binary: the counting global allocator is only here, and
+//! the one test keeps other threads from allocating while it counts.
+
+use std::alloc::System;
+
+use proto_btrfs::{BtrfsCommand as B, CommandChecker, Dumper, StreamDecoder, StreamWriter, Visit};
+use proto_tlv::Timespec;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// A v2 stream of a subvolume, then `files` rounds of every common
+/// command (9 commands per round), then END.
+fn stream(files: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let w = StreamWriter::new(2, &mut out).unwrap();
+    let write = |c: B<'_>, out: &mut Vec<u8>| {
+        w.write(&c, out).unwrap();
+    };
+    write(
+        B::Subvol {
+            path: b"snap",
+            uuid: [7; 16],
+            ctransid: 9,
+        },
+        &mut out,
+    );
+    let t = Timespec {
+        sec: 1_700_000_000,
+        nsec: 5,
+    };
+    let data = [0x5a; 700];
+    for i in 0..files {
+        let name = format!("dir/f\u{e9} {i}\n");
+        let path = name.as_bytes();
+        write(B::Mkfile { path, ino: 300 }, &mut out);
+        write(
+            B::Rename {
+                path: b"o300-5-0",
+                to: path,
+            },
+            &mut out,
+        );
+        write(
+            B::Write {
+                path,
+                offset: 0,
+                data: &data[..i % 700],
+            },
+            &mut out,
+        );
+        write(
+            B::SetXattr {
+                path,
+                name: b"user.x",
+                data: b"v",
+            },
+            &mut out,
+        );
+        write(
+            B::Clone {
+                path,
+                offset: 4096,
+                len: 4096,
+                clone_uuid: [7; 16],
+                clone_ctransid: 9,
+                clone_path: b"dir/src",
+                clone_offset: 0,
+            },
+            &mut out,
+        );
+        write(
+            B::Symlink {
+                path: b"dir/l",
+                ino: 301,
+                link: path,
+            },
+            &mut out,
+        );
+        write(B::Chmod { path, mode: 0o644 }, &mut out);
+        write(
+            B::Chown {
+                path,
+                uid: 1000,
+                gid: 1000,
+            },
+            &mut out,
+        );
+        write(
+            B::Utimes {
+                path,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                otime: None,
+            },
+            &mut out,
+        );
+    }
+    w.finish(&mut out).unwrap();
+    out
+}
+
+/// Piece size: commands straddle pieces, as they straddle the CLI's reads.
+const PIECE: usize = 4096;
+
+/// Allocations (and reallocations) of verify's core loop over `bytes`.
+fn verify_allocs(bytes: &[u8]) -> usize {
+    let mut counts = vec![0u64; 1 << 16];
+    let mut data_bytes = 0u64;
+    let reg = Region::new(GLOBAL);
+    let mut checker = CommandChecker::new();
+    let mut dec = StreamDecoder::new();
+    for piece in bytes.chunks(PIECE) {
+        dec.decode_each(piece, |v| {
+            if let Visit::Command(c) = v {
+                if let Some(d) = checker.check(c)? {
+                    data_bytes += d.len() as u64;
+                }
+                counts[usize::from(c.cmd())] += 1;
+            }
+            Ok::<_, proto_btrfs::Error>(true)
+        })
+        .unwrap();
+    }
+    dec.finish().unwrap();
+    let s = reg.change();
+    assert!(data_bytes > 0 && counts.iter().sum::<u64>() > 0);
+    s.allocations + s.reallocations
+}
+
+/// Allocations (and reallocations) of dump's core loop over `bytes`, the
+/// output emptied after each piece (as the CLI writes it out).
+fn dump_allocs(bytes: &[u8]) -> usize {
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut lines = 0;
+    let reg = Region::new(GLOBAL);
+    let mut dumper = Dumper::new();
+    let mut dec = StreamDecoder::new();
+    for piece in bytes.chunks(PIECE) {
+        dec.decode_each(piece, |v| {
+            if let Visit::Command(c) = v {
+                if dumper.dump(c, &mut out)? {
+                    lines += 1;
+                }
+            }
+            Ok::<_, proto_btrfs::Error>(true)
+        })
+        .unwrap();
+        out.clear();
+    }
+    dec.finish().unwrap();
+    let s = reg.change();
+    assert!(lines > 0);
+    s.allocations + s.reallocations
+}
+
+#[test]
+fn verify_and_dump_allocate_nothing_per_command() {
+    let (small, big) = (stream(111), stream(1111));
+    // 1,001 and 10,001 commands (and END).
+    let (v1, v2) = (verify_allocs(&small), verify_allocs(&big));
+    let (d1, d2) = (dump_allocs(&small), dump_allocs(&big));
+    // A few buffers (the decoder's for a command in pieces, the dumper's
+    // scratch) grow to their size once; beyond that, nothing.
+    const SLACK: usize = 8;
+    assert!(
+        v2 <= v1 + SLACK,
+        "verify: {v1} allocations for 1,001 commands, {v2} for 10,001"
+    );
+    assert!(
+        d2 <= d1 + SLACK,
+        "dump: {d1} allocations for 1,001 commands, {d2} for 10,001"
+    );
+    // And not many to start with.
+    assert!(v1 <= 16 && d1 <= 16, "verify {v1}, dump {d1}");
+}
