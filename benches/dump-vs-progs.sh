@@ -12,15 +12,8 @@
 # times the three commands with hyperfine (stdout to /dev/null, no shell,
 # one warm-up run so the file is in the page cache) and prints the ratios.
 set -euo pipefail
-export TZ=UTC LC_ALL=C
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PERF=${PROTO_STREAM_PERF_DIR:-$ROOT/perf}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release/proto-stream
-BTRFS=$(command -v btrfs) || { echo "btrfs (btrfs-progs) not found" >&2; exit 1; }
-command -v hyperfine >/dev/null || { echo "hyperfine not found" >&2; exit 1; }
-command -v jq >/dev/null || { echo "jq not found" >&2; exit 1; }
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 (cd "$ROOT" && cargo build --quiet --release -p proto-stream-cli)
 

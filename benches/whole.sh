@@ -13,20 +13,16 @@
 #   streams: $PROTO_STREAM_PERF_DIR/{small-v2,big-v2}.stream
 #   (PROTO_STREAM_PERF_DIR defaults to <workspace>/perf; make them with
 #   scripts/mkperf.sh). HYPERFINE_ARGS: hyperfine options instead of the
-#   default "--min-runs 20" (e.g. "--runs 50"). Ratios are taken within one hyperfine run: on a
-#   busy machine, run it again rather than trust one MISS.
+#   default "--min-runs 20" (e.g. "--runs 50"). Ratios are taken within
+#   one hyperfine run: on a busy machine, run it again rather than trust
+#   one MISS.
 set -euo pipefail
-export TZ=UTC LC_ALL=C
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PERF=${PROTO_STREAM_PERF_DIR:-$ROOT/perf}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release/proto-stream
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 PEER=$TARGET/release/examples/btrfs_stream_decode
 SMALL=$PERF/small-v2.stream
 BIG=$PERF/big-v2.stream
-BTRFS=$(command -v btrfs) || { echo "btrfs (btrfs-progs) not found" >&2; exit 1; }
-for tool in hyperfine jq split cat; do
+for tool in split cat; do
     command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 1; }
 done
 for f in "$SMALL" "$BIG"; do

@@ -138,6 +138,14 @@ mod tests {
     #[test]
     fn agrees_with_parse_whatever_came_before() {
         let b = |t: A, v: &'static [u8]| AttrValue::new(t.0, Value::Bytes(v));
+        // A utimes, with an otime (of any length) or not.
+        let utimes = |otime: Option<&'static [u8]>| {
+            let times = [A::ATIME, A::MTIME, A::CTIME].map(|t| b(t, &[0; 12]));
+            let mut attrs = vec![b(A::PATH, b"u")];
+            attrs.extend(times);
+            attrs.extend(otime.map(|o| b(A::OTIME, o)));
+            (C::UTIMES, attrs)
+        };
         let cmds: Vec<(C, Vec<AttrValue<'static>>)> = vec![
             (C::CHMOD, vec![b(A::PATH, b"a"), b(A::MODE, &[1; 8])]),
             (C::CHMOD, vec![b(A::PATH, b"abc"), b(A::MODE, &[2; 8])]),
@@ -181,34 +189,9 @@ mod tests {
                     b(A::DATA, b"hello"),
                 ],
             ),
-            (
-                C::UTIMES,
-                vec![
-                    b(A::PATH, b"u"),
-                    b(A::ATIME, &[0; 12]),
-                    b(A::MTIME, &[0; 12]),
-                    b(A::CTIME, &[0; 12]),
-                ],
-            ),
-            (
-                C::UTIMES,
-                vec![
-                    b(A::PATH, b"u"),
-                    b(A::ATIME, &[0; 12]),
-                    b(A::MTIME, &[0; 12]),
-                    b(A::CTIME, &[0; 12]),
-                    b(A::OTIME, &[0; 11]),
-                ],
-            ),
-            (
-                C::UTIMES,
-                vec![
-                    b(A::PATH, b"u"),
-                    b(A::ATIME, &[0; 12]),
-                    b(A::MTIME, &[0; 12]),
-                    b(A::CTIME, &[0; 12]),
-                ],
-            ),
+            utimes(None),
+            utimes(Some(&[0; 11])),
+            utimes(None),
             (C(99), vec![b(A::PATH, b"u")]),
             (C(99), vec![b(A::PATH, b"u")]),
         ];

@@ -8,8 +8,10 @@
 
 use std::alloc::System;
 
-use proto_btrfs::{BtrfsCommand as B, CommandChecker, Dumper, StreamDecoder, StreamWriter, Visit};
-use proto_tlv::Timespec;
+use proto_btrfs::{
+    BtrfsCommand as B, CommandChecker, Dumper, Error, StreamDecoder, StreamWriter, Visit,
+};
+use proto_tlv::{Command, Timespec};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -20,17 +22,12 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn stream(files: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let w = StreamWriter::new(2, &mut out).unwrap();
-    let write = |c: B<'_>, out: &mut Vec<u8>| {
-        w.write(&c, out).unwrap();
+    let subvol = B::Subvol {
+        path: b"snap",
+        uuid: [7; 16],
+        ctransid: 9,
     };
-    write(
-        B::Subvol {
-            path: b"snap",
-            uuid: [7; 16],
-            ctransid: 9,
-        },
-        &mut out,
-    );
+    w.write(&subvol, &mut out).unwrap();
     let t = Timespec {
         sec: 1_700_000_000,
         nsec: 5,
@@ -39,31 +36,22 @@ fn stream(files: usize) -> Vec<u8> {
     for i in 0..files {
         let name = format!("dir/f\u{e9} {i}\n");
         let path = name.as_bytes();
-        write(B::Mkfile { path, ino: 300 }, &mut out);
-        write(
+        let round = [
+            B::Mkfile { path, ino: 300 },
             B::Rename {
                 path: b"o300-5-0",
                 to: path,
             },
-            &mut out,
-        );
-        write(
             B::Write {
                 path,
                 offset: 0,
                 data: &data[..i % 700],
             },
-            &mut out,
-        );
-        write(
             B::SetXattr {
                 path,
                 name: b"user.x",
                 data: b"v",
             },
-            &mut out,
-        );
-        write(
             B::Clone {
                 path,
                 offset: 4096,
@@ -73,26 +61,17 @@ fn stream(files: usize) -> Vec<u8> {
                 clone_path: b"dir/src",
                 clone_offset: 0,
             },
-            &mut out,
-        );
-        write(
             B::Symlink {
                 path: b"dir/l",
                 ino: 301,
                 link: path,
             },
-            &mut out,
-        );
-        write(B::Chmod { path, mode: 0o644 }, &mut out);
-        write(
+            B::Chmod { path, mode: 0o644 },
             B::Chown {
                 path,
                 uid: 1000,
                 gid: 1000,
             },
-            &mut out,
-        );
-        write(
             B::Utimes {
                 path,
                 atime: t,
@@ -100,8 +79,10 @@ fn stream(files: usize) -> Vec<u8> {
                 ctime: t,
                 otime: None,
             },
-            &mut out,
-        );
+        ];
+        for c in &round {
+            w.write(c, &mut out).unwrap();
+        }
     }
     w.finish(&mut out).unwrap();
     out
@@ -110,55 +91,57 @@ fn stream(files: usize) -> Vec<u8> {
 /// Piece size: commands straddle pieces, as they straddle the CLI's reads.
 const PIECE: usize = 4096;
 
-/// Allocations (and reallocations) of verify's core loop over `bytes`.
-fn verify_allocs(bytes: &[u8]) -> usize {
-    let mut counts = vec![0u64; 1 << 16];
-    let mut data_bytes = 0u64;
+/// Allocations (and reallocations) while every command of `bytes`, fed
+/// in pieces, goes to `each`; `out` is emptied after each piece (as the CLI
+/// writes it out).
+fn allocs(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(&Command<'_>, &mut Vec<u8>) -> Result<(), Error>,
+) -> usize {
     let reg = Region::new(GLOBAL);
-    let mut checker = CommandChecker::new();
     let mut dec = StreamDecoder::new();
     for piece in bytes.chunks(PIECE) {
         dec.decode_each(piece, |v| {
             if let Visit::Command(c) = v {
-                if let Some(d) = checker.check(c)? {
-                    data_bytes += d.len() as u64;
-                }
-                counts[usize::from(c.cmd())] += 1;
+                each(c, out)?;
             }
-            Ok::<_, proto_btrfs::Error>(true)
-        })
-        .unwrap();
-    }
-    dec.finish().unwrap();
-    let s = reg.change();
-    assert!(data_bytes > 0 && counts.iter().sum::<u64>() > 0);
-    s.allocations + s.reallocations
-}
-
-/// Allocations (and reallocations) of dump's core loop over `bytes`, the
-/// output emptied after each piece (as the CLI writes it out).
-fn dump_allocs(bytes: &[u8]) -> usize {
-    let mut out = Vec::with_capacity(1 << 20);
-    let mut lines = 0;
-    let reg = Region::new(GLOBAL);
-    let mut dumper = Dumper::new();
-    let mut dec = StreamDecoder::new();
-    for piece in bytes.chunks(PIECE) {
-        dec.decode_each(piece, |v| {
-            if let Visit::Command(c) = v {
-                if dumper.dump(c, &mut out)? {
-                    lines += 1;
-                }
-            }
-            Ok::<_, proto_btrfs::Error>(true)
+            Ok::<_, Error>(true)
         })
         .unwrap();
         out.clear();
     }
     dec.finish().unwrap();
     let s = reg.change();
-    assert!(lines > 0);
     s.allocations + s.reallocations
+}
+
+/// verify's core loop: checked, data bytes and types counted.
+fn verify_allocs(bytes: &[u8]) -> usize {
+    let mut counts = vec![0u64; 1 << 16];
+    let mut data_bytes = 0u64;
+    let mut checker = CommandChecker::new();
+    let n = allocs(bytes, &mut Vec::new(), |c, _| {
+        if let Some(d) = checker.check(c)? {
+            data_bytes += d.len() as u64;
+        }
+        counts[usize::from(c.cmd())] += 1;
+        Ok(())
+    });
+    assert!(data_bytes > 0 && counts.iter().sum::<u64>() > 0);
+    n
+}
+
+/// dump's core loop: every line into one buffer.
+fn dump_allocs(bytes: &[u8]) -> usize {
+    let mut dumper = Dumper::new();
+    let mut lines = 0;
+    let n = allocs(bytes, &mut Vec::with_capacity(1 << 20), |c, out| {
+        lines += usize::from(dumper.dump(c, out)?);
+        Ok(())
+    });
+    assert!(lines > 0);
+    n
 }
 
 #[test]
