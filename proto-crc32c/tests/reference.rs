@@ -73,9 +73,9 @@ fn every_length_and_alignment() {
     for off in 0..8 {
         let some = |l: &usize| {
             if cfg!(miri) {
-                (off == 0 && l % 5 == 0) || l % 97 == 0
+                (off == 0 && l.is_multiple_of(5)) || l.is_multiple_of(97)
             } else {
-                *l < 1100 || l % 61 == 0 || off == 0
+                *l < 1100 || l.is_multiple_of(61) || off == 0
             }
         };
         for len in (0..=LONGEST).filter(some) {
