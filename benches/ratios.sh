@@ -17,7 +17,7 @@ mean() {
     [ -r "$f" ] && jq -r '.mean.point_estimate' "$f" || true
 }
 
-for group in large-data small-files emit-64k emit-64k-small session; do
+for group in large-data small-files crc-commands crc-bulk crc-copy-64k emit-64k emit-64k-small session; do
     [ -d "$CRIT/$group" ] || continue
     echo "== $group"
     for dir in "$CRIT/$group"/*/; do
@@ -33,26 +33,43 @@ for group in large-data small-files emit-64k emit-64k-small session; do
     done | column -t -s $'\t'
 done
 
-ratio() { # label, group, numerator bench (faster = higher), denominator bench
+MISSES=0
+# Prints a ratio, and with a target (">= 6", "<= 1.3") PASS or MISS beside it.
+show() { # label, value, [op target]
+    if [ $# -ge 4 ]; then
+        local v
+        v=$(awk -v m="$2" -v t="$4" -v op="$3" 'BEGIN { print ((op == ">=" ? m >= t : m <= t) ? "PASS" : "MISS") }')
+        [ "$v" = PASS ] || MISSES=$((MISSES + 1))
+        printf '%-62s %6.2f  (target %s %s) %s\n' "$1" "$2" "$3" "$4" "$v"
+    else
+        printf '%-62s %6.2f\n' "$1" "$2"
+    fi
+}
+ratio() { # label, group, numerator bench (faster = higher), denominator bench, [op target]
     local a b
     a=$(mean "$2" "$3"); b=$(mean "$2" "$4")
     if [ -n "$a" ] && [ -n "$b" ]; then
-        awk -v l="$1" -v a="$a" -v b="$b" 'BEGIN { printf "%-58s %6.2f\n", l, b / a }'
+        show "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')" "${@:5}"
     fi
 }
 echo "== ratios (throughput of the first / throughput of the second)"
-ratio "large-data: proto-btrfs-commands / crc32c (target >= 0.85)" large-data proto-btrfs-commands crc32c
+ratio "large-data: proto-btrfs-commands / crc32c" large-data proto-btrfs-commands crc32c ">=" 0.95
+ratio "large-data: proto-crc32c / crc32c" large-data proto-crc32c crc32c
 ratio "large-data: proto-btrfs-reader / crc32c" large-data proto-btrfs-reader crc32c
 ratio "large-data: proto-btrfs-decoder-256k / crc32c" large-data proto-btrfs-decoder-256k crc32c
 ratio "large-data: proto-btrfs-commands / btrfs-stream" large-data proto-btrfs-commands btrfs-stream
 ratio "large-data: proto-btrfs-reader / btrfs-stream" large-data proto-btrfs-reader btrfs-stream
-ratio "small-files: proto-btrfs-commands / btrfs-stream (target >= 4)" small-files proto-btrfs-commands btrfs-stream
+ratio "small-files: proto-btrfs-commands / btrfs-stream" small-files proto-btrfs-commands btrfs-stream ">=" 6
 ratio "small-files: proto-btrfs-typed / btrfs-stream" small-files proto-btrfs-typed btrfs-stream
 ratio "small-files: proto-btrfs-reader / btrfs-stream" small-files proto-btrfs-reader btrfs-stream
 ratio "small-files: proto-btrfs-reader-typed / btrfs-stream" small-files proto-btrfs-reader-typed btrfs-stream
 ratio "small-files: proto-btrfs-decoder-256k / btrfs-stream" small-files proto-btrfs-decoder-256k btrfs-stream
+ratio "crc-commands: proto-crc32c-append2 / crc32c-append-x2" crc-commands proto-crc32c-append2 crc32c-append-x2
+ratio "crc-commands: proto-crc32c-append2 / crc32c-one-call" crc-commands proto-crc32c-append2 crc32c-one-call
+ratio "crc-bulk: proto-crc32c / crc32c" crc-bulk proto-crc32c crc32c
 # criterion stores "session/loopback" as the directory session/loopback.
-ratio "session: loopback (serve -> fetch) / plain-copy (target >= 0.7)" session loopback plain-copy
+ratio "session: loopback (serve -> fetch) / plain-copy, small files" session loopback plain-copy ">=" 0.7
+ratio "session: loopback-large / plain-copy-large" session loopback-large plain-copy-large ">=" 0.9
 # The resend figures come from the replay API, written by the bench (not
 # criterion estimates).
 if [ -r "$CRIT/session/resend-figures.txt" ]; then
@@ -65,7 +82,7 @@ tratio() { # label, group, bench, peer bench
     local a b
     a=$(mean "$2" "$3"); b=$(mean "$2" "$4")
     if [ -n "$a" ] && [ -n "$b" ]; then
-        awk -v l="$1" -v a="$a" -v b="$b" 'BEGIN { printf "%-58s %6.2f\n", l, a / b }'
+        show "$1" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a / b }')" "${@:5}"
     fi
 }
 if [ -d "$CRIT/rearm" ]; then
@@ -77,13 +94,16 @@ if [ -d "$CRIT/rearm" ]; then
     done | column -t -s $'\t'
 fi
 echo "== time ratios (mean time of the first / mean time of the second)"
-tratio "emit-64k: emitter / plain-copy (target <= 1.3)" emit-64k emitter plain-copy
+tratio "crc-copy-64k: proto-crc32c-fused / plain-copy" crc-copy-64k proto-crc32c-fused plain-copy
+tratio "crc-copy-64k: copy+crc32c / plain-copy" crc-copy-64k copy+crc32c plain-copy
+tratio "emit-64k: emitter / plain-copy" emit-64k emitter plain-copy "<=" 1.3
 tratio "emit-64k: emitter / copy+crc32c" emit-64k emitter copy+crc32c
 tratio "emit-64k: copy+crc32c / plain-copy (the floor with crc32c)" emit-64k copy+crc32c plain-copy
 tratio "emit-64k-small: emitter / plain-copy" emit-64k-small emitter plain-copy
 tratio "emit-64k-small: emitter / copy+crc32c" emit-64k-small emitter copy+crc32c
-tratio "rearm: 90% / 10%, safe every 1 (target <= 1.2)" rearm safe-every-1_90% safe-every-1_10%
-tratio "rearm: 90% / 10%, safe every 64 (target <= 1.2)" rearm safe-every-64_90% safe-every-64_10%
+tratio "rearm: 90% / 10%, safe every 1" rearm safe-every-1_90% safe-every-1_10% "<=" 1.2
+tratio "rearm: 90% / 10%, safe every 64" rearm safe-every-64_90% safe-every-64_10% "<=" 1.2
 tratio "rearm+first fill: 90% / 10%, safe every 1" rearm safe-every-1+fill_90% safe-every-1+fill_10%
 tratio "rearm+first fill: 90% / 10%, safe every 64" rearm safe-every-64+fill_90% safe-every-64+fill_10%
 tratio "replay to 10% / rearm at 10% (what re-arming saves)" rearm replay-to-10% safe-every-1_10%
+echo "== $MISSES target(s) missed (of those measured in the last run)"

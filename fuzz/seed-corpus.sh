@@ -100,6 +100,15 @@ TOKENS
         ;;
     # Structured inputs: no file seeds (the directory is made).
     checkpoint_resume | checkpoint_compare | session_replay | apply_stream) mkdir -p "$CORPUS/$t" ;;
+    # A seed, two alignments, a cut, then a message: one message across
+    # every tier of the kernel (short, 3 x 128-byte lanes, 3 x 8 KiB lanes).
+    crc32c_kernels)
+        mkdir -p "$CORPUS/$t"
+        for len in 0 9 383 384 1000 24576 24999; do
+            { printf '\x01\x02\x03\x04\x05\x03\x07'; head -c "$len" /dev/urandom; } >"$CORPUS/$t/len-$len"
+            n=$((n + 1))
+        done
+        ;;
     # Transcripts of real sessions over 127.0.0.1 (see the example).
     session_handshake)
         mkdir -p "$CORPUS/$t"
