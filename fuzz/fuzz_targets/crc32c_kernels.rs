@@ -3,11 +3,13 @@
 //!
 //! Input: a 4-byte seed, an alignment offset (0..64), a cut point, then the
 //! message. Properties, for that seed, alignment and length:
-//! - `crc32c_append` (the hardware path when the CPU has it) and
+//! - `crc32c_append` (the best kernel for the length), every kernel this
+//!   CPU has (`Kernel::available`: portable, SSE4.2, AVX-512 VPCLMULQDQ) and
 //!   `portable::crc32c_append` equal `crc32c::crc32c_append`;
 //! - `crc32c_append2` over the message cut anywhere equals it too;
-//! - `copy_crc32c_append` returns it and leaves an exact copy, into a
-//!   destination at its own alignment;
+//! - `copy_crc32c_append`, through the best kernel and through each one,
+//!   returns it and leaves an exact copy, into a destination at its own
+//!   alignment;
 //! - `crc32c_shift` carries a change of seed through the message.
 #![cfg_attr(fuzzing, no_main)]
 
@@ -46,6 +48,12 @@ target!(|data: &[u8]| {
     let dst = &mut out[ostart..ostart + msg.len()];
     assert_eq!(proto_crc32c::copy_crc32c_append(seed, msg, dst), want, "copy");
     assert_eq!(&*dst, msg, "copy's bytes");
+    for k in proto_crc32c::Kernel::available() {
+        assert_eq!(k.crc32c_append(seed, msg), want, "{k:?}");
+        dst.fill(0x5A);
+        assert_eq!(k.copy_crc32c_append(seed, msg, dst), want, "{k:?} copy");
+        assert_eq!(&*dst, msg, "{k:?} copy's bytes");
+    }
     let delta = seed.rotate_left(7) | 1;
     assert_eq!(
         proto_crc32c::crc32c_append(seed ^ delta, msg),

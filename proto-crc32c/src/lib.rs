@@ -12,18 +12,24 @@
 //!   second call for the header. Inputs from 384 bytes on run three
 //!   independent lanes interleaved, joined by table look-ups (the CRC is
 //!   linear), so the instruction's throughput, not its latency, is the limit.
+//! - Inputs from 1 KiB on (256 bytes for a copy), on CPUs with AVX-512 and
+//!   VPCLMULQDQ: carry-less multiplication folds 256 bytes per round into
+//!   four 512-bit accumulators, at about twice the CRC instruction's
+//!   throughput.
 //! - [`copy_crc32c_append`]: copies a buffer while it computes its CRC, in
-//!   one pass over the bytes (what an emitter does to every byte it sends).
+//!   one pass over the bytes (what an emitter does to every byte it sends):
+//!   each 64-byte vector is loaded once, folded and stored.
 //! - [`crc32c_shift`]: how a change of the starting state carries through
 //!   `len` more bytes, so one pass over some bytes serves any starting
 //!   state.
 //!
-//! The hardware path (x86-64 SSE4.2) is chosen at run time with the `std`
-//! feature (on by default), or at build time without it
-//! (`-C target-feature=+sse4.2`). Everywhere else a portable slicing-by-8
-//! table runs, in `no_std`. [`portable`] exposes it, so the two can be
-//! compared; the tests and the `crc32c_kernels` fuzz target check both
-//! against the `crc32c` crate for every length, alignment and seed.
+//! The hardware paths (x86-64 SSE4.2; AVX-512F with VPCLMULQDQ) are chosen
+//! at run time with the `std` feature (on by default), or at build time
+//! without it (`-C target-feature=...`). Everywhere else a portable
+//! slicing-by-8 table runs, in `no_std`. [`Kernel`] names each kernel so
+//! that they can be compared; the tests and the `crc32c_kernels` fuzz
+//! target check every kernel the CPU has against the `crc32c` crate for
+//! every length, alignment and seed.
 //!
 //! ```
 //! // The standard check value of "123456789".
@@ -46,13 +52,15 @@
 //!
 //! ## `unsafe`
 //!
-//! This is the one crate of the kit that is allowed `unsafe`, and only for
-//! one thing: calling the `#[target_feature(enable = "sse4.2")]` kernels of
-//! the `x86` module once the CPU is known to have SSE4.2. Each such call
-//! has a `// SAFETY:` line; the kernels themselves are safe code (the
-//! intrinsics are safe inside a function with the feature enabled, and every
-//! load and store is a bounds-checked slice access). Every other module
-//! forbids `unsafe`.
+//! This is the one crate of the kit that is allowed `unsafe`, for two
+//! things: calling the `#[target_feature]` kernels once the CPU is known to
+//! have the features, and the folding kernel's unaligned vector loads and
+//! stores, each over a slice checked to hold the 16 or 64 bytes. Every
+//! `unsafe` block has a `// SAFETY:` line (clippy's
+//! `undocumented_unsafe_blocks` is denied). The `x86` kernels are safe
+//! code (the intrinsics are safe inside a function with the feature
+//! enabled, and every access is a slice access); `portable`, `shift` and
+//! `x86` forbid `unsafe`.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -61,6 +69,8 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(target_arch = "x86_64")]
+mod fold;
 pub mod portable;
 mod shift;
 #[cfg(target_arch = "x86_64")]
@@ -68,10 +78,118 @@ mod x86;
 
 pub use shift::crc32c_shift;
 
-/// Whether the CPU's CRC-32C instruction is used (checked once per call:
-/// with `std`, `is_x86_feature_detected!` caches the answer in an atomic).
+/// Inputs from this many bytes on go through the folding kernel when the
+/// CPU has it (below, the CRC instruction's three lanes are as fast).
+const FOLD_FROM: usize = 1024;
+
+/// A CRC-32C kernel. The free functions pick the best one the CPU has for
+/// each length; a kernel can also be called directly, e.g. to check one
+/// against another, as the tests and the `crc32c_kernels` fuzz target do.
+///
+/// ```
+/// for k in proto_crc32c::Kernel::available() {
+///     assert_eq!(k.crc32c_append(0, b"123456789"), 0xE306_9283, "{k:?}");
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Slicing-by-8 tables: every CPU, `no_std`, no `unsafe`.
+    Portable,
+    /// The SSE4.2 `crc32` instruction: short inputs 8 bytes at a step,
+    /// longer ones in three interleaved lanes (x86-64).
+    Sse42,
+    /// Carry-less multiplication on 512-bit vectors (AVX-512F and
+    /// VPCLMULQDQ), 256 bytes per round, for inputs of 256 bytes or more
+    /// (shorter ones go through `Sse42`) (x86-64).
+    Vpclmul,
+}
+
+impl Kernel {
+    /// Every kernel this CPU can run, the portable one first.
+    pub fn available() -> impl Iterator<Item = Kernel> {
+        [Kernel::Portable, Kernel::Sse42, Kernel::Vpclmul]
+            .into_iter()
+            .filter(|k| k.is_available())
+    }
+
+    /// Whether this CPU (and build) can run the kernel.
+    #[inline]
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            Kernel::Sse42 => sse42(),
+            Kernel::Vpclmul => sse42() && vpclmul(),
+        }
+    }
+
+    /// [`crc32c_append`] through this kernel.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel is not [available](Kernel::is_available).
+    pub fn crc32c_append(self, crc: u32, data: &[u8]) -> u32 {
+        assert!(self.is_available(), "{self:?} is not available on this CPU");
+        match self {
+            Kernel::Portable => !portable::update(!crc, data),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse42 => {
+                // SAFETY: the CPU has SSE4.2 (asserted above).
+                !unsafe { x86::update(!crc, data) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul if data.len() >= fold::MIN_LEN => {
+                // SAFETY: the CPU has AVX-512F, VPCLMULQDQ, PCLMULQDQ and
+                // SSE4.2 (asserted above).
+                !unsafe { fold::update(!crc, data) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul => Kernel::Sse42.crc32c_append(crc, data),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the portable kernel is available here"),
+        }
+    }
+
+    /// [`copy_crc32c_append`] through this kernel.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel is not [available](Kernel::is_available), or if
+    /// `dst.len() != src.len()`.
+    pub fn copy_crc32c_append(self, crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+        assert!(self.is_available(), "{self:?} is not available on this CPU");
+        assert_eq!(
+            src.len(),
+            dst.len(),
+            "copy_crc32c_append: source and destination lengths differ"
+        );
+        match self {
+            Kernel::Portable => {
+                dst.copy_from_slice(src);
+                !portable::update(!crc, src)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse42 => {
+                // SAFETY: the CPU has SSE4.2 (asserted above).
+                !unsafe { x86::copy_update(!crc, src, dst) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul if src.len() >= fold::MIN_LEN => {
+                // SAFETY: the CPU has AVX-512F, VPCLMULQDQ, PCLMULQDQ and
+                // SSE4.2 (asserted above).
+                !unsafe { fold::copy_update(!crc, src, dst) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul => Kernel::Sse42.copy_crc32c_append(crc, src, dst),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the portable kernel is available here"),
+        }
+    }
+}
+
+/// Whether the CPU has SSE4.2 (with `std`, `is_x86_feature_detected!`
+/// caches the answer in an atomic; without it, the build decides).
 #[inline]
-pub fn hardware() -> bool {
+fn sse42() -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "std", not(miri)))]
     {
         std::is_x86_feature_detected!("sse4.2")
@@ -84,6 +202,35 @@ pub fn hardware() -> bool {
     {
         false
     }
+}
+
+/// Whether the CPU has what the folding kernel needs besides SSE4.2.
+#[inline]
+fn vpclmul() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(miri)))]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("vpclmulqdq")
+            && std::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(all(target_arch = "x86_64", not(all(feature = "std", not(miri)))))]
+    {
+        cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "vpclmulqdq",
+            target_feature = "pclmulqdq"
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU's CRC-32C instruction is used.
+#[inline]
+pub fn hardware() -> bool {
+    sse42()
 }
 
 /// The standard CRC-32C of `data` (initial value and final XOR `!0`):
@@ -99,9 +246,14 @@ pub fn crc32c(data: &[u8]) -> u32 {
 #[inline]
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
-    if hardware() {
-        // SAFETY: the CPU has SSE4.2 (`hardware()` checked it at run time,
-        // or the build enabled it for every CPU it runs on).
+    if sse42() {
+        if data.len() >= FOLD_FROM && vpclmul() {
+            // SAFETY: the CPU has SSE4.2, AVX-512F, VPCLMULQDQ and
+            // PCLMULQDQ (checked at run time, or enabled by the build for
+            // every CPU it runs on), and the input is long enough.
+            return !unsafe { fold::update(!crc, data) };
+        }
+        // SAFETY: the CPU has SSE4.2 (as above).
         return !unsafe { x86::update(!crc, data) };
     }
     !portable::update(!crc, data)
@@ -113,7 +265,16 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
 #[inline]
 pub fn crc32c_append2(crc: u32, head: &[u8], tail: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
-    if hardware() {
+    if sse42() {
+        if tail.len() >= FOLD_FROM && vpclmul() {
+            let reg = {
+                // SAFETY: the CPU has SSE4.2.
+                unsafe { x86::update(!crc, head) }
+            };
+            // SAFETY: as in `crc32c_append`: the CPU has what the folding
+            // kernel needs, and the input is long enough.
+            return !unsafe { fold::update(reg, tail) };
+        }
         // SAFETY: as in `crc32c_append`: SSE4.2 is present.
         return !unsafe { x86::update2(!crc, head, tail) };
     }
@@ -121,8 +282,8 @@ pub fn crc32c_append2(crc: u32, head: &[u8], tail: &[u8]) -> u32 {
 }
 
 /// Copies `src` into `dst` and returns `crc32c_append(crc, src)`, in one
-/// pass over the bytes: each 8-byte word is loaded once, fed to the CRC and
-/// stored.
+/// pass over the bytes: each 64-byte block (8-byte word on CPUs without
+/// AVX-512) is loaded once, folded into the CRC and stored.
 ///
 /// # Panics
 ///
@@ -135,7 +296,12 @@ pub fn copy_crc32c_append(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
         "copy_crc32c_append: source and destination lengths differ"
     );
     #[cfg(target_arch = "x86_64")]
-    if hardware() {
+    if sse42() {
+        if src.len() >= fold::MIN_LEN && vpclmul() {
+            // SAFETY: as in `crc32c_append`: the CPU has what the folding
+            // kernel needs, and the input is long enough.
+            return !unsafe { fold::copy_update(!crc, src, dst) };
+        }
         // SAFETY: as in `crc32c_append`: SSE4.2 is present.
         return !unsafe { x86::copy_update(!crc, src, dst) };
     }

@@ -40,9 +40,18 @@ const X2N: [u32; 67] = {
 
 /// `x^(8 * len) mod P`: the operator of `len` zero bytes.
 const fn x_pow_8n(len: u64) -> u32 {
+    x_pow_from(len, 3) // 8 = 2^3
+}
+
+/// `x^n mod P`, for a number of bits `n`.
+pub(crate) const fn x_pow(n: u64) -> u32 {
+    x_pow_from(n, 0)
+}
+
+/// `x^(n * 2^k) mod P`.
+const fn x_pow_from(n: u64, mut k: usize) -> u32 {
     let mut p = 1u32 << 31; // x^0
-    let mut n = len;
-    let mut k = 3; // 8 = 2^3
+    let mut n = n;
     while n != 0 {
         if n & 1 != 0 {
             p = mult_mod_p(X2N[k], p);

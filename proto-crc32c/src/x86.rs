@@ -32,7 +32,7 @@ fn word(b: &[u8]) -> u64 {
 /// loop: unaligned loads cost nothing extra on the CPUs that have SSE4.2.
 #[inline]
 #[target_feature(enable = "sse4.2")]
-fn short(reg: u32, data: &[u8]) -> u32 {
+pub(crate) fn short(reg: u32, data: &[u8]) -> u32 {
     let mut r = u64::from(reg);
     let mut words = data.chunks_exact(8);
     for w in &mut words {

@@ -51,6 +51,16 @@ fn check(seed: u32, data: &[u8]) {
 }
 
 #[test]
+fn kernels_of_this_machine() {
+    let ks: Vec<_> = proto_crc32c::Kernel::available().collect();
+    eprintln!("kernels available here: {ks:?}");
+    assert_eq!(ks[0], proto_crc32c::Kernel::Portable);
+    if !cfg!(miri) && std::is_x86_feature_detected!("sse4.2") {
+        assert!(ks.contains(&proto_crc32c::Kernel::Sse42));
+    }
+}
+
+#[test]
 fn check_value() {
     assert_eq!(proto_crc32c::crc32c(b"123456789"), 0xE306_9283);
     assert_eq!(
