@@ -3,6 +3,8 @@
 //!
 //! On the wire: `len u32 BE | ids[len / 4]`, each id a u32 BE.
 
+use alloc::vec::Vec;
+
 use zerocopy::byteorder::{BigEndian, U32};
 use zerocopy::{FromBytes, IntoBytes};
 

@@ -1,5 +1,8 @@
 //! Typed errors, each carrying the byte offset where it was found.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use crate::negotiate::VersionRange;
 
 /// Everything that can go wrong while reading or negotiating a header.

@@ -2,6 +2,8 @@
 //! description ([`FixedHeaderFormat`]) that also covers foreign headers such
 //! as btrfs's ([`BTRFS`]).
 
+use alloc::vec::Vec;
+
 use zerocopy::byteorder::{BigEndian, LittleEndian, U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 

@@ -25,6 +25,9 @@
 //! Everything is sans-IO over `&[u8]`; errors ([`Error`]) are typed and say
 //! at which byte offset they were found.
 //!
+//! Without its default `std` feature the crate is `no_std` (it needs
+//! `alloc`), with nothing missing.
+//!
 //! ```
 //! use proto_header::{
 //!     read_header, write_body, Context, Endian, Error, FixedHeaderFormat, ReadOptions,
@@ -72,7 +75,10 @@
 //!     "unsupported: the stream offers versions 3..=3, this reader supports {1}"
 //! );
 //! ```
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 mod contexts;
 mod error;

@@ -15,6 +15,10 @@
 //! Bytes after the contexts belong to newer compatible versions and are
 //! skipped.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use zerocopy::byteorder::{BigEndian, ByteOrder, LittleEndian, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 

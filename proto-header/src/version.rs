@@ -10,6 +10,8 @@
 //! from the body and skips the rest, which a newer compatible writer may
 //! have appended.
 
+use alloc::vec::Vec;
+
 use zerocopy::byteorder::{BigEndian, U32};
 use zerocopy::{FromBytes, IntoBytes};
 
