@@ -1,6 +1,8 @@
 //! Decoding: one command from a slice, a fast iterator over an in-memory
 //! stream, and an incremental (sans-IO) decoder fed in arbitrary pieces.
 
+use alloc::vec::Vec;
+
 use zerocopy::byteorder::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 

@@ -1,5 +1,7 @@
 //! Encoding: attributes first, then the header's length and CRC.
 
+use alloc::vec::Vec;
+
 use crate::attr::{AttrValue, ATTR_HEADER_LEN};
 use crate::cmdbuf::CmdBuf;
 use crate::{Command, Error, ErrorKind, Profile, CMD_HEADER_LEN};

@@ -20,6 +20,10 @@
 //!   command or nothing.
 //! - Errors ([`Error`]) carry a kind, the command index and the byte offset.
 //!
+//! Without its default `std` feature the crate is `no_std` (it needs
+//! `alloc`); only the `std::io::Read` adapter ([`ReadDecoder`], [`ReadBuf`],
+//! [`ReadError`]) and the `tokio` codec are missing.
+//!
 //! ```
 //! use proto_tlv::{encode_command, AttrValue, Commands, CrcVariant, ErrorKind, Profile, Value};
 //!
@@ -49,7 +53,10 @@
 //! assert!(matches!(err.kind, ErrorKind::CrcMismatch { .. }));
 //! assert_eq!((err.index, err.offset), (0, 0));
 //! ```
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 mod attr;
 mod cmdbuf;
