@@ -8,6 +8,8 @@
 //! object may be cut into commands differently on each side, as long as the
 //! same bytes land at the same positions in the same order.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::fmt;
 
 use proto_tlv::{decode_command, CmdBuf, CMD_HEADER_LEN};
@@ -158,7 +160,7 @@ pub enum Outcome {
 /// A stream could not be read to the point of comparison.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CompareError<EA: std::error::Error + 'static, EB: std::error::Error + 'static> {
+pub enum CompareError<EA: core::error::Error + 'static, EB: core::error::Error + 'static> {
     /// Stream A's producer failed.
     #[error("stream A: {0}")]
     A(EA),

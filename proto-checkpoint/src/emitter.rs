@@ -1,5 +1,9 @@
 //! Bounded-buffer emission with checkpoint tokens, and re-arming from one.
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use proto_tlv::{crc32c_shift, frame_len, CmdBuf, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
 
 use crate::split::{DataLayout, Split};
@@ -119,7 +123,7 @@ pub enum RearmError {
 /// error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EmitError<E: std::error::Error + 'static> {
+pub enum EmitError<E: core::error::Error + 'static> {
     /// The producer failed (I/O, malformed input).
     #[error(transparent)]
     Producer(E),
@@ -196,7 +200,7 @@ fn stored_crc(cmd: &[u8]) -> u32 {
     u32::from_le_bytes([cmd[6], cmd[7], cmd[8], cmd[9]])
 }
 
-fn crc_error<E: std::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) -> EmitError<E> {
+fn crc_error<E: core::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) -> EmitError<E> {
     EmitError::Corrupt(
         ErrorKind::CrcMismatch {
             cmd: CmdBuf::new_checked(u.bytes).map_or(0, |c| c.cmd()),
@@ -208,7 +212,7 @@ fn crc_error<E: std::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) -> 
 }
 
 /// Checks the CRC of a whole command.
-fn verify<E: std::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), EmitError<E>> {
+fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), EmitError<E>> {
     let crc = profile.crc;
     let computed = crc.finish(crc.update(crc.header_state(u.bytes), &u.bytes[CMD_HEADER_LEN..]));
     let stored = stored_crc(u.bytes);
@@ -220,7 +224,7 @@ fn verify<E: std::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), E
 
 /// Copies a whole command to the start of `out`, checking its CRC in the
 /// same pass; returns its length.
-fn copy_command<E: std::error::Error>(
+fn copy_command<E: core::error::Error>(
     profile: &Profile,
     u: &Unit<'_>,
     out: &mut [u8],
@@ -270,7 +274,7 @@ impl<S: Split> Framer<S> {
     /// piece of it that fits. `first`: nothing precedes it in the buffer
     /// (whose whole size is `buf_len`), so a unit that does not fit is an
     /// error rather than the end of the fill.
-    fn step<E: std::error::Error>(
+    fn step<E: core::error::Error>(
         &mut self,
         u: &Unit<'_>,
         seq: u64,
@@ -369,7 +373,7 @@ impl<S: Split> Framer<S> {
     /// at most [`MARK`] bytes (from the last mark before their end); the
     /// last piece only copies.
     #[allow(clippy::too_many_arguments)]
-    fn piece<E: std::error::Error>(
+    fn piece<E: core::error::Error>(
         &mut self,
         profile: &Profile,
         u: &Unit<'_>,

@@ -16,14 +16,19 @@
 //!   named by [`Format::context_name`];
 //! - how a producer is made over a [`Source`] ([`Format::producer`]).
 
-use std::fmt;
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+#[cfg(feature = "std")]
 use std::io;
 
 use proto_header::FixedHeaderFormat;
 use proto_tlv::{decode_command, Command, ErrorKind, Profile};
 
 use crate::split::Split;
+#[cfg(feature = "std")]
 use crate::stream::{FormatProducer, FormatUnits};
+#[cfg(feature = "std")]
 use crate::Source;
 
 /// A stream header, as [`Format::head`] reads it.
@@ -53,7 +58,8 @@ pub enum Head {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Reading the source failed.
+    /// Reading the source failed (feature `std`).
+    #[cfg(feature = "std")]
     #[error("read failed at byte offset {offset}: {source}")]
     Io {
         /// Stream offset of the read.
@@ -81,7 +87,7 @@ pub enum Fault {
 pub trait Format: Clone + fmt::Debug {
     /// Errors of this family's decoders, positioned (command index, byte
     /// offset).
-    type Error: std::error::Error + From<proto_tlv::Error> + From<Fault> + Send + Sync + 'static;
+    type Error: core::error::Error + From<proto_tlv::Error> + From<Fault> + Send + Sync + 'static;
     /// The split rule of its data commands.
     type Split: Split + Clone + fmt::Debug;
 
@@ -128,12 +134,14 @@ pub trait Format: Clone + fmt::Debug {
 
     /// The units of `src`, for walking or comparing it (no safe points, no
     /// stream id: nothing read ahead of the cursor).
+    #[cfg(feature = "std")]
     fn units<S: Source>(&self, src: S) -> FormatUnits<Self, S> {
         FormatUnits::new(self.clone(), src)
     }
 
     /// A producer over `src` (a safe point every `safe_every` units; 0 is
     /// taken as 1).
+    #[cfg(feature = "std")]
     fn producer<S: Source>(
         &self,
         src: S,

@@ -31,6 +31,12 @@
 //!   however their data commands were split; the first divergence names
 //!   the command index, path, file offset and byte offset.
 //!
+//! Without its default `std` feature the crate is `no_std` (it needs
+//! `alloc`); what reads or writes through std I/O is missing: [`Source`]
+//! and what takes one ([`FormatProducer`], [`FormatUnits`],
+//! [`list_streams`], `Format::units`/`producer`), [`ReadProducer`], the
+//! native [`Reader`](native::Reader)/[`Writer`](native::Writer).
+//!
 //! ```
 //! use proto_checkpoint::{compare, Commands, CommandsProducer, DataSplit, Emitter, Outcome, Token};
 //! use proto_tlv::{encode_command, AttrValue, CrcVariant, Profile, Value};
@@ -79,25 +85,34 @@
 //! let other = CommandsProducer::new(&stream, profile, [7; 16], 1);
 //! assert!(Emitter::resume(other, write, &token).is_err());
 //! ```
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 mod compare;
 mod emitter;
 mod format;
+#[cfg(feature = "std")]
 mod live;
 pub mod native;
 mod producer;
+#[cfg(feature = "std")]
 mod source;
 mod split;
+#[cfg(feature = "std")]
 mod stream;
 pub mod token;
 
 pub use compare::{compare, At, CompareError, Divergence, DivergenceKind, Outcome, Side};
 pub use emitter::{EmitError, Emitter, Fill, RearmError};
 pub use format::{Fault, Format, Head, StreamHead, Validator, ValidatorState};
+#[cfg(feature = "std")]
 pub use live::ReadProducer;
 pub use producer::{Commands, CommandsError, CommandsProducer, Producer, Unit, UnitKind, Units};
+#[cfg(feature = "std")]
 pub use source::{FileSource, Source, Spans, READ_AHEAD};
 pub use split::{DataLayout, DataSplit, Split};
+#[cfg(feature = "std")]
 pub use stream::{contexts, list_streams, FormatProducer, FormatUnits, StreamSpan};
 pub use token::{Token, TokenError};

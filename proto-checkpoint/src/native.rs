@@ -58,13 +58,17 @@
 //! assert_eq!(PRSTREAM.name, "native");
 //! ```
 
+#[cfg(feature = "std")]
 use std::io::{self, Read, Write};
 
+#[cfg(feature = "std")]
+use proto_header::{write_header, ParsedFixed, VersionEntry};
 use proto_header::{
-    write_header, FixedHeaderFormat, ParsedFixed, ReadOptions, V1Header, VersionEntry,
-    VersionTable, KIT_VERSIONS, LEN_PREFIX,
+    FixedHeaderFormat, ReadOptions, V1Header, VersionTable, KIT_VERSIONS, LEN_PREFIX,
 };
-use proto_tlv::{encode_command, AttrValue, Command, CrcVariant, Profile, ReadDecoder, ReadError};
+#[cfg(feature = "std")]
+use proto_tlv::{encode_command, AttrValue, Command, ReadDecoder, ReadError};
+use proto_tlv::{CrcVariant, Profile};
 
 use crate::format::{Fault, Format, Head, StreamHead};
 use crate::split::DataSplit;
@@ -150,7 +154,8 @@ pub enum Error {
     /// A command is malformed (command index and byte offset inside).
     #[error(transparent)]
     Tlv(#[from] proto_tlv::Error),
-    /// Reading failed.
+    /// Reading failed (feature `std`).
+    #[cfg(feature = "std")]
     #[error("read failed at byte offset {offset}: {source}")]
     Read {
         /// Stream offset reached.
@@ -159,7 +164,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Writing failed.
+    /// Writing failed (feature `std`).
+    #[cfg(feature = "std")]
     #[error("write failed at byte offset {offset}: {source}")]
     Write {
         /// Stream offset of the first byte not known to be written.
@@ -210,9 +216,9 @@ impl Error {
         match self {
             Error::Header(e) => header_offset(e),
             Error::Tlv(e) => Some(e.offset),
-            Error::Read { offset, .. }
-            | Error::Write { offset, .. }
-            | Error::TrailingData { offset, .. } => Some(*offset),
+            #[cfg(feature = "std")]
+            Error::Read { offset, .. } | Error::Write { offset, .. } => Some(*offset),
+            Error::TrailingData { offset, .. } => Some(*offset),
             Error::ReservedCommand { .. } | Error::State { .. } => None,
         }
     }
@@ -235,6 +241,7 @@ fn header_offset(e: &proto_header::Error) -> Option<u64> {
     }
 }
 
+#[cfg(feature = "std")]
 impl From<ReadError> for Error {
     fn from(e: ReadError) -> Self {
         match e {
@@ -249,6 +256,7 @@ impl From<ReadError> for Error {
     }
 }
 
+#[cfg(feature = "std")]
 /// Writes a native stream: the headers on creation, then commands, then END
 /// on [`Writer::finish`].
 #[derive(Debug)]
@@ -260,6 +268,7 @@ pub struct Writer<W: Write> {
     index: u64,
 }
 
+#[cfg(feature = "std")]
 impl<W: Write> Writer<W> {
     /// A `PRSTREAM` stream: see [`Writer::with_format`].
     pub fn new(
@@ -380,6 +389,7 @@ impl<W: Write> Writer<W> {
     }
 }
 
+#[cfg(feature = "std")]
 /// Reads a native stream: the headers on creation, then one command at a
 /// time with [`Reader::next_command`].
 #[derive(Debug)]
@@ -393,6 +403,7 @@ pub struct Reader<R: Read> {
     done: bool,
 }
 
+#[cfg(feature = "std")]
 impl<R: Read> Reader<R> {
     /// Reads a `PRSTREAM` stream's headers ([`PRSTREAM`]).
     pub fn new(inner: R, opts: ReadOptions) -> Result<Self, Error> {
@@ -515,6 +526,7 @@ impl<R: Read> Reader<R> {
     }
 }
 
+#[cfg(feature = "std")]
 /// What follows the fields `entry` decodes in `body`: re-encoding the
 /// decoded header gives their length (a decoder reads exactly what its
 /// encoder writes).
@@ -529,6 +541,7 @@ fn extension(entry: &VersionEntry<V1Header>, header: &V1Header, body: &[u8]) -> 
 impl From<Fault> for Error {
     fn from(f: Fault) -> Self {
         match f {
+            #[cfg(feature = "std")]
             Fault::Io { offset, source } => Error::Read { offset, source },
             Fault::State { why } => Error::State { why },
         }

@@ -1,6 +1,8 @@
 //! Producers: what an [`Emitter`](crate::Emitter) emits, one unit at a time,
 //! with safe points where the producer's state can be saved as bytes.
 
+use alloc::vec::Vec;
+
 use proto_tlv::{frame_len, CmdBuf, Profile, CMD_HEADER_LEN};
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -38,7 +40,7 @@ pub enum UnitKind {
 /// until [`advance`](Units::advance)), and `None` at the end of the stream.
 pub trait Units {
     /// What can go wrong while producing (I/O, a malformed input stream).
-    type Error: std::error::Error + 'static;
+    type Error: core::error::Error + 'static;
 
     /// The unit at the cursor; `None` at the end of the stream.
     fn current(&mut self) -> Result<Option<Unit<'_>>, Self::Error>;

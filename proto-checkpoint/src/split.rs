@@ -1,5 +1,7 @@
 //! Splitting data commands into valid commands: the profile's rule.
 
+use alloc::vec::Vec;
+
 use proto_tlv::{Attrs, CmdBuf, Profile, ATTR_HEADER_LEN, CMD_HEADER_LEN};
 
 /// Where the data of a splittable command lies.

@@ -28,6 +28,9 @@
 //! The text form is `pstoken:` followed by the bytes in unpadded base64url:
 //! one line, no spaces, safe on a command line.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use base64::Engine as _;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
