@@ -1,6 +1,10 @@
 //! What ends a session connection: one error type for both roles, every
 //! refusal with the [`Code`] it carries on the wire.
 
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use std::io;
 
 use crate::replay::ReplayError;
@@ -10,13 +14,14 @@ use crate::wire::{frame, Code};
 
 /// An error of a stream's own format (a unit refused, a source that failed),
 /// kept with its type for the caller to downcast.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn core::error::Error + Send + Sync>;
 
 /// What ends a session connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The connection failed: connect again and resume.
+    /// The connection failed: connect again and resume (feature `std`).
+    #[cfg(feature = "std")]
     #[error("connection: {0}")]
     Io(#[from] io::Error),
     /// The peer closed the connection (at a frame boundary or inside one).
@@ -74,7 +79,9 @@ pub enum SessionError {
         /// What is wrong with it, in the stream format's own terms.
         source: BoxError,
     },
-    /// The receiver could not write its output (not retryable).
+    /// The receiver could not write its output (not retryable; feature
+    /// `std`).
+    #[cfg(feature = "std")]
     #[error("writing the output: {0}")]
     Output(io::Error),
     /// The sender finished at another seq than the last one received.
@@ -110,7 +117,12 @@ impl SessionError {
     /// Whether connecting again may succeed (the connection broke; nothing
     /// was refused).
     pub fn retryable(&self) -> bool {
-        matches!(self, SessionError::Io(_) | SessionError::Closed { .. })
+        match self {
+            #[cfg(feature = "std")]
+            SessionError::Io(_) => true,
+            SessionError::Closed { .. } => true,
+            _ => false,
+        }
     }
 
     /// The code a refusal for this error carries.
@@ -129,9 +141,9 @@ impl SessionError {
             | SessionError::UnknownContext { .. } => Code::Selection,
             SessionError::Replay(_) | SessionError::Finish { .. } => Code::Seq,
             SessionError::Resume(_) | SessionError::Token(_) => Code::Resume,
-            SessionError::Source(_) | SessionError::Unit { .. } | SessionError::Output(_) => {
-                Code::Stream
-            }
+            SessionError::Source(_) | SessionError::Unit { .. } => Code::Stream,
+            #[cfg(feature = "std")]
+            SessionError::Output(_) => Code::Stream,
             SessionError::Refused { code, .. } => *code,
             _ => Code::Protocol,
         }

@@ -44,6 +44,9 @@
 //! assert_eq!(u64_attr(&c, attr::SEQ).unwrap(), 7);
 //! ```
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use proto_header::{FixedHeaderFormat, ParsedFixed, VersionRange};
 use proto_tlv::{
     crc32c_shift, decode_command, encode_command, frame_len, AttrValue, CmdBuf, Command,

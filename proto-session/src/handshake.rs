@@ -58,6 +58,10 @@
 //! }
 //! ```
 
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::{format, vec};
+
 use proto_header::{
     check_required, encode_selection, negotiate_two_way, parse_selection, Context, ReadOptions,
     V1Header, VersionRange, KIT_VERSIONS,

@@ -25,6 +25,11 @@
 //! once the caller made the output durable). The top crate's
 //! `session` is a blocking driver of these over `Read + Write`.
 //!
+//! Without its default `std` feature the crate is `no_std` (it needs
+//! `alloc`); [`offer`] (over proto-checkpoint's sources), [`retry`] (over
+//! `Instant`), the `zstd` feature and the I/O variants of
+//! [`SessionError`] are missing.
+//!
 //! ```
 //! use proto_session::replay::{Accept, Limits, Receiver, Sender};
 //!
@@ -40,14 +45,19 @@
 //! assert_eq!(resend.messages, 0);
 //! assert!(tx.next_to_send().is_none());
 //! ```
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 pub mod error;
 pub mod framer;
 pub mod handshake;
+#[cfg(feature = "std")]
 pub mod offer;
 pub mod receive;
 pub mod replay;
+#[cfg(feature = "std")]
 pub mod retry;
 pub mod send;
 pub mod wire;

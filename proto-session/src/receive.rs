@@ -15,6 +15,9 @@
 //! frame declares nor past [`MAX_UNIT`], then checked like any other unit,
 //! and its original bytes are handed out.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
 use proto_checkpoint::{Format, Validator, ValidatorState};
 use proto_tlv::CrcVariant;
 
@@ -132,8 +135,8 @@ pub struct Receiving {
     unzip: Option<zstd::bulk::Decompressor<'static>>,
 }
 
-impl std::fmt::Debug for Receiving {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Receiving {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Receiving")
             .field("received", &self.rx.last_received())
             .field("last", &self.last)

@@ -39,7 +39,8 @@
 //! assert!(rx.accept(5).is_err()); // a gap: seq 4 is missing
 //! ```
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 /// Bounds of a [`Sender`]'s window of unacknowledged messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

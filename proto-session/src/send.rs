@@ -18,7 +18,10 @@
 //! shorter, plain otherwise. The window keeps the units themselves: a
 //! resend is compressed again, for whatever its connection negotiated.
 
-use std::collections::VecDeque;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use proto_checkpoint::{Emitter, Fill, Producer, Split, Token};
 use proto_tlv::{AttrValue, Command, CrcVariant, Value};
@@ -153,8 +156,8 @@ pub(crate) struct Transfer {
     zipped: Vec<u8>,
 }
 
-impl std::fmt::Debug for Transfer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Transfer")
             .field("selection", &self.selection)
             .field("acked", &self.replay.acked())
@@ -441,7 +444,7 @@ impl Sending {
         arm: &mut dyn Arm,
     ) -> Result<Accept, SessionError> {
         let received = select.received;
-        let features = std::mem::take(&mut self.features);
+        let features = core::mem::take(&mut self.features);
         let (how, resend) = self.settle(select, instance, arm)?;
         let Some(t) = self.transfer.as_mut() else {
             return Err(ResumeError::NoTransfer.into());
