@@ -17,7 +17,7 @@ mean() {
     [ -r "$f" ] && jq -r '.mean.point_estimate' "$f" || true
 }
 
-for group in large-data small-files crc-commands crc-bulk crc-copy-64k emit-64k emit-64k-small session; do
+for group in large-data small-files crc-commands crc-bulk crc-copy-64k emit-64k emit-64k-small session session-small; do
     [ -d "$CRIT/$group" ] || continue
     echo "== $group"
     for dir in "$CRIT/$group"/*/; do
@@ -68,8 +68,8 @@ ratio "crc-commands: proto-crc32c-append2 / crc32c-append-x2" crc-commands proto
 ratio "crc-commands: proto-crc32c-append2 / crc32c-one-call" crc-commands proto-crc32c-append2 crc32c-one-call
 ratio "crc-bulk: proto-crc32c / crc32c" crc-bulk proto-crc32c crc32c
 # criterion stores "session/loopback" as the directory session/loopback.
-ratio "session: loopback (serve -> fetch) / plain-copy, small files" session loopback plain-copy ">=" 0.7
-ratio "session: loopback-large / plain-copy-large" session loopback-large plain-copy-large ">=" 0.9
+ratio "session: loopback (serve -> fetch) / plain-copy, large stream" session loopback plain-copy ">=" 0.9
+ratio "session-small: loopback / plain-copy, small files" session-small loopback plain-copy ">=" 0.7
 # The resend figures come from the replay API, written by the bench (not
 # criterion estimates).
 if [ -r "$CRIT/session/resend-figures.txt" ]; then

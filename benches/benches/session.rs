@@ -22,9 +22,15 @@
 //!   256 KiB chunks to a local TCP socket, the bench thread reads them into
 //!   a 256 KiB buffer until EOF.
 //!
-//! Input: `big-v2.stream` from the perf directory when present (512 MiB),
-//! else a synthetic large-data stream of 64 MiB (`synthetic_large`, the same
-//! shape). See the `proto-stream-benches` library.
+//! Group `session-small`: `loopback` and `plain-copy` again, over the
+//! small-files stream (281,005 commands of about 100 bytes each), where the
+//! session's cost per unit shows.
+//!
+//! Input of group `session`: `big-v2.stream` from the perf directory when
+//! present (512 MiB; not with `PROTO_STREAM_BENCH_SMALL=1`), else a synthetic
+//! large-data stream of 64 MiB (`synthetic_large`, the same shape). Of group
+//! `session-small`: `small-v2.stream` when present, else its synthetic twin
+//! (`synthetic_small`). See the `proto-stream-benches` library.
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -40,7 +46,7 @@ use proto_btrfs::{Event, StreamDecoder};
 use proto_session::replay::Sender;
 use proto_stream::session::{FetchConfig, Fetcher, Server, ServerConfig};
 use proto_stream_benches::{
-    count_commands, large_input, perf_dir, small_run, synthetic_large, Input, Source,
+    count_commands, large_input, perf_dir, small_input, small_run, synthetic_large, Input, Source,
     LARGE_DATA_BYTES_SMALL,
 };
 
@@ -223,7 +229,8 @@ impl Drop for Peer {
     }
 }
 
-fn loopback_bench(c: &mut Criterion, input: &Input) {
+/// `loopback` beside `plain-copy` over `input`, in criterion group `group`.
+fn loopback_bench(c: &mut Criterion, group: &str, input: &Input) {
     let len = input.bytes.len();
     let mut server =
         Server::from_bytes(input.bytes.clone(), ServerConfig::default()).expect("the stream");
@@ -265,7 +272,7 @@ fn loopback_bench(c: &mut Criterion, input: &Input) {
     assert_eq!(fetch(session.addr), len as u64);
     assert_eq!(copy(plain.addr), len as u64);
 
-    let mut g = c.benchmark_group("session");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(len as u64))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
@@ -280,7 +287,11 @@ fn session(c: &mut Criterion) {
     let input = input();
     eprintln!("session: {}", input.describe());
     resend_bench(c, &input);
-    loopback_bench(c, &input);
+    loopback_bench(c, "session", &input);
+    drop(input);
+    let small = small_input();
+    eprintln!("session-small: {}", small.describe());
+    loopback_bench(c, "session-small", &small);
 }
 
 criterion_group!(benches, session);
