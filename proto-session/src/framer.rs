@@ -261,25 +261,31 @@ impl Framer {
         Ok(c)
     }
 
-    /// A frame, a DATA frame of a large unit on the fast path: its CRC is
-    /// not computed over its bytes but derived from its unit's own CRC
-    /// (the function `command_register`); when that matches the frame's, the frame's
-    /// CRC holds exactly when the unit's does, which the receiver's check
-    /// of the unit computes anyway (one pass over the bytes instead of two).
-    /// `unit_crc`: the CRC variant of the commands now arriving (the
-    /// receiver's validator knows it once the stream header is in); `None`
-    /// decodes every frame in full, as [`Framer::frame`] does.
+    /// A frame, a plain DATA frame on the fast path: laid out as
+    /// [`Framer::write_data`] lays it out, it is read without the generic
+    /// decode (no attribute table, no look-ups). For a large unit its CRC
+    /// is not even computed over its bytes but derived from its unit's own
+    /// CRC (the function `command_register`); when that matches the
+    /// frame's, the frame's CRC holds exactly when the unit's does, which
+    /// the receiver's check of the unit computes anyway (one pass over the
+    /// bytes instead of two). Any other DATA frame of that layout is
+    /// checksummed in one pass. `unit_crc`: the CRC variant of the commands
+    /// now arriving (the receiver's validator knows it once the stream
+    /// header is in); `None` checksums every frame over its bytes. Frames
+    /// of any other layout, and frames whose CRC does not hold, are decoded
+    /// as [`Framer::frame`] decodes them (which names the damage).
     pub fn incoming(
         &self,
         at: FrameAt,
         unit_crc: Option<CrcVariant>,
     ) -> Result<Incoming<'_>, SessionError> {
         let bytes = self.bytes(at);
-        if let Some((seq, payload)) = unit_crc.and_then(|crc| fast_data(bytes, crc)) {
+        if let Some((seq, payload, checked)) = fast_data(bytes, unit_crc) {
             return Ok(Incoming::Data(Data {
                 seq,
                 payload,
                 frame: bytes,
+                checked,
                 index: at.index,
                 offset: at.offset,
             }));
@@ -339,20 +345,26 @@ impl Framer {
         // emitter checked it, or made it for a piece of a split write): the
         // unit is checksummed once on this side, not twice.
         let derived = unit_crc.and_then(|crc| data_crc_from_unit(&p, payload, crc));
+        let follows = payload.len() >= INLINE_MAX;
+        let start = self.out.len();
+        self.out.extend_from_slice(&p);
+        if !follows {
+            self.out.extend_from_slice(payload);
+        }
         let sum = derived.unwrap_or_else(|| {
-            let crc = SESSION_PROFILE.crc;
-            let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
-            crc.finish(crc.update(state, payload))
+            if follows {
+                let crc = SESSION_PROFILE.crc;
+                let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
+                crc.finish(crc.update(state, payload))
+            } else {
+                // The whole frame is in the output: one pass.
+                frame_crc(&self.out[start..])
+            }
         });
-        if let Some(mut head) = CmdBuf::new_checked(&mut p[..]) {
+        if let Some(mut head) = CmdBuf::new_checked(&mut self.out[start..]) {
             head.set_crc(sum);
         }
-        self.out.extend_from_slice(&p);
-        if payload.len() >= INLINE_MAX {
-            return true;
-        }
-        self.out.extend_from_slice(payload);
-        false
+        follows
     }
 
     /// Queues a REFUSE frame telling the peer why (code and message, cut
@@ -382,8 +394,8 @@ impl Framer {
     }
 }
 
-/// A DATA frame read on the fast path ([`Framer::incoming`]): its CRC is
-/// known to hold exactly when its unit's own CRC does.
+/// A DATA frame read on the fast path ([`Framer::incoming`]): its CRC was
+/// checked, or is known to hold exactly when its unit's own CRC does.
 #[derive(Debug)]
 pub struct Data<'a> {
     /// Its seq.
@@ -391,16 +403,21 @@ pub struct Data<'a> {
     /// Its unit.
     pub payload: &'a [u8],
     frame: &'a [u8],
+    /// Its CRC was computed over its bytes (not derived from its unit's).
+    checked: bool,
     index: u64,
     offset: u64,
 }
 
 impl Data<'_> {
-    /// Checks the frame as [`Framer::frame`] would have: for a unit whose
-    /// own check failed or was not made (a duplicate, a seq refused), so
-    /// that a frame damaged in transit is named as such.
+    /// Checks the frame as [`Framer::frame`] would have, when its CRC was
+    /// derived from its unit's: for a unit whose own check failed or was
+    /// not made (a duplicate, a seq refused), so that a frame damaged in
+    /// transit is named as such.
     pub fn verify(&self) -> Result<(), SessionError> {
-        decode_command(self.frame, &SESSION_PROFILE, self.index, self.offset)?;
+        if !self.checked {
+            decode_command(self.frame, &SESSION_PROFILE, self.index, self.offset)?;
+        }
         Ok(())
     }
 }
@@ -415,9 +432,10 @@ pub enum Incoming<'a> {
 }
 
 /// The seq and unit of a DATA frame laid out as [`Framer::write_data`]
-/// lays it out, whose unit frames as a large command and whose CRC matches
-/// the one derived from the unit's own CRC.
-fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
+/// lays it out, whose CRC holds (`true`: computed over its bytes) or
+/// matches the one derived from its unit's own CRC (`false`: a unit that
+/// frames as a large command checksummed with `unit_crc`).
+fn fast_data(bytes: &[u8], unit_crc: Option<CrcVariant>) -> Option<(u64, &[u8], bool)> {
     let p = bytes.get(..DATA_PREFIX)?;
     let head = CmdBuf::new_checked(p)?;
     let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
@@ -429,12 +447,20 @@ fn fast_data(bytes: &[u8], unit_crc: CrcVariant) -> Option<(u64, &[u8])> {
         return None;
     }
     let payload = &bytes[DATA_PREFIX..];
-    if data_crc_from_unit(p, payload, unit_crc)? != head.crc() {
-        return None;
-    }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&p[14..22]);
-    Some((u64::from_le_bytes(seq), payload))
+    let seq = u64::from_le_bytes(seq);
+    if unit_crc.and_then(|crc| data_crc_from_unit(p, payload, crc)) == Some(head.crc()) {
+        return Some((seq, payload, false));
+    }
+    (frame_crc(bytes) == head.crc()).then_some((seq, payload, true))
+}
+
+/// The CRC of a whole frame (its CRC field taken as zero), in one pass.
+fn frame_crc(frame: &[u8]) -> u32 {
+    let crc = SESSION_PROFILE.crc;
+    let rest = frame.get(CMD_HEADER_LEN..).unwrap_or_default();
+    crc.finish(crc.update(crc.header_state(frame), rest))
 }
 
 /// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a
@@ -574,14 +600,30 @@ mod tests {
                         assert_eq!(len, out.len(), "{what}");
                         assert!(c.attr(attr::PAYLOAD).unwrap().value() == &unit[..]);
                     }
-                    let fast = fast_data(&out, variant);
-                    assert_eq!(fast.is_some(), derived, "{what}");
-                    if let Some((seq, payload)) = fast {
-                        assert_eq!(seq, 7, "{what}");
-                        assert!(payload == &unit[..], "{what}");
+                    // The fast path reads every such frame: a large unit's
+                    // by its derived CRC (not checked), another's checked.
+                    let fast = fast_data(&out, Some(variant));
+                    let Some((seq, payload, checked)) = fast else {
+                        panic!("{what}: not on the fast path");
+                    };
+                    assert_eq!(checked, !derived, "{what}");
+                    assert_eq!(seq, 7, "{what}");
+                    assert!(payload == &unit[..], "{what}");
+                    // Under the other variant (or none) the derived CRC does
+                    // not match: the frame is checksummed, and holds exactly
+                    // when the command was sound.
+                    for crc in [Some(other), None] {
+                        let full = fast_data(&out, crc);
+                        assert_eq!(full.is_some(), !(damage && derived), "{what}: {crc:?}");
+                        assert!(full.is_none_or(|(_, _, checked)| checked), "{what}");
                     }
-                    if derived && !damage {
-                        assert!(fast_data(&out, other).is_none(), "{what}: other variant");
+                    // A byte damaged in transit: off the fast path (the
+                    // frame's decode names it), or, derived, caught by the
+                    // unit's own check.
+                    let mut hurt = out.clone();
+                    hurt[DATA_PREFIX + unit.len() / 2] ^= 0x10;
+                    if let Some((_, _, checked)) = fast_data(&hurt, Some(variant)) {
+                        assert!(!checked && derived, "{what}: damage accepted");
                     }
                 }
             }
