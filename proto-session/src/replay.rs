@@ -138,6 +138,8 @@ pub struct Sender {
     sent_high: u64,
     resent_messages: u64,
     resent_bytes: u64,
+    /// The lengths [`Sender::push_many_with`] collects (kept for reuse).
+    batch: Vec<usize>,
 }
 
 impl Sender {
@@ -159,6 +161,7 @@ impl Sender {
             sent_high: start,
             resent_messages: 0,
             resent_bytes: 0,
+            batch: Vec::new(),
         }
     }
 
@@ -205,6 +208,58 @@ impl Sender {
         self.tail += n;
         self.lens.push_back(n);
         Ok(Ok(self.acked + self.lens.len() as u64))
+    }
+
+    /// Takes several messages written in place at once: `write` gets
+    /// `max_len` bytes of the window, writes messages there one after the
+    /// other and appends their lengths to the `Vec` it is given (empty).
+    /// Returns the seq of the last one (or the last seq pushed, when it
+    /// wrote none), or `write`'s error (then nothing is taken). The window
+    /// keeps its bounds: several messages take at most [`Sender::room`]
+    /// bytes and [`Sender::room_messages`] messages (one alone may take it
+    /// past `max_bytes`, as with [`Sender::push_with`]).
+    ///
+    /// Errors: [`ReplayError::WindowFull`] before `write` is called, or
+    /// when what it wrote breaks those bounds or takes more than `max_len`
+    /// bytes (then nothing is taken).
+    pub fn push_many_with<E>(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8], &mut Vec<usize>) -> Result<(), E>,
+    ) -> Result<Result<u64, E>, ReplayError> {
+        if !self.has_room() {
+            return Err(self.full());
+        }
+        self.reserve(max_len);
+        let mut lens = std::mem::take(&mut self.batch);
+        lens.clear();
+        let r = write(&mut self.buf[self.tail..self.tail + max_len], &mut lens);
+        let total = lens.iter().try_fold(0usize, |a, n| a.checked_add(*n));
+        // Within `max_len`, and the window's bounds: one message may take
+        // it past `max_bytes` (as with `push_with`), several may not.
+        let fits = lens.len() <= self.room_messages()
+            && total.is_some_and(|t| t <= max_len && (lens.len() <= 1 || t <= self.room()));
+        let out = match r {
+            Err(e) => Ok(Err(e)),
+            Ok(()) if !fits => Err(self.full()),
+            Ok(()) => {
+                self.tail += total.unwrap_or(0);
+                self.lens.extend(lens.iter().copied());
+                Ok(Ok(self.acked + self.lens.len() as u64))
+            }
+        };
+        self.batch = lens;
+        out
+    }
+
+    /// Bytes the window takes before it is full (0 when it is).
+    pub fn room(&self) -> usize {
+        self.limits.max_bytes.saturating_sub(self.tail - self.head)
+    }
+
+    /// Messages the window takes before it is full (0 when it is).
+    pub fn room_messages(&self) -> usize {
+        self.limits.max_messages.saturating_sub(self.lens.len())
     }
 
     fn full(&self) -> ReplayError {

@@ -32,6 +32,11 @@ use crate::handshake::{Accept, Select};
 use crate::replay::{Limits, ReplayError, Resend, Sender};
 use crate::wire::{attr, frame, Resumed, COMPRESS_MIN, FEATURE_ZSTD};
 
+/// A fill of the emitter takes up to this many bytes' worth of units of
+/// the stream's largest size (and no more than the window has room for):
+/// small units go into the window several per emitter call.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
 /// The zstd level of compressed DATA frames: fast.
 pub const ZSTD_LEVEL: i32 = 1;
 /// What a compressed DATA frame carries more than a plain one: its
@@ -50,6 +55,24 @@ pub trait Emission: Send {
     fn ended(&self) -> bool;
     /// Units per fill.
     fn set_units_per_fill(&mut self, n: u64);
+    /// Fills `buf` with at most `max` whole units and appends the length
+    /// of each to `lens` (one entry per message of the window). `buf` must
+    /// take `max` units of the largest size, so that none is split to fill
+    /// it. An emission that cannot tell its units apart in its output
+    /// fills one (the default), as [`Emission::fill`] with one unit per
+    /// fill does.
+    fn fill_units(
+        &mut self,
+        buf: &mut [u8],
+        max: u64,
+        lens: &mut Vec<usize>,
+    ) -> Result<Fill, BoxError> {
+        let _ = max;
+        self.set_units_per_fill(1);
+        let fill = self.fill(buf)?;
+        lens.push(fill.written);
+        Ok(fill)
+    }
 }
 
 impl<P, S> Emission for Emitter<P, S>
@@ -305,17 +328,19 @@ impl Transfer {
         Ok(Step::Wait)
     }
 
-    /// Takes the emitter's next unit into the window, and queues a token
-    /// after it when one is due.
+    /// Takes the emitter's next units into the window (as many as
+    /// [`Transfer::batch`] allows, in one fill), and queues a token after
+    /// the last when one is due.
     fn top_up(&mut self) -> Result<(), SessionError> {
+        let batch = self.batch();
         let units = &mut self.units;
         let mut filled = None;
-        let pushed = self.replay.push_with(self.max_unit, |buf| {
-            let fill = units.fill(buf)?;
-            let n = fill.written;
-            filled = Some(fill);
-            Ok(n)
-        })?;
+        let pushed = self
+            .replay
+            .push_many_with(batch * self.max_unit, |buf, lens| {
+                filled = Some(units.fill_units(buf, batch as u64, lens)?);
+                Ok(())
+            })?;
         let seq = pushed.map_err(SessionError::Source)?;
         let Some(fill) = filled else {
             return Ok(());
@@ -329,6 +354,18 @@ impl Transfer {
             self.tokens.push_back((seq, self.units.token().to_bytes()?));
         }
         Ok(())
+    }
+
+    /// Units per fill: as many of the largest as make [`BATCH_BYTES`] and
+    /// the window has room for, at least one. Small units then cost one
+    /// emitter call (and one save of its state) per batch, not per unit;
+    /// units of 64 KiB and more go one at a time, as they always did.
+    fn batch(&self) -> usize {
+        let per = self.max_unit.max(1);
+        (BATCH_BYTES / per)
+            .min(self.replay.room() / per)
+            .min(self.replay.room_messages())
+            .max(1)
     }
 
     /// A frame from the receiver during the data phase: an ACK.
