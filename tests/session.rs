@@ -579,6 +579,80 @@ fn a_sender_that_forgets_between_connections_resumes_from_tokens() {
     }
 }
 
+/// Eight small btrfs streams concatenated (eight contexts, units of at
+/// most 96 bytes): the server takes many units per emitter fill, across
+/// stream headers and END commands. Connections that drop inside a batch,
+/// on either side, send again exactly what the receiver lacks; a sender
+/// that forgets before every other connection is re-armed from the
+/// receiver's token (one unit per fill until the next stream header, then
+/// batches again). Every unit arrives once, the output is the file.
+#[test]
+fn small_units_batched_across_streams_survive_drops_and_restarts() {
+    let one = read(&testdata(), "nodata-v2.stream");
+    let file = one.repeat(8);
+    let n_units = units(&file).len() as u64;
+    let window = Limits {
+        max_bytes: 8 << 10,
+        max_messages: 256,
+    };
+    for (side, every, forget) in [
+        ("server", 2500, None),
+        ("client", 3001, None),
+        ("client", 4000, Some(2)),
+    ] {
+        let what = format!("nodata-v2 x 8, {side} drops every {every}, forget {forget:?}");
+        let mut plan = Plan::new(ServerConfig {
+            token_every: 2048,
+            ..config(window)
+        });
+        if side == "server" {
+            plan.server_drop = every;
+        } else {
+            plan.client_drop = every;
+        }
+        plan.forget_every = forget;
+        let o = transfer(&what, &file, plan);
+        assert_same(&what, &o.out, &file);
+        assert!(o.finished, "{what}");
+        let (f, s) = (o.fetch, o.server);
+        assert!(f.reconnects > 2, "{what}: {} reconnects", f.reconnects);
+        assert_eq!(f.receive.units, n_units, "{what}");
+        assert_eq!(f.receive.duplicates, 0, "{what}");
+        if forget.is_some() {
+            assert!(o.forgot > 0 && s.send.resumed_by_token > 0, "{what}");
+            // Re-armed mid-stream, batches again after the next header.
+            assert!(
+                s.send.fills * 2 < s.send.units_sent,
+                "{what}: {} fills for {} units",
+                s.send.fills,
+                s.send.units_sent
+            );
+            continue;
+        }
+        assert_eq!(
+            s.send.bytes_sent - file.len() as u64,
+            s.send.bytes_resent,
+            "{what}: every byte sent once, plus the resends"
+        );
+        assert!(
+            s.send.bytes_resent > 0,
+            "{what}: nothing in flight at a drop"
+        );
+        assert!(
+            s.send.fills * 4 < s.send.units_sent,
+            "{what}: {} fills for {} units",
+            s.send.fills,
+            s.send.units_sent
+        );
+        let bound = window.max_bytes as u64 + largest(&file);
+        let worst = o.resent_per_conn.iter().copied().max().unwrap_or(0);
+        assert!(
+            worst <= bound,
+            "{what}: {worst} bytes resent on one connection"
+        );
+    }
+}
+
 /// Killed before the first token went out: the receiver has units but no
 /// token, so the sender re-arms from the start and skips what it has.
 #[test]

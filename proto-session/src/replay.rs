@@ -569,4 +569,71 @@ mod tests {
         assert_eq!(tx.acked(), 500);
         assert!(tx.buf.len() <= 4 * 64 * 1024 + 40_000);
     }
+
+    /// Several messages pushed at once are held, sent, acknowledged and
+    /// sent again one by one, as pushed singly: a connection that drops
+    /// inside a batch sends again exactly the messages the receiver lacks.
+    /// What would break the window's bounds is refused, taking nothing.
+    #[test]
+    fn a_batch_is_held_message_by_message() {
+        let mut tx = Sender::new(limits(100, 8), 0);
+        let batch = |tx: &mut Sender, msgs: &[&[u8]], max_len: usize| {
+            tx.push_many_with(max_len, |buf, lens| {
+                let mut at = 0;
+                // (A writer that claims more than its buffer copies what fits.)
+                for m in msgs {
+                    let n = m.len().min(buf.len().saturating_sub(at));
+                    buf[at..at + n].copy_from_slice(&m[..n]);
+                    lens.push(m.len());
+                    at += n;
+                }
+                Ok::<_, ()>(())
+            })
+        };
+        assert_eq!(batch(&mut tx, &[b"one", b"two", b"three"], 60), Ok(Ok(3)));
+        assert_eq!(tx.unacked(), (3, 11));
+        assert_eq!((tx.room(), tx.room_messages()), (89, 5));
+        // More messages than the window has room for: nothing taken.
+        let six: Vec<&[u8]> = vec![b"x"; 6];
+        assert!(matches!(
+            batch(&mut tx, &six, 60),
+            Err(ReplayError::WindowFull { .. })
+        ));
+        // More bytes than asked for, or than the room (several messages):
+        // nothing taken.
+        assert!(batch(&mut tx, &[b"abcdef", b"ghij"], 8).is_err());
+        let long = [0u8; 50];
+        assert!(batch(&mut tx, &[&long[..], &long[..]], 100).is_err());
+        assert_eq!(tx.unacked(), (3, 11));
+        // An error of the writer takes nothing.
+        let mut tx2 = tx.clone();
+        assert_eq!(
+            tx2.push_many_with(10, |_, lens| {
+                lens.push(3);
+                Err("no")
+            }),
+            Ok(Err("no"))
+        );
+        assert_eq!(tx2.unacked(), tx.unacked());
+        // One message alone may take the window past its byte bound.
+        let big = [7u8; 120];
+        assert_eq!(batch(&mut tx, &[&big[..]], 120), Ok(Ok(4)));
+        assert!(!tx.has_room());
+
+        // Sent one by one; the connection drops after "two" arrived.
+        let mut rx = Receiver::new(0);
+        for want in [&b"one"[..], b"two"] {
+            let (seq, bytes) = tx.next_to_send().unwrap();
+            assert_eq!(bytes, want);
+            assert_eq!(rx.accept(seq).unwrap(), Accept::Deliver);
+        }
+        let _lost = tx.next_to_send().unwrap();
+        rx.mark_durable(1).unwrap();
+        tx.ack(rx.take_ack().unwrap()).unwrap();
+        let r = tx.reconnect(rx.last_received()).unwrap();
+        assert_eq!((r.messages, r.bytes, r.dropped), (1, 5, 1));
+        assert_eq!(tx.next_to_send().unwrap(), (3, &b"three"[..]));
+        assert_eq!(tx.next_to_send().unwrap(), (4, &big[..]));
+        assert!(tx.next_to_send().is_none());
+    }
 }

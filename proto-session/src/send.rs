@@ -11,6 +11,14 @@
 //! [`Sending::poll`] writes frames into a [`Framer`] and says what to do
 //! next ([`Step`]).
 //!
+//! Small units: the window takes them from the emitter several per fill
+//! (as many of the stream's largest unit as make [`BATCH_BYTES`], within
+//! the window's room; [`Emission::fill_units`] cuts the fill back into
+//! units), so the emitter's cost per call is paid per batch. Each unit is
+//! still a message of its own (its seq, its DATA frame, its ack and its
+//! resend after a reconnect), and the drivers gather the frames into large
+//! writes: nothing of the batching is on the wire.
+//!
 //! Compression ([`SendConfig::compress`]): on a connection whose receiver
 //! advertised [`FEATURE_ZSTD`] (the caller tells [`Sending::negotiated`]
 //! before [`Sending::resume`]), each unit of at least [`COMPRESS_MIN`]
@@ -124,6 +132,9 @@ pub struct SendStats {
     /// Units a re-armed sender regenerated and skipped because the
     /// receiver had them (sent by the instance before it).
     pub units_skipped: u64,
+    /// Emitter fills that took units into the window: fewer than the
+    /// units when small ones go several per fill ([`BATCH_BYTES`]).
+    pub fills: u64,
 }
 
 /// What to do after [`Sending::poll`].
@@ -278,6 +289,7 @@ impl Transfer {
         }
         if !self.replay.has_unsent() && self.last.is_none() && self.replay.has_room() {
             self.top_up()?;
+            stats.fills += 1;
         }
         if self.replay.has_unsent() {
             let high = self.replay.sent();
