@@ -393,22 +393,28 @@ impl<W: Output> Fetcher<W> {
     }
 
     async fn receive<S: Io>(&mut self, conn: &mut Conn<S>) -> Result<(), SessionError> {
+        const DURING: &str = "in the transfer";
         loop {
-            let unit_crc = self.session.unit_crc();
-            let inc = conn.read_incoming("in the transfer", unit_crc).await?;
-            let action = self.session.handle(inc)?;
-            if let Some(unit) = action.deliver {
-                self.out.write_unit(unit).map_err(SessionError::Output)?;
+            // Every whole frame a read brought, one after the other with
+            // nothing awaited between them (a read holds thousands of small
+            // units); then the next read.
+            while let Some(at) = conn.framer().next_frame(DURING)? {
+                let inc = conn.framer().incoming(at, self.session.unit_crc())?;
+                let action = self.session.handle(inc)?;
+                if let Some(unit) = action.deliver {
+                    self.out.write_unit(unit).map_err(SessionError::Output)?;
+                }
+                let (ack, done) = (action.ack, action.done);
+                if ack {
+                    self.commit()?;
+                    self.session.durable(conn.framer())?;
+                    conn.flush().await?;
+                }
+                if done {
+                    return Ok(());
+                }
             }
-            let (ack, done) = (action.ack, action.done);
-            if ack {
-                self.commit()?;
-                self.session.durable(conn.framer())?;
-                conn.flush().await?;
-            }
-            if done {
-                return Ok(());
-            }
+            conn.read_more().await?;
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::io;
 
-use proto_session::framer::{FrameAt, Framer, Incoming};
+use proto_session::framer::{FrameAt, Framer};
 use proto_session::handshake::{Established, Handshake};
-use proto_tlv::{Command, CrcVariant};
+use proto_tlv::Command;
 
 use super::io::Io;
 use super::SessionError;
@@ -37,7 +37,7 @@ impl<S: Io> Conn<S> {
     }
 
     /// One read from the connection into the framer.
-    async fn read_more(&mut self) -> Result<(), SessionError> {
+    pub(crate) async fn read_more(&mut self) -> Result<(), SessionError> {
         let n = self.io.read(self.f.recv_buf()).await?;
         self.f.received(n);
         Ok(())
@@ -83,23 +83,9 @@ impl<S: Io> Conn<S> {
         self.f.frame(at)
     }
 
-    /// Reads one frame, a DATA frame of a large unit on the fast path
-    /// ([`Framer::incoming`]).
-    pub(crate) async fn read_incoming(
-        &mut self,
-        during: &'static str,
-        unit_crc: Option<CrcVariant>,
-    ) -> Result<Incoming<'_>, SessionError> {
-        let at = self.next_frame(during).await?;
-        self.f.incoming(at, unit_crc)
-    }
-
-    /// Sends the gathered bytes once there are enough of them.
-    pub(crate) async fn gathered(&mut self) -> Result<(), SessionError> {
-        if self.f.pending().len() >= WBUF {
-            self.flush().await?;
-        }
-        Ok(())
+    /// Whether enough bytes are gathered to send them ([`Conn::flush`]).
+    pub(crate) fn gathered(&self) -> bool {
+        self.f.pending().len() >= WBUF
     }
 
     /// Writes the gathered bytes then `tail` (a DATA payload the framer did

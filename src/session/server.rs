@@ -295,7 +295,8 @@ impl Server {
                 Step::Data { body, .. } => {
                     match body {
                         Some(b) => conn.write_body(b).await?,
-                        None => conn.gathered().await?,
+                        None if conn.gathered() => conn.flush().await?,
+                        None => {}
                     }
                     #[cfg(feature = "fault-injection")]
                     self.kill_if_due()?;
@@ -322,9 +323,12 @@ impl Server {
     /// forgets its transfer and drops the connection, as a killed process.
     #[cfg(feature = "fault-injection")]
     fn kill_if_due(&mut self) -> Result<(), SessionError> {
+        if self.killed || self.config.kill_after.is_none() {
+            return Ok(());
+        }
         let sent = self.sending.stats().bytes_sent;
         match self.config.kill_after {
-            Some(k) if !self.killed && sent >= k => {
+            Some(k) if sent >= k => {
                 self.killed = true;
                 self.stats.restarts += 1;
                 self.sending.forget();
