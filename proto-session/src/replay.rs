@@ -115,24 +115,32 @@ pub struct Resend {
 /// The sending side: numbers messages, keeps the unacknowledged ones in a
 /// bounded window, sends them again after a reconnect.
 ///
-/// The window's bytes live in one buffer, compacted when its tail runs
-/// out; it grows to twice what it must hold when less than half of it
-/// would be free (so each byte is moved at most about twice more on
-/// average), which is at most about twice `max_bytes` plus two messages:
-/// it follows the window, and is never sized from `max_bytes` up front.
+/// The window's bytes live in one buffer, a ring of whole messages: a
+/// message goes after the last one, or to the front of the buffer when the
+/// end is short (nothing held is moved to make room). The buffer grows to
+/// twice what it must hold when neither has room, which is at most about
+/// twice `max_bytes` plus two messages: it follows the window, and is never
+/// sized from `max_bytes` up front.
 #[derive(Clone, Debug)]
 pub struct Sender {
     limits: Limits,
     buf: Vec<u8>,
-    /// Bytes of the held messages are `buf[head..tail]`.
-    head: usize,
+    /// Where the held messages are in `buf` (offset, length): seqs
+    /// `acked + 1 ..= acked + msgs.len()`. Each is contiguous; in order
+    /// they run from the first one's offset to the end of the last one,
+    /// wrapping at most once to the front of `buf` (the bytes after the
+    /// message before the wrap are unused).
+    msgs: VecDeque<(usize, usize)>,
+    /// Bytes held (the sum of the lengths).
+    held: usize,
+    /// Where the next message goes when it fits there: the end of the last.
     tail: usize,
-    /// Lengths of the held messages: seqs `acked + 1 ..= acked + lens.len()`.
-    lens: VecDeque<usize>,
+    /// The seq of the held message that went to the front of `buf` (the
+    /// messages wrap there), while an older one is held after it.
+    wrap: Option<u64>,
     acked: u64,
-    /// The next message to transmit, and where its bytes start in `buf`.
+    /// The next message to transmit.
     send_seq: u64,
-    send_off: usize,
     /// The highest seq ever transmitted (sending one at or below it again
     /// counts as a resend).
     sent_high: u64,
@@ -152,12 +160,12 @@ impl Sender {
                 max_messages: limits.max_messages.max(1),
             },
             buf: Vec::new(),
-            head: 0,
+            msgs: VecDeque::new(),
+            held: 0,
             tail: 0,
-            lens: VecDeque::new(),
+            wrap: None,
             acked: start,
             send_seq: start + 1,
-            send_off: 0,
             sent_high: start,
             resent_messages: 0,
             resent_bytes: 0,
@@ -173,7 +181,7 @@ impl Sender {
     /// Whether a new message can be taken (back-pressure: when not, read
     /// acks before pushing more).
     pub fn has_room(&self) -> bool {
-        self.lens.len() < self.limits.max_messages && self.tail - self.head < self.limits.max_bytes
+        self.msgs.len() < self.limits.max_messages && self.held < self.limits.max_bytes
     }
 
     /// Takes a copy of `msg` as the next message; returns its seq.
@@ -200,14 +208,13 @@ impl Sender {
         if !self.has_room() {
             return Err(self.full());
         }
-        self.reserve(max_len);
-        let n = match write(&mut self.buf[self.tail..self.tail + max_len]) {
+        let (at, wraps) = self.reserve(max_len);
+        let n = match write(&mut self.buf[at..at + max_len]) {
             Ok(n) => n.min(max_len),
             Err(e) => return Ok(Err(e)),
         };
-        self.tail += n;
-        self.lens.push_back(n);
-        Ok(Ok(self.acked + self.lens.len() as u64))
+        self.take(at, n, wraps);
+        Ok(Ok(self.acked + self.msgs.len() as u64))
     }
 
     /// Takes several messages written in place at once: `write` gets
@@ -230,10 +237,10 @@ impl Sender {
         if !self.has_room() {
             return Err(self.full());
         }
-        self.reserve(max_len);
+        let (at, wraps) = self.reserve(max_len);
         let mut lens = std::mem::take(&mut self.batch);
         lens.clear();
-        let r = write(&mut self.buf[self.tail..self.tail + max_len], &mut lens);
+        let r = write(&mut self.buf[at..at + max_len], &mut lens);
         let total = lens.iter().try_fold(0usize, |a, n| a.checked_add(*n));
         // Within `max_len`, and the window's bounds: one message may take
         // it past `max_bytes` (as with `push_with`), several may not.
@@ -243,9 +250,12 @@ impl Sender {
             Err(e) => Ok(Err(e)),
             Ok(()) if !fits => Err(self.full()),
             Ok(()) => {
-                self.tail += total.unwrap_or(0);
-                self.lens.extend(lens.iter().copied());
-                Ok(Ok(self.acked + self.lens.len() as u64))
+                let mut at = at;
+                for (i, &n) in lens.iter().enumerate() {
+                    self.take(at, n, wraps && i == 0);
+                    at += n;
+                }
+                Ok(Ok(self.acked + self.msgs.len() as u64))
             }
         };
         self.batch = lens;
@@ -254,38 +264,65 @@ impl Sender {
 
     /// Bytes the window takes before it is full (0 when it is).
     pub fn room(&self) -> usize {
-        self.limits.max_bytes.saturating_sub(self.tail - self.head)
+        self.limits.max_bytes.saturating_sub(self.held)
     }
 
     /// Messages the window takes before it is full (0 when it is).
     pub fn room_messages(&self) -> usize {
-        self.limits.max_messages.saturating_sub(self.lens.len())
+        self.limits.max_messages.saturating_sub(self.msgs.len())
     }
 
     fn full(&self) -> ReplayError {
         ReplayError::WindowFull {
-            messages: self.lens.len(),
-            bytes: self.tail - self.head,
+            messages: self.msgs.len(),
+            bytes: self.held,
         }
     }
 
-    /// Makes `buf[tail..tail + n]` available: moves the held bytes to the
-    /// front when the tail is short, grows the buffer when that leaves less
-    /// than half of it free.
-    fn reserve(&mut self, n: usize) {
-        if self.buf.len() - self.tail >= n {
-            return;
+    /// Where `n` contiguous bytes are free for the next message, and
+    /// whether it goes to the front of the buffer: after the last message,
+    /// else at the front when the held messages leave that much there (the
+    /// window is a ring; nothing held moves). When neither has room, the
+    /// buffer grows to twice what it then must hold, its messages copied
+    /// to its front in order: once it is that large, one of the two always
+    /// has room (the free bytes are at least the held ones plus twice `n`),
+    /// so it stops growing at about twice the window's bound plus two
+    /// messages.
+    fn reserve(&mut self, n: usize) -> (usize, bool) {
+        let Some(&(first, _)) = self.msgs.front() else {
+            (self.tail, self.wrap) = (0, None);
+            if self.buf.len() < n {
+                self.buf.resize(n.saturating_mul(2).max(64 * 1024), 0);
+            }
+            return (0, false);
+        };
+        match self.wrap {
+            // From the front of the buffer up to the first message.
+            Some(_) if first - self.tail >= n => return (self.tail, false),
+            Some(_) => {}
+            None if self.buf.len() - self.tail >= n => return (self.tail, false),
+            None if first >= n => return (0, true),
+            None => {}
         }
-        if self.head > 0 {
-            self.buf.copy_within(self.head..self.tail, 0);
-            self.send_off -= self.head;
-            self.tail -= self.head;
-            self.head = 0;
+        let mut grown = vec![0u8; (self.held + n).saturating_mul(2).max(64 * 1024)];
+        let mut at = 0;
+        for m in &mut self.msgs {
+            grown[at..at + m.1].copy_from_slice(&self.buf[m.0..m.0 + m.1]);
+            m.0 = at;
+            at += m.1;
         }
-        let want = self.tail + n;
-        if self.buf.len() / 2 < want {
-            let target = want.saturating_mul(2).max(64 * 1024);
-            self.buf.resize(target, 0);
+        (self.buf, self.tail, self.wrap) = (grown, at, None);
+        (at, false)
+    }
+
+    /// A message of `n` bytes written at `at` is held (`wraps`: it went to
+    /// the front of the buffer, before the held ones).
+    fn take(&mut self, at: usize, n: usize, wraps: bool) {
+        self.msgs.push_back((at, n));
+        self.held += n;
+        self.tail = at + n;
+        if wraps {
+            self.wrap = Some(self.acked + self.msgs.len() as u64);
         }
     }
 
@@ -294,11 +331,9 @@ impl Sender {
     /// held message has been transmitted.
     pub fn next_to_send(&mut self) -> Option<(u64, &[u8])> {
         let i = usize::try_from(self.send_seq - self.acked - 1).ok()?;
-        let len = *self.lens.get(i)?;
+        let (off, len) = *self.msgs.get(i)?;
         let seq = self.send_seq;
-        let off = self.send_off;
         self.send_seq += 1;
-        self.send_off += len;
         if seq <= self.sent_high {
             self.resent_messages += 1;
             self.resent_bytes += len as u64;
@@ -321,19 +356,18 @@ impl Sender {
             });
         }
         while self.acked < seq {
-            let len = self.lens.pop_front().unwrap_or(0);
-            self.head += len;
+            let (_, len) = self.msgs.pop_front().unwrap_or_default();
+            self.held -= len;
             self.acked += 1;
+        }
+        // Once the message at the front of the buffer is the oldest held,
+        // the messages no longer wrap.
+        if self.wrap.is_some_and(|w| w <= self.acked + 1) {
+            self.wrap = None;
         }
         if self.send_seq <= self.acked {
             // Acked before it was transmitted again after a reconnect.
             self.send_seq = self.acked + 1;
-            self.send_off = self.head;
-        }
-        if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
-            self.send_off = 0;
         }
         Ok(())
     }
@@ -354,9 +388,8 @@ impl Sender {
         let before = self.acked;
         self.ack(peer_received)?;
         self.send_seq = self.acked + 1;
-        self.send_off = self.head;
         let pending = (self.sent_high - self.acked) as usize;
-        let bytes: usize = self.lens.iter().take(pending).sum();
+        let bytes: usize = self.msgs.iter().take(pending).map(|m| m.1).sum();
         Ok(Resend {
             messages: pending as u64,
             bytes: bytes as u64,
@@ -378,7 +411,7 @@ impl Sender {
 
     /// The seq the next pushed message will get.
     pub fn next_seq(&self) -> u64 {
-        self.acked + self.lens.len() as u64 + 1
+        self.acked + self.msgs.len() as u64 + 1
     }
 
     /// The highest seq transmitted so far.
@@ -388,7 +421,7 @@ impl Sender {
 
     /// Messages and bytes held, unacknowledged.
     pub fn unacked(&self) -> (usize, usize) {
-        (self.lens.len(), self.tail - self.head)
+        (self.msgs.len(), self.held)
     }
 
     /// Messages and bytes transmitted more than once so far.
@@ -541,15 +574,18 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_the_bytes_of_every_held_message() {
+    fn the_ring_keeps_the_bytes_of_every_held_message() {
         let mut tx = Sender::new(limits(64 * 1024, 1000), 0);
         let mut rx = Receiver::new(0);
         let msg = |seq: u64| vec![seq as u8; (seq as usize * 7919) % 40_000 + 1];
         let mut pushed = 0;
+        let (mut wrapped, mut sizes) = (0, std::collections::BTreeSet::new());
         while rx.last_received() < 500 {
             while tx.has_room() && pushed < 500 {
                 pushed += 1;
                 assert_eq!(tx.push(&msg(pushed)).unwrap(), pushed);
+                wrapped += u32::from(tx.wrap.is_some());
+                sizes.insert(tx.buf.len());
             }
             // Send three, lose the third, reconnect.
             for i in 0..3 {
@@ -568,6 +604,10 @@ mod tests {
         }
         assert_eq!(tx.acked(), 500);
         assert!(tx.buf.len() <= 4 * 64 * 1024 + 40_000);
+        // Messages went to the front of the buffer, and it grew only a few
+        // times (nothing held is moved otherwise).
+        assert!(wrapped > 0);
+        assert!(sizes.len() <= 4, "{sizes:?}");
     }
 
     /// Several messages pushed at once are held, sent, acknowledged and
