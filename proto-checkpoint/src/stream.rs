@@ -55,7 +55,7 @@ fn frame_command<F: Format, S: Source + ?Sized>(
     profile: &proto_tlv::Profile,
     index: u64,
     pos: u64,
-) -> Result<usize, F::Error> {
+) -> Result<(usize, Option<u16>), F::Error> {
     let left = src.len() - pos;
     if left == 0 {
         return Err(ErrorKind::MissingEnd.at(index, pos).into());
@@ -73,7 +73,7 @@ fn frame_command<F: Format, S: Source + ?Sized>(
         .at(index, pos)
         .into());
     }
-    Ok(total)
+    Ok((total, CmdBuf::new_checked(h).map(|c| c.cmd())))
 }
 
 /// One stream of a file (see [`list_streams`]): a context a receiver can
@@ -132,9 +132,7 @@ pub fn list_streams<F: Format, S: Source + ?Sized>(
         let mut index = 0u64;
         let mut largest = head.len;
         loop {
-            let total = frame_command::<F, S>(src, &p, index, pos)?;
-            let h = src.read_at(pos, CMD_HEADER_LEN).map_err(io_fault(pos))?;
-            let cmd = CmdBuf::new_checked(h).map(|c| c.cmd());
+            let (total, cmd) = frame_command::<F, S>(src, &p, index, pos)?;
             if index == 0 {
                 // Named after the first command when it decodes; a damaged
                 // one (its CRC or attributes) is left to whoever emits or
@@ -185,8 +183,9 @@ pub struct FormatUnits<F, S> {
     /// The current stream's profile; `None`: a stream header comes next
     /// (or the end of the input, after an END).
     profile: Option<proto_tlv::Profile>,
-    /// Length and kind of the unit at `at.pos`, once framed.
-    framed: Option<(usize, UnitKind)>,
+    /// Length and kind of the unit at `at.pos`, once framed, and whether
+    /// it is its stream's END command.
+    framed: Option<(usize, UnitKind, bool)>,
     /// The version and profile of the header at `at.pos`, once framed.
     head: Option<StreamHead>,
 }
@@ -231,8 +230,8 @@ impl<F: Format, S: Source> FormatUnits<F, S> {
     /// Frames the unit at the cursor: its length and kind, or `None` at the
     /// end of the input.
     fn frame(&mut self) -> Result<Option<(usize, UnitKind)>, F::Error> {
-        if let Some(f) = self.framed {
-            return Ok(Some(f));
+        if let Some((len, kind, _)) = self.framed {
+            return Ok(Some((len, kind)));
         }
         let At {
             pos,
@@ -251,15 +250,15 @@ impl<F: Format, S: Source> FormatUnits<F, S> {
             None => {
                 let head = read_head(&self.format, &mut self.src, pos)?;
                 self.head = Some(head);
-                (head.len, UnitKind::Raw)
+                (head.len, UnitKind::Raw, false)
             }
             Some(p) => {
-                let total = frame_command::<F, S>(&mut self.src, &p, cmd_index, pos)?;
-                (total, UnitKind::Command(p))
+                let (total, cmd) = frame_command::<F, S>(&mut self.src, &p, cmd_index, pos)?;
+                (total, UnitKind::Command(p), cmd == Some(p.end_cmd))
             }
         };
         self.framed = Some(framed);
-        Ok(Some(framed))
+        Ok(Some((framed.0, framed.1)))
     }
 
     /// Puts the cursor at `at`, where a stream header comes next when
@@ -297,10 +296,12 @@ impl<F: Format, S: Source> Units for FormatUnits<F, S> {
     }
 
     fn advance(&mut self) -> Result<(), F::Error> {
-        let Some((len, kind)) = self.frame()? else {
+        if self.frame()?.is_none() {
+            return Ok(());
+        }
+        let Some((len, kind, end)) = self.framed else {
             return Ok(());
         };
-        let pos = self.at.pos;
         match kind {
             UnitKind::Raw => {
                 if let Some(h) = self.head.take() {
@@ -309,12 +310,8 @@ impl<F: Format, S: Source> Units for FormatUnits<F, S> {
                 }
                 self.at.cmd_index = 0;
             }
-            UnitKind::Command(p) => {
-                let h = self
-                    .src
-                    .read_at(pos, CMD_HEADER_LEN)
-                    .map_err(io_fault(pos))?;
-                if CmdBuf::new_checked(h).map(|c| c.cmd()) == Some(p.end_cmd) {
+            UnitKind::Command(_) => {
+                if end {
                     self.profile = None;
                 }
                 self.at.cmd_index += 1;
