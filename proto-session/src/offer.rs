@@ -46,7 +46,7 @@ use proto_tlv::{CmdBuf, CrcVariant, CMD_HEADER_LEN};
 
 use crate::error::{BoxError, ResumeError, SessionError};
 use crate::receive::Check;
-use crate::send::{Arm, Emission};
+use crate::send::{fill_one, Arm, Emission};
 use crate::wire::MAX_UNIT;
 
 /// A random-access source a sender reads its file through.
@@ -380,10 +380,7 @@ where
         lens: &mut Vec<usize>,
     ) -> Result<Fill, BoxError> {
         if max <= 1 || matches!(self.next, Next::Unknown) {
-            self.emitter.set_units_per_fill(1);
-            let fill = self.fill(buf)?;
-            lens.push(fill.written);
-            return Ok(fill);
+            return fill_one(self, buf, lens);
         }
         self.emitter.set_units_per_fill(max);
         let fill = self.emitter.fill(buf)?;

@@ -76,11 +76,21 @@ pub trait Emission: Send {
         lens: &mut Vec<usize>,
     ) -> Result<Fill, BoxError> {
         let _ = max;
-        self.set_units_per_fill(1);
-        let fill = self.fill(buf)?;
-        lens.push(fill.written);
-        Ok(fill)
+        fill_one(self, buf, lens)
     }
+}
+
+/// Fills `buf` with the next unit of `e` and appends its length to `lens`:
+/// one unit per fill.
+pub(crate) fn fill_one<E: Emission + ?Sized>(
+    e: &mut E,
+    buf: &mut [u8],
+    lens: &mut Vec<usize>,
+) -> Result<Fill, BoxError> {
+    e.set_units_per_fill(1);
+    let fill = e.fill(buf)?;
+    lens.push(fill.written);
+    Ok(fill)
 }
 
 impl<P, S> Emission for Emitter<P, S>

@@ -16,6 +16,16 @@ fn sample(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Runs `plan` over `file`: the transfer ends without an error and the
+/// output is the file.
+#[track_caller]
+fn arrives(what: &str, file: &[u8], plan: &Plan, max_connections: u64) -> pair::Outcome {
+    let o = run(file, plan, max_connections);
+    assert!(o.error.is_none(), "{what}: {:?}", o.error);
+    assert!(o.out == file, "{what}: output differs");
+    o
+}
+
 fn small_window() -> Limits {
     Limits {
         max_bytes: 200_000,
@@ -52,9 +62,7 @@ fn drops_resend_only_what_the_receiver_lacks() {
             chunk: 9000,
             ..Plan::clean()
         };
-        let o = run(&file, &plan, 50);
-        assert!(o.error.is_none(), "drop {drop}: {:?}", o.error);
-        assert!(o.out == file, "drop {drop}: output differs");
+        let o = arrives(&format!("drop {drop}"), &file, &plan, 50);
         assert!(o.connections > 1, "drop {drop}: never dropped");
         assert_eq!(o.received.duplicates, 0, "drop {drop}");
         assert_eq!(o.sent.resumed_by_seq, o.connections - 1, "drop {drop}");
@@ -503,9 +511,7 @@ fn small_units_go_several_per_fill_and_a_drop_inside_a_batch_resends_exactly_the
                 chunk: 1000,
                 ..Plan::clean()
             };
-            let o = run(&file, &plan, 200);
-            assert!(o.error.is_none(), "{what}: {:?}", o.error);
-            assert!(o.out == file, "{what}: output differs");
+            let o = arrives(&what, &file, &plan, 200);
             assert!(o.connections > 2, "{what}: {} connections", o.connections);
             assert_eq!(o.received.units, n as u64 + 2, "{what}");
             assert_eq!(o.received.duplicates, 0, "{what}");
