@@ -238,7 +238,7 @@ impl Sender {
             return Err(self.full());
         }
         let (at, wraps) = self.reserve(max_len);
-        let mut lens = std::mem::take(&mut self.batch);
+        let mut lens = core::mem::take(&mut self.batch);
         lens.clear();
         let r = write(&mut self.buf[at..at + max_len], &mut lens);
         let total = lens.iter().try_fold(0usize, |a, n| a.checked_add(*n));
@@ -304,7 +304,7 @@ impl Sender {
             None if first >= n => return (0, true),
             None => {}
         }
-        let mut grown = vec![0u8; (self.held + n).saturating_mul(2).max(64 * 1024)];
+        let mut grown = alloc::vec![0u8; (self.held + n).saturating_mul(2).max(64 * 1024)];
         let mut at = 0;
         for m in &mut self.msgs {
             grown[at..at + m.1].copy_from_slice(&self.buf[m.0..m.0 + m.1]);
