@@ -80,6 +80,7 @@ pub use shift::crc32c_shift;
 
 /// Inputs from this many bytes on go through the folding kernel when the
 /// CPU has it (below, the CRC instruction's three lanes are as fast).
+#[cfg(target_arch = "x86_64")]
 const FOLD_FROM: usize = 1024;
 
 /// A CRC-32C kernel. The free functions pick the best one the CPU has for

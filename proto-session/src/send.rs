@@ -191,6 +191,10 @@ pub(crate) struct Transfer {
     /// whether FINISH went out.
     just_sent: Option<u64>,
     finish_sent: bool,
+    /// A fill failed after the emitter had moved past units the window did
+    /// not take: this transfer cannot go on (the next connection arms a
+    /// new one from the receiver's token or from the start).
+    poisoned: bool,
     /// This connection compresses DATA (asked, and the receiver can).
     compress: bool,
     /// The compressor (made on first use) and its output.
@@ -255,6 +259,7 @@ impl Transfer {
             last,
             just_sent: None,
             finish_sent: false,
+            poisoned: false,
             compress: false,
             #[cfg(feature = "zstd")]
             zip: None,
@@ -298,7 +303,10 @@ impl Transfer {
             }
         }
         if !self.replay.has_unsent() && self.last.is_none() && self.replay.has_room() {
-            self.top_up()?;
+            if let Err(e) = self.top_up() {
+                self.poisoned = true;
+                return Err(e);
+            }
             stats.fills += 1;
         }
         if self.replay.has_unsent() {
@@ -520,12 +528,21 @@ impl Sending {
         })
     }
 
+    /// Forgets a transfer whose emitter ran past what its window holds
+    /// (see `Transfer::poisoned`): resuming it by seq would skip units.
+    fn drop_poisoned(&mut self) {
+        if self.transfer.as_ref().is_some_and(|t| t.poisoned) {
+            self.transfer = None;
+        }
+    }
+
     fn settle(
         &mut self,
         select: &Select<'_>,
         instance: [u8; 16],
         arm: &mut dyn Arm,
     ) -> Result<(Resumed, Resend), SessionError> {
+        self.drop_poisoned();
         let received = select.received;
         if let Some(t) = self
             .transfer
@@ -618,6 +635,7 @@ impl Sending {
     /// while it has room), FINISH once the last unit is sent, BYE once it
     /// is acknowledged.
     pub fn poll(&mut self, f: &mut Framer) -> Result<Step<'_>, SessionError> {
+        self.drop_poisoned();
         match self.transfer.as_mut() {
             Some(t) => t.poll(f, &mut self.stats),
             None => Err(ResumeError::NoTransfer.into()),
