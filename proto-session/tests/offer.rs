@@ -197,3 +197,101 @@ fn detect_checks_each_stream_in_its_own_format() {
         .unwrap_err();
     assert!(e.to_string().to_lowercase().contains("magic"), "{e}");
 }
+
+/// An emission that fails its first batched fill after the emitter has
+/// moved past the units (as a fill that split a command would).
+struct FailsFirstBatch {
+    inner: Box<dyn proto_session::send::Emission>,
+    failed: bool,
+}
+
+impl proto_session::send::Emission for FailsFirstBatch {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, proto_session::BoxError> {
+        self.inner.fill(buf)
+    }
+    fn token(&self) -> Token {
+        self.inner.token()
+    }
+    fn ended(&self) -> bool {
+        self.inner.ended()
+    }
+    fn set_units_per_fill(&mut self, n: u64) {
+        self.inner.set_units_per_fill(n)
+    }
+    fn fill_units(
+        &mut self,
+        buf: &mut [u8],
+        max: u64,
+        lens: &mut Vec<usize>,
+    ) -> Result<Fill, proto_session::BoxError> {
+        let f = self.inner.fill_units(buf, max, lens)?;
+        if !self.failed {
+            self.failed = true;
+            lens.clear();
+            return Err("a batch that could not be taken".into());
+        }
+        Ok(f)
+    }
+}
+
+#[test]
+fn a_sender_whose_fill_failed_is_not_resumed_by_seq() {
+    use proto_session::framer::Framer;
+    use proto_session::handshake::Select;
+    use proto_session::replay::Limits;
+    use proto_session::send::{Emission, SendConfig, Sending};
+    use proto_session::wire::Resumed;
+
+    let bytes = stream(&PRSTREAM, 40);
+    let mut offer = Offer::new(PRSTREAM, open(&bytes), 1).unwrap();
+    let max_unit = offer.max_unit();
+    let mut armed = 0;
+    let mut arm = |sel: &[u32], token: Option<&Token>| {
+        armed += 1;
+        let inner = offer.arm(sel, token)?;
+        Ok(Box::new(FailsFirstBatch {
+            inner,
+            failed: armed > 1,
+        }) as Box<dyn Emission>)
+    };
+    let window = Limits {
+        max_bytes: 1 << 20,
+        max_messages: 1024,
+    };
+    let config = SendConfig {
+        token_every: u64::MAX,
+        max_unit,
+        unit_crc: Some(CrcVariant::Standard),
+        compress: false,
+    };
+    let mut sending = Sending::new(window, config);
+    let select = |instance| Select {
+        contexts: vec![1],
+        received: 0,
+        instance,
+        token: None,
+    };
+    let accept = sending.resume(&select([0; 16]), [9; 16], &mut arm).unwrap();
+    assert_eq!(accept.resumed, Resumed::Fresh as u8);
+    let mut f = Framer::new();
+    let err = sending.poll(&mut f).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("could not be taken"), "{err}");
+    // The emitter moved past units the window never took: the transfer is
+    // gone, not resumed by seq on the next connection.
+    assert!(sending.poll(&mut Framer::new()).is_err());
+    let again = sending
+        .resume(&select([9; 16]), [10; 16], &mut arm)
+        .unwrap();
+    assert_ne!(
+        again.resumed,
+        Resumed::Seq as u8,
+        "resumed by seq past lost units"
+    );
+    assert_eq!(armed, 2, "armed again");
+    // And the new transfer sends from the first unit.
+    let mut f = Framer::new();
+    match sending.poll(&mut f).unwrap() {
+        proto_session::send::Step::Data { seq, .. } => assert_eq!(seq, 1),
+        other => panic!("{other:?}"),
+    }
+}
