@@ -201,3 +201,73 @@ pub(crate) fn update(reg: u32, src: &[u8]) -> u32 {
 pub(crate) fn copy_update(reg: u32, src: &[u8], dst: &mut [u8]) -> u32 {
     run::<true>(reg, src, dst)
 }
+
+/// Multipliers that carry a register `8 * n` bytes forward through one
+/// carry-less multiplication and one `crc32` (see [`shift`]): entry `n`
+/// is `x^(64 * n - 33) mod P`, for lanes of `8 * n` bytes, `n < LANE_STEPS`.
+const LANE_STEPS: usize = 1024;
+static LANE_SHIFT: [u32; LANE_STEPS] = {
+    let mut t = [0u32; LANE_STEPS];
+    let mut n = 1;
+    while n < LANE_STEPS {
+        t[n] = x_pow(64 * n as u64 - 33);
+        n += 1;
+    }
+    t
+};
+
+/// The register `reg` carried through `8 * n` zero bytes (`0 < n <
+/// LANE_STEPS`; [`update_mid`] asks for at most `2 * (12 * LANE_STEPS / 24)`): `reg * x^(64n)` is `reg * x^(64n - 33) * x^33`, and a
+/// carry-less product of the register and the multiplier, reduced by the
+/// `crc32` instruction from a zero register, multiplies by the `x^33`.
+#[inline]
+#[target_feature(enable = "pclmulqdq,sse4.2")]
+fn shift(reg: u32, n: usize) -> u32 {
+    let p = _mm_clmulepi64_si128::<0x00>(
+        _mm_cvtsi32_si128(reg as i32),
+        _mm_cvtsi32_si128(LANE_SHIFT[n] as i32),
+    );
+    _mm_crc32_u64(0, _mm_cvtsi128_si64(p) as u64) as u32
+}
+
+/// Inputs from this many bytes on are cut into three lanes of any whole
+/// number of words by [`update_mid`].
+const MID_FROM: usize = 96;
+
+/// The register after `data` from `reg`, for inputs shorter than the
+/// folding kernel takes: from [`MID_FROM`] bytes on, three lanes of equal
+/// length (a multiple of 8 bytes, whatever the input's length) run
+/// interleaved and are joined by two [`shift`]s, so a command of a few
+/// hundred bytes pays the `crc32` instruction's latency about once a
+/// third of its words, not once a word; the rest (less than 24 bytes) and
+/// shorter inputs go through `x86::short`.
+#[target_feature(enable = "pclmulqdq,sse4.2")]
+pub(crate) fn update_mid(reg: u32, data: &[u8]) -> u32 {
+    if data.len() < MID_FROM || data.len() >= 12 * LANE_STEPS {
+        return crate::x86::update(reg, data);
+    }
+    let n = data.len() / 24;
+    let lane = 8 * n;
+    let (a, rest) = data.split_at(lane);
+    let (b, rest) = rest.split_at(lane);
+    let (c, tail) = rest.split_at(lane);
+    let (mut ra, mut rb, mut rc) = (u64::from(reg), 0u64, 0u64);
+    for ((wa, wb), wc) in a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .zip(c.chunks_exact(8))
+    {
+        ra = _mm_crc32_u64(ra, crate::x86::word(wa));
+        rb = _mm_crc32_u64(rb, crate::x86::word(wb));
+        rc = _mm_crc32_u64(rc, crate::x86::word(wc));
+    }
+    let reg = shift(ra as u32, 2 * n) ^ shift(rb as u32, n) ^ rc as u32;
+    crate::x86::short(reg, tail)
+}
+
+/// The register after `head` and then `tail` (shorter than the folding
+/// kernel takes), from `reg`.
+#[target_feature(enable = "pclmulqdq,sse4.2")]
+pub(crate) fn update2_mid(reg: u32, head: &[u8], tail: &[u8]) -> u32 {
+    update_mid(crate::x86::short(reg, head), tail)
+}

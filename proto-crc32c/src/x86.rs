@@ -24,7 +24,7 @@ static LONG_SHIFT: ShiftTable = ShiftTable::new(LONG as u64);
 static SHORT_SHIFT: ShiftTable = ShiftTable::new(SHORT as u64);
 
 #[inline(always)]
-fn word(b: &[u8]) -> u64 {
+pub(crate) fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
