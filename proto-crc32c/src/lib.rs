@@ -83,13 +83,14 @@ mod x86;
 pub use shift::crc32c_shift;
 
 /// Inputs from this many bytes on go through the folding kernel when the
-/// CPU has it (below, the CRC instruction's three lanes are as fast).
+/// CPU has it (below, the three lanes of `fold::update_mid` are as fast).
 #[cfg(target_arch = "x86_64")]
 const FOLD_FROM: usize = 1024;
 
-/// A CRC-32C kernel. The free functions pick the best one the CPU has for
-/// each length; a kernel can also be called directly, e.g. to check one
-/// against another, as the tests and the `crc32c_kernels` fuzz target do.
+/// A CRC-32C kernel. The free functions run the best one the CPU has
+/// ([`Kernel::best`]); a kernel can also be called directly, e.g. to check
+/// one against another, as the tests and the `crc32c_kernels` fuzz target
+/// do.
 ///
 /// ```
 /// for k in proto_crc32c::Kernel::available() {
@@ -103,14 +104,26 @@ pub enum Kernel {
     /// The SSE4.2 `crc32` instruction: short inputs 8 bytes at a step,
     /// longer ones in three interleaved lanes (x86-64).
     Sse42,
-    /// Carry-less multiplication on 512-bit vectors (AVX-512F and
-    /// VPCLMULQDQ), 256 bytes per round, for inputs of 256 bytes or more;
-    /// shorter ones from 96 bytes in three lanes of any length joined by
-    /// 64-bit carry-less multiplications (x86-64).
+    /// AVX-512F, VPCLMULQDQ and PCLMULQDQ besides SSE4.2: inputs from 1 KiB
+    /// (copies from 256 bytes) folded 256 bytes per round on 512-bit
+    /// vectors; from 96 bytes, three lanes of any whole number of words
+    /// joined by 64-bit carry-less multiplications (x86-64).
     Vpclmul,
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU (and build) can run.
+    #[inline]
+    pub fn best() -> Kernel {
+        if !sse42() {
+            Kernel::Portable
+        } else if vpclmul() {
+            Kernel::Vpclmul
+        } else {
+            Kernel::Sse42
+        }
+    }
+
     /// Every kernel this CPU can run, the portable one first.
     pub fn available() -> impl Iterator<Item = Kernel> {
         [Kernel::Portable, Kernel::Sse42, Kernel::Vpclmul]
@@ -128,34 +141,30 @@ impl Kernel {
         }
     }
 
+    fn assert_available(self) {
+        assert!(self.is_available(), "{self:?} is not available on this CPU");
+    }
+
     /// [`crc32c_append`] through this kernel.
     ///
     /// # Panics
     ///
     /// If the kernel is not [available](Kernel::is_available).
     pub fn crc32c_append(self, crc: u32, data: &[u8]) -> u32 {
-        assert!(self.is_available(), "{self:?} is not available on this CPU");
-        match self {
-            Kernel::Portable => !portable::update(!crc, data),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Sse42 => {
-                // SAFETY: the CPU has SSE4.2 (asserted above).
-                !unsafe { x86::update(!crc, data) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Vpclmul if data.len() >= fold::MIN_LEN => {
-                // SAFETY: the CPU has AVX-512F, VPCLMULQDQ, PCLMULQDQ and
-                // SSE4.2 (asserted above).
-                !unsafe { fold::update(!crc, data) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Vpclmul => {
-                // SAFETY: as above (PCLMULQDQ and SSE4.2 are part of it).
-                !unsafe { fold::update_mid(!crc, data) }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("only the portable kernel is available here"),
-        }
+        self.assert_available();
+        // SAFETY: the kernel is available (asserted above).
+        unsafe { self.append2_unchecked(crc, &[], data) }
+    }
+
+    /// [`crc32c_append2`] through this kernel.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel is not [available](Kernel::is_available).
+    pub fn crc32c_append2(self, crc: u32, head: &[u8], tail: &[u8]) -> u32 {
+        self.assert_available();
+        // SAFETY: the kernel is available (asserted above).
+        unsafe { self.append2_unchecked(crc, head, tail) }
     }
 
     /// [`copy_crc32c_append`] through this kernel.
@@ -165,7 +174,49 @@ impl Kernel {
     /// If the kernel is not [available](Kernel::is_available), or if
     /// `dst.len() != src.len()`.
     pub fn copy_crc32c_append(self, crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
-        assert!(self.is_available(), "{self:?} is not available on this CPU");
+        self.assert_available();
+        // SAFETY: the kernel is available (asserted above).
+        unsafe { self.copy_unchecked(crc, src, dst) }
+    }
+
+    /// `crc` extended by `head` and then `tail`.
+    ///
+    /// # Safety
+    ///
+    /// The kernel must be [available](Kernel::is_available).
+    #[inline]
+    unsafe fn append2_unchecked(self, crc: u32, head: &[u8], tail: &[u8]) -> u32 {
+        match self {
+            Kernel::Portable => !portable::update(portable::update(!crc, head), tail),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse42 => {
+                // SAFETY: the CPU has SSE4.2 (the caller's contract).
+                !unsafe { x86::update2(!crc, head, tail) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul if tail.len() >= FOLD_FROM => {
+                // SAFETY: the CPU has SSE4.2, AVX-512F, VPCLMULQDQ and
+                // PCLMULQDQ (the caller's contract); `tail` is long enough
+                // for the folding kernel.
+                !unsafe { fold::update(x86::update(!crc, head), tail) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul => {
+                // SAFETY: as above (PCLMULQDQ and SSE4.2 are part of it).
+                !unsafe { fold::update2_mid(!crc, head, tail) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the portable kernel is available here"),
+        }
+    }
+
+    /// Copies `src` into `dst` and returns `crc` extended by `src`.
+    ///
+    /// # Safety
+    ///
+    /// The kernel must be [available](Kernel::is_available).
+    #[inline]
+    unsafe fn copy_unchecked(self, crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
         assert_eq!(
             src.len(),
             dst.len(),
@@ -178,17 +229,20 @@ impl Kernel {
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Sse42 => {
-                // SAFETY: the CPU has SSE4.2 (asserted above).
+                // SAFETY: the CPU has SSE4.2 (the caller's contract).
                 !unsafe { x86::copy_update(!crc, src, dst) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Vpclmul if src.len() >= fold::MIN_LEN => {
-                // SAFETY: the CPU has AVX-512F, VPCLMULQDQ, PCLMULQDQ and
-                // SSE4.2 (asserted above).
+                // SAFETY: the CPU has what the folding kernel needs (the
+                // caller's contract), and the input is long enough.
                 !unsafe { fold::copy_update(!crc, src, dst) }
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vpclmul => Kernel::Sse42.copy_crc32c_append(crc, src, dst),
+            Kernel::Vpclmul => {
+                // SAFETY: the CPU has SSE4.2 (part of the contract).
+                !unsafe { x86::copy_update(!crc, src, dst) }
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the portable kernel is available here"),
         }
@@ -254,22 +308,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// the `crc32c` crate's `crc32c_append`.
 #[inline]
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if sse42() {
-        if vpclmul() {
-            if data.len() >= FOLD_FROM {
-                // SAFETY: the CPU has SSE4.2, AVX-512F, VPCLMULQDQ and
-                // PCLMULQDQ (checked at run time, or enabled by the build
-                // for every CPU it runs on), and the input is long enough.
-                return !unsafe { fold::update(!crc, data) };
-            }
-            // SAFETY: as above.
-            return !unsafe { fold::update_mid(!crc, data) };
-        }
-        // SAFETY: the CPU has SSE4.2 (as above).
-        return !unsafe { x86::update(!crc, data) };
-    }
-    !portable::update(!crc, data)
+    crc32c_append2(crc, &[], data)
 }
 
 /// [`crc32c_append`] over `head` and then `tail`, in one call: a command's
@@ -277,25 +316,8 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
 /// copy of the two into one buffer and no second dispatch.
 #[inline]
 pub fn crc32c_append2(crc: u32, head: &[u8], tail: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if sse42() {
-        if vpclmul() {
-            if tail.len() >= FOLD_FROM {
-                let reg = {
-                    // SAFETY: the CPU has SSE4.2.
-                    unsafe { x86::update(!crc, head) }
-                };
-                // SAFETY: as in `crc32c_append`: the CPU has what the
-                // folding kernel needs, and the input is long enough.
-                return !unsafe { fold::update(reg, tail) };
-            }
-            // SAFETY: as in `crc32c_append`.
-            return !unsafe { fold::update2_mid(!crc, head, tail) };
-        }
-        // SAFETY: as in `crc32c_append`: SSE4.2 is present.
-        return !unsafe { x86::update2(!crc, head, tail) };
-    }
-    !portable::update(portable::update(!crc, head), tail)
+    // SAFETY: `best` returns a kernel this CPU has.
+    unsafe { Kernel::best().append2_unchecked(crc, head, tail) }
 }
 
 /// Copies `src` into `dst` and returns `crc32c_append(crc, src)`, in one
@@ -307,21 +329,6 @@ pub fn crc32c_append2(crc: u32, head: &[u8], tail: &[u8]) -> u32 {
 /// If `dst.len() != src.len()`, as `copy_from_slice` does.
 #[inline]
 pub fn copy_crc32c_append(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
-    assert_eq!(
-        src.len(),
-        dst.len(),
-        "copy_crc32c_append: source and destination lengths differ"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if sse42() {
-        if src.len() >= fold::MIN_LEN && vpclmul() {
-            // SAFETY: as in `crc32c_append`: the CPU has what the folding
-            // kernel needs, and the input is long enough.
-            return !unsafe { fold::copy_update(!crc, src, dst) };
-        }
-        // SAFETY: as in `crc32c_append`: SSE4.2 is present.
-        return !unsafe { x86::copy_update(!crc, src, dst) };
-    }
-    dst.copy_from_slice(src);
-    !portable::update(!crc, src)
+    // SAFETY: `best` returns a kernel this CPU has.
+    unsafe { Kernel::best().copy_unchecked(crc, src, dst) }
 }
