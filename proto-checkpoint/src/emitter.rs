@@ -214,7 +214,7 @@ fn crc_error<E: core::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) ->
 /// Checks the CRC of a whole command.
 fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), EmitError<E>> {
     let crc = profile.crc;
-    let computed = crc.finish(crc.update(crc.header_state(u.bytes), &u.bytes[CMD_HEADER_LEN..]));
+    let computed = crc.command_crc(u.bytes, &u.bytes[CMD_HEADER_LEN..]);
     let stored = stored_crc(u.bytes);
     if computed != stored {
         return Err(crc_error(u, stored, computed));
@@ -409,7 +409,7 @@ impl<S: Split> Framer<S> {
                 (p.state_at, to, p.state_end, p.marks_base)
             }
             _ => {
-                let mut s = crc.update(crc.header_state(cmd), &cmd[CMD_HEADER_LEN..ds]);
+                let mut s = crc.command_state(cmd, &cmd[CMD_HEADER_LEN..ds]);
                 s = crc.update(s, &data[..a]);
                 let to = copy_crc(crc, s, &data[a..b], &mut out[ds..]);
                 // Check the rest, recording the running state every MARK
@@ -436,7 +436,7 @@ impl<S: Split> Framer<S> {
         });
         self.split
             .write_prefix(profile, cmd, layout, from, len, &mut out[..ds]);
-        let prefix_state = crc.update(crc.header_state(out), &out[CMD_HEADER_LEN..ds]);
+        let prefix_state = crc.command_state(out, &out[CMD_HEADER_LEN..ds]);
         let piece_state = state_to ^ crc32c_shift(state_from ^ prefix_state, len as u64);
         if let Some(mut c) = CmdBuf::new_checked(&mut *out) {
             c.set_crc(crc.finish(piece_state));

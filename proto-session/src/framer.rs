@@ -354,7 +354,7 @@ impl Framer {
         let sum = derived.unwrap_or_else(|| {
             if follows {
                 let crc = SESSION_PROFILE.crc;
-                let state = crc.update(crc.header_state(&p), &p[CMD_HEADER_LEN..]);
+                let state = crc.command_state(&p, &p[CMD_HEADER_LEN..]);
                 crc.finish(crc.update(state, payload))
             } else {
                 // The whole frame is in the output: one pass.
@@ -460,7 +460,7 @@ fn fast_data(bytes: &[u8], unit_crc: Option<CrcVariant>) -> Option<(u64, &[u8], 
 fn frame_crc(frame: &[u8]) -> u32 {
     let crc = SESSION_PROFILE.crc;
     let rest = frame.get(CMD_HEADER_LEN..).unwrap_or_default();
-    crc.finish(crc.update(crc.header_state(frame), rest))
+    crc.command_crc(frame, rest)
 }
 
 /// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a
@@ -471,10 +471,7 @@ fn frame_crc(frame: &[u8]) -> u32 {
 fn data_crc_from_unit(prefix: &[u8], unit: &[u8], unit_crc: CrcVariant) -> Option<u32> {
     let reg = command_register(unit, unit_crc)?;
     let crc = SESSION_PROFILE.crc;
-    let state = crc.update(
-        crc.header_state(prefix),
-        prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?,
-    );
+    let state = crc.command_state(prefix, prefix.get(CMD_HEADER_LEN..DATA_PREFIX)?);
     // update(s, P) = !(L(!s, 0^n) ^ L(0, P)): `update` inverts on the way
     // in and out, L (the raw register) is linear.
     Some(crc.finish(!(crc32c_shift(!state, unit.len() as u64) ^ reg)))

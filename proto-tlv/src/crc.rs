@@ -64,23 +64,29 @@ impl CrcVariant {
     /// `cmd`).
     #[inline]
     pub fn header_state(self, header: &[u8]) -> u32 {
-        self.update(self.init(), &masked(header))
+        self.command_state(header, &[])
     }
 
-    /// The CRC of a command: its 10-byte header with the `crc` field taken as
-    /// zero, then its payload. `header` must hold at least the first 6 bytes
-    /// (`len` and `cmd`); bytes 6.. are ignored.
+    /// The running state after a command header (its `crc` field taken as
+    /// zero) and then `payload` (the whole payload or its first part), in
+    /// one call: what [`CrcVariant::command_crc`] finishes. `header` must
+    /// hold at least the first 6 bytes (`len` and `cmd`); bytes 6.. are
+    /// ignored.
     ///
     /// One call into `proto-crc32c`'s short-input kernel: the header is one
     /// 8-byte step (the CRC field's first half masked) and one 2-byte step,
     /// then the payload, with no alignment loop and no second dispatch.
     #[inline]
+    pub fn command_state(self, header: &[u8], payload: &[u8]) -> u32 {
+        proto_crc32c::crc32c_append2(self.init(), &masked(header), payload)
+    }
+
+    /// The CRC of a command: its 10-byte header with the `crc` field taken as
+    /// zero, then its payload. `header` must hold at least the first 6 bytes
+    /// (`len` and `cmd`); bytes 6.. are ignored.
+    #[inline]
     pub fn command_crc(self, header: &[u8], payload: &[u8]) -> u32 {
-        self.finish(proto_crc32c::crc32c_append2(
-            self.init(),
-            &masked(header),
-            payload,
-        ))
+        self.finish(self.command_state(header, payload))
     }
 }
 
