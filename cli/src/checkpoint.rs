@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 
 use proto_stream::btrfs::Btrfs;
 use proto_stream::checkpoint::native::PRSTREAM;
@@ -193,8 +194,23 @@ pub fn resume(a: &ChunkArgs<'_>, token: &str, start_index: Option<u64>) -> Resul
     })
 }
 
-/// Fills buffers until the end (or `--stop-after`), writing each chunk and
-/// then its token.
+/// Buffers at most this large are filled while the previous one is
+/// written (two in memory); a larger one is written before the next fill.
+const PIPELINE_MAX: usize = 64 << 20;
+
+/// A filled buffer on its way to the writer thread: chunk `index` is
+/// `buf[..len]`, followed by the token `token`.
+struct Job {
+    index: u64,
+    buf: Vec<u8>,
+    len: usize,
+    token: String,
+}
+
+/// Fills buffers until the end (or `--stop-after`). A thread of its own
+/// writes each chunk and then its token, in order, while the emitter fills
+/// the next buffer: the checking and framing overlap the copies into the
+/// file system.
 fn run<F: Format>(
     a: &ChunkArgs<'_>,
     mut e: Emitter<Producer<F>, F::Split>,
@@ -212,32 +228,74 @@ where
     }
     let start_offset = e.offset();
     let pb = progress(Some(crate::file_len(a.file)));
-    let mut buf = vec![0u8; a.buffer_size];
     let (mut chunks, mut units, mut pieces) = (0u64, 0u64, 0u64);
     let mut last_token = None;
     let mut ended = e.ended();
     let mut stopped = false;
-    while !ended {
-        if a.stop_after.is_some_and(|m| chunks >= m) {
-            stopped = true;
-            break;
-        }
-        let f = e.fill(&mut buf)?;
-        ended = f.ended;
-        units += f.units;
-        pieces += f.pieces;
-        if f.written == 0 {
-            break;
-        }
-        let i = first + chunks;
-        write_atomic(a.out_dir, &chunk_name(i), &buf[..f.written])?;
-        let mut text = e.token().to_text().map_err(Failure::Token)?;
-        text.push('\n');
-        write_atomic(a.out_dir, &token_name(i), text.as_bytes())?;
-        last_token = Some(a.out_dir.join(token_name(i)));
-        chunks += 1;
-        pb.set_position(e.producer().offset());
-    }
+    let depth = if a.buffer_size <= PIPELINE_MAX { 2 } else { 1 };
+    std::thread::scope(|s| -> Result<(), Failure> {
+        let (jobs, todo) = sync_channel::<Job>(depth);
+        let (back, spare) = sync_channel::<Vec<u8>>(depth);
+        let dir = a.out_dir;
+        let writer = s.spawn(move || -> Result<(), Failure> {
+            for job in todo {
+                write_atomic(dir, &chunk_name(job.index), &job.buf[..job.len])?;
+                write_atomic(dir, &token_name(job.index), job.token.as_bytes())?;
+                // The emitter may have stopped; the buffer is then dropped.
+                let _ = back.send(job.buf);
+            }
+            Ok(())
+        });
+        let mut allocated = 0;
+        let emitted = (|| -> Result<(), Failure> {
+            while !ended {
+                if a.stop_after.is_some_and(|m| chunks >= m) {
+                    stopped = true;
+                    break;
+                }
+                let mut buf = if allocated < depth {
+                    allocated += 1;
+                    vec![0u8; a.buffer_size]
+                } else {
+                    match spare.recv() {
+                        Ok(b) => b,
+                        // The writer stopped: its error is the one to report.
+                        Err(_) => return Ok(()),
+                    }
+                };
+                let f = e.fill(&mut buf)?;
+                ended = f.ended;
+                units += f.units;
+                pieces += f.pieces;
+                if f.written == 0 {
+                    break;
+                }
+                let index = first + chunks;
+                let mut token = e.token().to_text().map_err(Failure::Token)?;
+                token.push('\n');
+                let job = Job {
+                    index,
+                    buf,
+                    len: f.written,
+                    token,
+                };
+                if jobs.send(job).is_err() {
+                    return Ok(());
+                }
+                last_token = Some(a.out_dir.join(token_name(index)));
+                chunks += 1;
+                pb.set_position(e.producer().offset());
+            }
+            Ok(())
+        })();
+        // Everything handed over is written (or the writer failed) before
+        // the command reports or fails.
+        drop(jobs);
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written.and(emitted)
+    })?;
     pb.finish_and_clear();
     let bytes = e.offset() - start_offset;
     let last = last_token.as_ref().map(|p| p.display().to_string());

@@ -400,7 +400,8 @@ struct FetchOpts {
 /// Options shared by `chunk` and `resume`.
 #[derive(clap::Args)]
 struct ChunkOpts {
-    /// Largest chunk, in bytes.
+    /// Largest chunk, in bytes. Two buffers of this size are in memory
+    /// (one is written while the next is filled); one above 64 MiB.
     #[arg(long, value_name = "N")]
     buffer_size: usize,
     /// Directory for the chunks and tokens (made if missing).

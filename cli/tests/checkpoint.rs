@@ -128,6 +128,48 @@ fn chunk_stop_resume_compare_on_the_shipped_streams() {
     }
 }
 
+/// The writer thread writes chunks while the emitter fills the next one: a
+/// chunk that cannot be written stops the run with an error naming it,
+/// what came before is complete (chunk and token), and nothing after it
+/// is written.
+#[test]
+fn a_chunk_that_cannot_be_written_stops_the_run_and_names_it() {
+    let stream = testdata("incr-v2.stream");
+    let d = TempDir::new("chunk-fail");
+    let dir = d.0.join("out");
+    std::fs::create_dir(&dir).unwrap();
+    // The temporary name of chunk 3 is a directory: writing it fails, even
+    // as root.
+    std::fs::create_dir(dir.join(".chunk-000003.bin.tmp")).unwrap();
+    let out = run(&[
+        "chunk",
+        "--buffer-size",
+        "1000",
+        "--out-dir",
+        s(&dir),
+        s(&stream),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chunk-000003.bin"), "{err}");
+    for i in 1..=2 {
+        assert!(
+            dir.join(format!("chunk-00000{i}.bin")).is_file(),
+            "chunk {i}"
+        );
+        assert!(
+            dir.join(format!("token-00000{i}.txt")).is_file(),
+            "token {i}"
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names.len(), 4, "only chunks and tokens 1 and 2: {names:?}");
+}
+
 #[test]
 fn compare_reports_the_first_divergence() {
     let a = testdata("incr-v2.stream");
