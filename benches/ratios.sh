@@ -66,6 +66,8 @@ ratio "small-files: proto-btrfs-reader-typed / btrfs-stream" small-files proto-b
 ratio "small-files: proto-btrfs-decoder-256k / btrfs-stream" small-files proto-btrfs-decoder-256k btrfs-stream
 ratio "crc-commands: proto-crc32c-append2 / crc32c-append-x2" crc-commands proto-crc32c-append2 crc32c-append-x2
 ratio "crc-commands: proto-crc32c-append2 / crc32c-one-call" crc-commands proto-crc32c-append2 crc32c-one-call
+ratio "crc-commands: proto-crc32c-command / crc32c-append-x2" crc-commands proto-crc32c-command crc32c-append-x2
+ratio "crc-commands: proto-crc32c-command / proto-crc32c-append2" crc-commands proto-crc32c-command proto-crc32c-append2
 ratio "crc-bulk: proto-crc32c / crc32c" crc-bulk proto-crc32c crc32c
 # criterion stores "session/loopback" as the directory session/loopback.
 ratio "session: loopback (serve -> fetch) / plain-copy, large stream" session loopback plain-copy ">=" 0.9

@@ -10,6 +10,9 @@
 //! - `copy_crc32c_append`, through the best kernel and through each one,
 //!   returns it and leaves an exact copy, into a destination at its own
 //!   alignment;
+//! - `crc32c_append_command`, through the best kernel and through each
+//!   one, equals the reference over the message with bytes 6..10 (a TLV
+//!   header's CRC field) zeroed, when the message holds a header;
 //! - `crc32c_shift` carries a change of seed through the message.
 #![cfg_attr(fuzzing, no_main)]
 
@@ -53,6 +56,15 @@ target!(|data: &[u8]| {
         dst.fill(0x5A);
         assert_eq!(k.copy_crc32c_append(seed, msg, dst), want, "{k:?} copy");
         assert_eq!(&*dst, msg, "{k:?} copy's bytes");
+    }
+    if msg.len() >= proto_crc32c::COMMAND_HEADER {
+        let mut masked = msg.to_vec();
+        masked[6..10].fill(0);
+        let want = crc32c::crc32c_append(seed, &masked);
+        assert_eq!(proto_crc32c::crc32c_append_command(seed, msg), want, "command");
+        for k in proto_crc32c::Kernel::available() {
+            assert_eq!(k.crc32c_append_command(seed, msg), want, "{k:?} command");
+        }
     }
     let delta = seed.rotate_left(7) | 1;
     assert_eq!(

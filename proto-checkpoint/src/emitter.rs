@@ -214,7 +214,7 @@ fn crc_error<E: core::error::Error>(u: &Unit<'_>, stored: u32, computed: u32) ->
 /// Checks the CRC of a whole command.
 fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), EmitError<E>> {
     let crc = profile.crc;
-    let computed = crc.command_crc(u.bytes, &u.bytes[CMD_HEADER_LEN..]);
+    let computed = crc.whole_command_crc(u.bytes);
     let stored = stored_crc(u.bytes);
     if computed != stored {
         return Err(crc_error(u, stored, computed));

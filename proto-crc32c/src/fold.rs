@@ -232,7 +232,7 @@ fn shift(reg: u32, n: usize) -> u32 {
 
 /// Inputs from this many bytes on are cut into three lanes of any whole
 /// number of words by [`update_mid`].
-const MID_FROM: usize = 96;
+pub(crate) const MID_FROM: usize = 96;
 
 /// The register after `data` from `reg`, for inputs shorter than the
 /// folding kernel takes: from [`MID_FROM`] bytes on, three lanes of equal
@@ -246,6 +246,17 @@ pub(crate) fn update_mid(reg: u32, data: &[u8]) -> u32 {
     if data.len() < MID_FROM || data.len() >= 12 * LANE_STEPS {
         return crate::x86::update(reg, data);
     }
+    let (reg, tail) = three_lanes(reg, data);
+    crate::x86::short(reg, tail)
+}
+
+/// The register after the first `3 * 8 * n` bytes of `data` (`n =
+/// data.len() / 24`, `0 < n < LANE_STEPS / 2`): three lanes of `n` words
+/// each, interleaved, joined by two [`shift`]s; and the rest of `data`
+/// (less than 24 bytes).
+#[inline]
+#[target_feature(enable = "pclmulqdq,sse4.2")]
+fn three_lanes(reg: u32, data: &[u8]) -> (u32, &[u8]) {
     let n = data.len() / 24;
     let lane = 8 * n;
     let (a, rest) = data.split_at(lane);
@@ -261,8 +272,25 @@ pub(crate) fn update_mid(reg: u32, data: &[u8]) -> u32 {
         rb = _mm_crc32_u64(rb, crate::x86::word(wb));
         rc = _mm_crc32_u64(rc, crate::x86::word(wc));
     }
-    let reg = shift(ra as u32, 2 * n) ^ shift(rb as u32, n) ^ rc as u32;
-    crate::x86::short(reg, tail)
+    (
+        shift(ra as u32, 2 * n) ^ shift(rb as u32, n) ^ rc as u32,
+        tail,
+    )
+}
+
+/// The register after a TLV command (see `x86::command`) whose payload is
+/// shorter than the folding kernel takes: the header and the payload's
+/// first `len % 8` bytes as `x86::command_head` takes them, then the
+/// payload's words in three lanes of equal length joined as in
+/// [`update_mid`], then the zero to two words left.
+#[target_feature(enable = "pclmulqdq,sse4.2")]
+pub(crate) fn command_mid(reg: u32, command: &[u8]) -> u32 {
+    let (reg, words) = crate::x86::command_head(reg, command);
+    if words.len() < 24 || words.len() >= 12 * LANE_STEPS {
+        return crate::x86::whole_words(reg, words);
+    }
+    let (reg, tail) = three_lanes(reg, words);
+    crate::x86::whole_words(reg, tail)
 }
 
 /// The register after `head` and then `tail` (shorter than the folding

@@ -16,6 +16,12 @@
 //!   bytes and take any whole number of words, joined by two 64-bit
 //!   carry-less multiplications: a command of a few hundred bytes waits on
 //!   the instruction's latency for a third of its words.
+//! - [`crc32c_append_command`]: a TLV command as it lies in a buffer, its
+//!   header's CRC field taken as zero without a masked copy. A short
+//!   command costs its words' chain of `crc32` steps and little else: the
+//!   payload's first `len % 8` bytes are one 8-byte step over a word that
+//!   starts inside the header (masked), so no branch depends on the
+//!   length's last bits. From 96 bytes on its words run in three lanes.
 //! - Inputs from 1 KiB on (256 bytes for a copy), on CPUs with AVX-512 and
 //!   VPCLMULQDQ: carry-less multiplication folds 256 bytes per round into
 //!   four 512-bit accumulators, at about twice the CRC instruction's
@@ -167,6 +173,20 @@ impl Kernel {
         unsafe { self.append2_unchecked(crc, head, tail) }
     }
 
+    /// [`crc32c_append_command`] through this kernel.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel is not [available](Kernel::is_available), or if
+    /// `command` is shorter than [`COMMAND_HEADER`].
+    pub fn crc32c_append_command(self, crc: u32, command: &[u8]) -> u32 {
+        self.assert_available();
+        assert_command(command);
+        // SAFETY: the kernel is available and the command holds its header
+        // (asserted above).
+        unsafe { self.command_unchecked(crc, command) }
+    }
+
     /// [`copy_crc32c_append`] through this kernel.
     ///
     /// # Panics
@@ -207,6 +227,39 @@ impl Kernel {
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the portable kernel is available here"),
+        }
+    }
+
+    /// `crc` extended by a TLV command held in one slice: its header with
+    /// bytes 6..10 taken as zero, then its payload.
+    ///
+    /// # Safety
+    ///
+    /// The kernel must be [available](Kernel::is_available), and `command`
+    /// must hold at least [`COMMAND_HEADER`] bytes.
+    #[inline]
+    unsafe fn command_unchecked(self, crc: u32, command: &[u8]) -> u32 {
+        let (head, payload) = command.split_at(COMMAND_HEADER);
+        match self {
+            Kernel::Portable => !portable::update(portable::update(!crc, &masked(head)), payload),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Sse42 if payload.len() < x86::COMMAND_SHORT => {
+                // SAFETY: the CPU has SSE4.2 (the caller's contract).
+                !unsafe { x86::command(!crc, command) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul if payload.len() < fold::MID_FROM => {
+                // SAFETY: the CPU has SSE4.2 (part of the contract).
+                !unsafe { x86::command(!crc, command) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vpclmul if payload.len() < FOLD_FROM => {
+                // SAFETY: the CPU has PCLMULQDQ and SSE4.2 (part of the
+                // contract).
+                !unsafe { fold::command_mid(!crc, command) }
+            }
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.append2_unchecked(crc, &masked(head), payload) },
         }
     }
 
@@ -318,6 +371,61 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
 pub fn crc32c_append2(crc: u32, head: &[u8], tail: &[u8]) -> u32 {
     // SAFETY: `best` returns a kernel this CPU has.
     unsafe { Kernel::best().append2_unchecked(crc, head, tail) }
+}
+
+/// The length of a TLV command header: `len` (4 bytes), `cmd` (2), then the
+/// CRC field (4), which [`crc32c_append_command`] takes as zero.
+pub const COMMAND_HEADER: usize = 10;
+
+/// [`crc32c_append`] over a TLV command held in one slice: its
+/// [`COMMAND_HEADER`]-byte header with bytes 6..10 (the CRC field) taken as
+/// zero, then its payload. The same as [`crc32c_append2`] over a masked
+/// copy of the header and the payload, without the copy, and for short
+/// payloads without a branch on their length's last bits: one 8-byte step
+/// covers the payload's first `len % 8` bytes.
+///
+/// ```
+/// let mut command = vec![4u8, 0, 0, 0, 15, 0, 0xaa, 0xbb, 0xcc, 0xdd];
+/// command.extend_from_slice(b"data");
+/// let mut masked = command.clone();
+/// masked[6..10].fill(0);
+/// assert_eq!(
+///     proto_crc32c::crc32c_append_command(0, &command),
+///     proto_crc32c::crc32c(&masked)
+/// );
+/// ```
+///
+/// # Panics
+///
+/// If `command` is shorter than [`COMMAND_HEADER`].
+#[inline]
+pub fn crc32c_append_command(crc: u32, command: &[u8]) -> u32 {
+    assert_command(command);
+    // SAFETY: `best` returns a kernel this CPU has; the command holds its
+    // header (asserted above).
+    unsafe { Kernel::best().command_unchecked(crc, command) }
+}
+
+#[inline]
+#[track_caller]
+fn assert_command(command: &[u8]) {
+    assert!(
+        command.len() >= COMMAND_HEADER,
+        "crc32c_append_command: {} bytes, shorter than a command header",
+        command.len()
+    );
+}
+
+/// A command header's first six bytes and a zero CRC field, built as one
+/// 8-byte word and two zero bytes (read back as the same two loads, so the
+/// stores forward to them).
+#[inline(always)]
+fn masked(head: &[u8]) -> [u8; COMMAND_HEADER] {
+    let w = (u64::from_le_bytes([
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ]) & 0xffff_ffff_ffff)
+        .to_le_bytes();
+    [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], 0, 0]
 }
 
 /// Copies `src` into `dst` and returns `crc32c_append(crc, src)`, in one

@@ -57,6 +57,62 @@ pub(crate) fn short(reg: u32, data: &[u8]) -> u32 {
     reg
 }
 
+/// Payloads shorter than this go through [`command`]'s word loop; longer
+/// ones through [`update`]'s lanes (or the caller's faster kernel).
+pub(crate) const COMMAND_SHORT: usize = 3 * SHORT;
+
+/// The register after a TLV command held in one slice: its 10-byte header
+/// with bytes 6..10 (the CRC field) taken as zero, then its payload
+/// (`command[10..]`). `command` must hold at least the header.
+///
+/// Short commands are mostly latency and branches: [`short`]'s tail (4, 2,
+/// 1 bytes) takes a different path for each payload length. Here the only
+/// branch is the word loop (see [`command_head`]).
+#[inline]
+#[target_feature(enable = "sse4.2")]
+pub(crate) fn command(reg: u32, command: &[u8]) -> u32 {
+    let (reg, words) = command_head(reg, command);
+    whole_words(reg, words)
+}
+
+/// The register after `words` (a whole number of 8-byte words) from `reg`.
+#[inline]
+#[target_feature(enable = "sse4.2")]
+pub(crate) fn whole_words(reg: u32, words: &[u8]) -> u32 {
+    let mut r = u64::from(reg);
+    for w in words.chunks_exact(8) {
+        r = _mm_crc32_u64(r, word(w));
+    }
+    r as u32
+}
+
+/// A command's header and the first `len % 8` bytes of its payload, with
+/// no branch: returns the register after them and the rest of the payload
+/// (a whole number of words).
+/// - The header is one 8-byte step over its first eight bytes, the CRC
+///   field's first two masked in a register (no masked copy through
+///   memory), and one 2-byte step over two zero bytes.
+/// - The payload's first `t = len % 8` bytes are one 8-byte step over the
+///   word that ends where they end, which starts inside the header: its
+///   first `8 - t` bytes are masked to zero, and leading zeros do not move
+///   a zero register. The register is folded into the word's data bytes
+///   instead (the CRC is linear); what of it lies past those `t` bytes
+///   (when `t < 4`) is shifted along, as a byte-wise step would.
+#[inline]
+#[target_feature(enable = "sse4.2")]
+pub(crate) fn command_head(reg: u32, command: &[u8]) -> (u32, &[u8]) {
+    let (head, payload) = command.split_at(10);
+    let r = _mm_crc32_u64(u64::from(reg), word(head) & 0xffff_ffff_ffff);
+    let x = u64::from(_mm_crc32_u16(r as u32, 0));
+    let t = payload.len() % 8;
+    // The eight bytes that end at payload[t] (the header holds ten).
+    let w = word(&command[2 + t..10 + t]);
+    let keep = (((1u128 << (8 * t)) - 1) << (64 - 8 * t)) as u64;
+    let w = (w & keep) ^ ((u128::from(x) << (64 - 8 * t)) as u64);
+    let r = _mm_crc32_u64(0, w) ^ (x >> (8 * t));
+    (r as u32, &payload[t..])
+}
+
 /// Whole blocks of three `L`-byte lanes; returns the register and what is
 /// left (less than one block).
 #[inline]

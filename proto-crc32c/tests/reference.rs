@@ -38,6 +38,26 @@ fn check(seed: u32, data: &[u8]) {
         data.len()
     );
     assert_eq!(out, data, "copy's bytes, len {}", data.len());
+    if data.len() >= proto_crc32c::COMMAND_HEADER {
+        // The same bytes as a TLV command: the CRC field taken as zero.
+        let mut masked = data.to_vec();
+        masked[6..10].fill(0);
+        let want = crc32c::crc32c_append(seed, &masked);
+        assert_eq!(
+            proto_crc32c::crc32c_append_command(seed, data),
+            want,
+            "command, len {}",
+            data.len()
+        );
+        for k in proto_crc32c::Kernel::available() {
+            assert_eq!(
+                k.crc32c_append_command(seed, data),
+                want,
+                "command, {k:?}, len {}",
+                data.len()
+            );
+        }
+    }
     for cut in [0, 1, 7, 10, data.len() / 2, data.len()] {
         let cut = cut.min(data.len());
         let (h, t) = data.split_at(cut);
@@ -137,6 +157,12 @@ fn shift_carries_a_change_through_any_bytes() {
             );
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "shorter than a command header")]
+fn command_shorter_than_its_header_panics() {
+    proto_crc32c::crc32c_append_command(0, &[0u8; 9]);
 }
 
 #[test]

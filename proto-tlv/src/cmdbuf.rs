@@ -112,7 +112,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> CmdBuf<T> {
     /// zero) and every byte after it, in `variant`.
     pub fn seal(&mut self, variant: crate::CrcVariant) {
         let b = self.b();
-        let crc = variant.command_crc(&b[..CMD_HEADER_LEN], &b[CMD_HEADER_LEN..]);
+        let crc = variant.whole_command_crc(b);
         self.set_crc(crc);
     }
 }

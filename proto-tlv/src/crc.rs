@@ -90,12 +90,46 @@ impl CrcVariant {
     }
 }
 
+impl CrcVariant {
+    /// [`CrcVariant::command_crc`] of a command held in one slice: its
+    /// 10-byte header, then its payload (`command[10..]`). Faster for short
+    /// commands: no masked copy of the header, and one step over the
+    /// payload's first `len % 8` bytes instead of a branch per length.
+    ///
+    /// ```
+    /// use proto_tlv::CrcVariant;
+    /// let mut command = vec![3u8, 0, 0, 0, 15, 0, 9, 9, 9, 9];
+    /// command.extend_from_slice(b"abc");
+    /// let v = CrcVariant::BtrfsRaw;
+    /// assert_eq!(v.whole_command_crc(&command), v.command_crc(&command[..10], b"abc"));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `command` is shorter than a command header.
+    #[inline]
+    pub fn whole_command_crc(self, command: &[u8]) -> u32 {
+        self.finish(proto_crc32c::crc32c_append_command(self.init(), command))
+    }
+}
+
 /// A command header's first six bytes (`len`, `cmd`) and a zero CRC field.
+///
+/// Built as one 8-byte word and two zero bytes: the kernel reads the copy
+/// back as an 8-byte and a 2-byte load, and a load that spans several
+/// smaller stores (six single bytes) cannot be forwarded from them: it
+/// waits for them to reach the cache, which cost about a third of the
+/// per-command CRC of short commands.
 #[inline(always)]
 fn masked(header: &[u8]) -> [u8; 10] {
-    [
-        header[0], header[1], header[2], header[3], header[4], header[5], 0, 0, 0, 0,
-    ]
+    let first8 = match header.get(..8) {
+        Some(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        None => u64::from_le_bytes([
+            header[0], header[1], header[2], header[3], header[4], header[5], 0, 0,
+        ]),
+    } & 0xffff_ffff_ffff;
+    let w = first8.to_le_bytes();
+    [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], 0, 0]
 }
 
 /// How a change in a running state ([`CrcVariant::update`]'s domain) carries

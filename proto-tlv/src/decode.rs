@@ -191,7 +191,7 @@ pub(crate) fn parse<'a>(
         .at(index, offset)
     })?;
     let stored = hdr.crc.get();
-    let computed = profile.crc.command_crc(hdr.as_bytes(), payload);
+    let computed = profile.crc.whole_command_crc(bytes);
     if stored != computed {
         return Err(ErrorKind::CrcMismatch {
             cmd: hdr.cmd.get(),
