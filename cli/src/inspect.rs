@@ -8,14 +8,14 @@ use proto_stream::header::{negotiate, Endian, BTRFS};
 use proto_stream::native::{Reader, NATIVE_MAGIC};
 use serde_json::{json, Value};
 
-use crate::input::sniff;
+use crate::input::{sniff, Opened};
 use crate::native::CLI_OPTIONS;
 use crate::Failure;
 
 /// Prints the fixed header, the chosen version and the version-specific
 /// header (features, contexts) of `path`, as text or JSON.
 pub fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
-    let (head, (input, _)) = sniff(path, BTRFS.encoded_len())?;
+    let (head, Opened { reader: input, .. }) = sniff(path, BTRFS.encoded_len())?;
     let v = if head.starts_with(NATIVE_MAGIC) {
         let r = Reader::new(input, CLI_OPTIONS)?;
         let h = r.header();

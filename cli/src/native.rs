@@ -45,7 +45,11 @@ fn dump_line(c: &Command<'_>, out: &mut Vec<u8>) {
 
 /// The input with a progress bar on stderr (drawn only when stderr is a
 /// terminal and stdout is not).
-fn with_progress((input, len): Opened) -> (impl Read, indicatif::ProgressBar) {
+fn with_progress(
+    Opened {
+        reader: input, len, ..
+    }: Opened,
+) -> (impl Read, indicatif::ProgressBar) {
     let pb = if io::stdout().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
