@@ -1,7 +1,8 @@
-//! Nothing is allocated per command on the paths of `proto-stream verify`
-//! and `dump`: their core loops (the stream decoder fed in pieces, the
-//! command checker or the dumper, counts into fixed tables, output into a
-//! reused buffer) allocate as much for 10,000 commands as for 1,000.
+//! Nothing is allocated per command on the paths of `proto-stream verify`,
+//! `dump` and `chunk`: their core loops (the stream decoder fed in pieces,
+//! the command checker or the dumper, counts into fixed tables, output into
+//! a reused buffer; the checkpoint emitter through one reused buffer)
+//! allocate as much for 10,000 commands as for 1,000.
 //!
 //! Its own test binary: the counting global allocator is only here, and
 //! the one test keeps other threads from allocating while it counts.
@@ -144,8 +145,31 @@ fn dump_allocs(bytes: &[u8]) -> usize {
     n
 }
 
+/// chunk's core loop: the emitter of the stream (btrfs's producer and
+/// split of large writes), filling one reused buffer of `PIECE` bytes
+/// until the end. (The CLI also writes each buffer and its token: per
+/// buffer, not per command.)
+fn chunk_allocs(bytes: &[u8]) -> usize {
+    use proto_checkpoint::{Emitter, Format};
+    let reg = Region::new(GLOBAL);
+    let producer = proto_btrfs::Btrfs.producer(bytes, 1).unwrap();
+    let mut e = Emitter::new(producer, proto_btrfs::Btrfs.split()).unwrap();
+    let mut buf = vec![0u8; PIECE];
+    let (mut written, mut units) = (0, 0);
+    while !e.ended() {
+        let f = e.fill(&mut buf).unwrap();
+        written += f.written;
+        units += f.units;
+    }
+    // WRITEs that straddle a buffer are split in two: a little more out.
+    assert!(written >= bytes.len() && units > 1000);
+    let s = reg.change();
+    s.allocations + s.reallocations
+}
+
+/// One test: the counting allocator counts every thread's allocations.
 #[test]
-fn verify_and_dump_allocate_nothing_per_command() {
+fn verify_dump_and_chunk_allocate_nothing_per_command() {
     let (small, big) = (stream(111), stream(1111));
     // 1,001 and 10,001 commands (and END).
     let (v1, v2) = (verify_allocs(&small), verify_allocs(&big));
@@ -163,4 +187,13 @@ fn verify_and_dump_allocate_nothing_per_command() {
     );
     // And not many to start with.
     assert!(v1 <= 16 && d1 <= 16, "verify {v1}, dump {d1}");
+    let (c1, c2) = (chunk_allocs(&small), chunk_allocs(&big));
+    eprintln!(
+        "allocations for 1,001 and 10,001 commands: verify {v1}, {v2}; dump {d1}, {d2}; chunk {c1}, {c2}"
+    );
+    assert!(
+        c2 <= c1 + SLACK,
+        "chunk: {c1} allocations for 1,001 commands, {c2} for 10,001"
+    );
+    assert!(c1 <= 32, "chunk {c1}");
 }

@@ -429,3 +429,31 @@ fn step_receiver(
         }
     }
 }
+
+/// A native stream of `n` small commands (a few dozen bytes each).
+pub fn small_units(n: usize) -> Vec<u8> {
+    use proto_checkpoint::native::Writer;
+    use proto_header::{Endian, V1Header, KIT_VERSIONS};
+    use proto_tlv::{AttrValue, Value};
+
+    let header = V1Header {
+        byte_order: Endian::Little,
+        features_supported: 0,
+        features_required: 0,
+        stream_id: *b"small units.....",
+        contexts: Vec::new(),
+    };
+    let mut w = Writer::new(Vec::new(), KIT_VERSIONS.entry(1).unwrap(), 1, &header).unwrap();
+    for i in 0..n {
+        let body = format!("unit {i} {}", "x".repeat(i % 37));
+        w.write_command(
+            1,
+            &[
+                AttrValue::new(1, Value::U64(i as u64)),
+                AttrValue::new(2, Value::Bytes(body.as_bytes())),
+            ],
+        )
+        .unwrap();
+    }
+    w.finish().unwrap()
+}
