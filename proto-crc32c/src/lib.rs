@@ -239,25 +239,42 @@ impl Kernel {
     /// must hold at least [`COMMAND_HEADER`] bytes.
     #[inline]
     unsafe fn command_unchecked(self, crc: u32, command: &[u8]) -> u32 {
-        let (head, payload) = command.split_at(COMMAND_HEADER);
+        let payload_len = command.len() - COMMAND_HEADER;
         match self {
-            Kernel::Portable => !portable::update(portable::update(!crc, &masked(head)), payload),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Sse42 if payload.len() < x86::COMMAND_SHORT => {
+            Kernel::Sse42 if payload_len < x86::COMMAND_SHORT => {
                 // SAFETY: the CPU has SSE4.2 (the caller's contract).
                 !unsafe { x86::command(!crc, command) }
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vpclmul if payload.len() < fold::MID_FROM => {
+            Kernel::Vpclmul if payload_len < fold::MID_FROM => {
                 // SAFETY: the CPU has SSE4.2 (part of the contract).
                 !unsafe { x86::command(!crc, command) }
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vpclmul if payload.len() < FOLD_FROM => {
+            Kernel::Vpclmul if payload_len < FOLD_FROM => {
                 // SAFETY: the CPU has PCLMULQDQ and SSE4.2 (part of the
                 // contract).
                 !unsafe { fold::command_mid(!crc, command) }
             }
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.command_other(crc, command) },
+        }
+    }
+
+    /// [`Kernel::command_unchecked`] off its short-command paths: the
+    /// portable kernel, and long payloads (a masked copy of the header,
+    /// then the payload through [`Kernel::append2_unchecked`]). Not inlined,
+    /// so the short paths' caller stays small (no registers to save).
+    ///
+    /// # Safety
+    ///
+    /// As [`Kernel::command_unchecked`].
+    #[inline(never)]
+    unsafe fn command_other(self, crc: u32, command: &[u8]) -> u32 {
+        let (head, payload) = command.split_at(COMMAND_HEADER);
+        match self {
+            Kernel::Portable => !portable::update(portable::update(!crc, &masked(head)), payload),
             // SAFETY: the caller's contract.
             _ => unsafe { self.append2_unchecked(crc, &masked(head), payload) },
         }
