@@ -36,9 +36,20 @@ pub const PARALLEL_FROM: u64 = 64 << 20;
 /// Reader threads of a large regular file.
 const READERS: usize = 2;
 
-/// A read chunk: (buffer, start of the page-aligned window, bytes read into
-/// it).
-type Chunk = io::Result<(Vec<u8>, usize, usize)>;
+/// A filled buffer: its page-aligned window starts at `start` and holds
+/// `len` bytes; `last`: the input ends after them (`len` may then be 0).
+struct Filled {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    last: bool,
+}
+
+/// What a reader hands over. Only a reader says where the input ends (a
+/// [`Filled`] marked `last`): a read error comes after the bytes read
+/// before it, and a reader that stops without either (a panic) is an error
+/// too, never taken for the end.
+type Chunk = io::Result<Filled>;
 
 /// Fixed pools of buffers, filled by reader threads and handed back through
 /// return channels: no allocation after the start, bounded memory. Reader
@@ -48,8 +59,8 @@ struct Chunks {
     back: Vec<SyncSender<Vec<u8>>>,
     /// The reader of the next chunk.
     next: usize,
-    /// A short chunk came: the end of input (a file that grew since is
-    /// not read further, as one reader would not have).
+    /// The last chunk came (a file that grew since is not read further, as
+    /// one reader would not have), or an error.
     ended: bool,
 }
 
@@ -57,6 +68,25 @@ struct Chunks {
 fn window(buf: &mut [u8]) -> (usize, &mut [u8]) {
     let start = (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
     (start, &mut buf[start..start + CHUNK])
+}
+
+/// Fills `window` by `read(window[n..], n)` until it is full or a read
+/// gives nothing; returns the bytes read and whether the input ended, or
+/// the bytes read before an error and the error.
+fn fill(
+    window: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
+) -> (usize, io::Result<bool>) {
+    let mut n = 0;
+    while n < window.len() {
+        match read(&mut window[n..], n) {
+            Ok(0) => return (n, Ok(true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Err(e)),
+        }
+    }
+    (n, Ok(false))
 }
 
 /// A reader's channels and its `depth + 1` buffers: it takes buffers
@@ -83,6 +113,46 @@ fn pool(depth: usize) -> Pool {
     }
 }
 
+/// A reader thread's loop: takes a spare buffer, fills it with
+/// `read(window, chunk number)` and sends it, until the input ends, a read
+/// fails (the bytes before the error go first, then the error) or the
+/// consumer is gone.
+fn reader(
+    tx: SyncSender<Chunk>,
+    spare: Receiver<Vec<u8>>,
+    mut read: impl FnMut(&mut [u8], u64) -> (usize, io::Result<bool>) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let mut k = 0;
+        while let Ok(mut buf) = spare.recv() {
+            let (start, window) = window(&mut buf);
+            let (len, r) = read(window, k);
+            k += 1;
+            let last = matches!(r, Ok(true));
+            if (len > 0 || last)
+                && tx
+                    .send(Ok(Filled {
+                        buf,
+                        start,
+                        len,
+                        last,
+                    }))
+                    .is_err()
+            {
+                return;
+            }
+            match r {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+}
+
 impl Chunks {
     /// One reader thread over `input`, read from where it stands.
     fn spawn(mut input: Box<dyn Read + Send>) -> Chunks {
@@ -92,35 +162,8 @@ impl Chunks {
             back,
             spare,
         } = pool(DEPTH);
-        std::thread::spawn(move || {
-            while let Ok(mut buf) = spare.recv() {
-                let (start, window) = window(&mut buf);
-                let mut n = 0;
-                let r = loop {
-                    match input.read(&mut window[n..]) {
-                        Ok(0) => break Ok(true),
-                        Ok(k) => {
-                            n += k;
-                            if n == window.len() {
-                                break Ok(false);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                if n > 0 && tx.send(Ok((buf, start, n))).is_err() {
-                    return;
-                }
-                match r {
-                    Ok(false) => {}
-                    Ok(true) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
+        reader(tx, spare, move |window, _| {
+            fill(window, |w, _| input.read(w))
         });
         Chunks {
             rx: vec![rx],
@@ -131,8 +174,8 @@ impl Chunks {
     }
 
     /// [`READERS`] threads reading `file` from byte 0 by positional reads,
-    /// each every `READERS`-th chunk. A reader stops after a short chunk
-    /// (the end of the file) and sends nothing for an empty one.
+    /// each every `READERS`-th chunk. A short chunk (or an empty one) is
+    /// the last.
     fn spawn_positional(file: File) -> Chunks {
         let file = std::sync::Arc::new(file);
         let mut chunks = Chunks {
@@ -149,48 +192,28 @@ impl Chunks {
                 back,
                 spare,
             } = pool(DEPTH - 1);
-            let file = file.clone();
-            std::thread::spawn(move || {
-                let mut offset = (i * CHUNK) as u64;
-                while let Ok(mut buf) = spare.recv() {
-                    let (start, window) = window(&mut buf);
-                    let mut n = 0;
-                    let r = loop {
-                        match file.read_at(&mut window[n..], offset + n as u64) {
-                            Ok(0) => break Ok(()),
-                            Ok(k) => {
-                                n += k;
-                                if n == window.len() {
-                                    break Ok(());
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => break Err(e),
-                        }
-                    };
-                    if let Err(e) = r {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                    if n == 0 || tx.send(Ok((buf, start, n))).is_err() || n < CHUNK {
-                        return;
-                    }
-                    offset += (READERS * CHUNK) as u64;
-                }
-            });
             chunks.rx.push(rx);
             chunks.back.push(back);
+            let file = file.clone();
+            reader(tx, spare, move |window, k| {
+                let at = (k * READERS as u64 + i as u64) * CHUNK as u64;
+                fill(window, |w, n| file.read_at(w, at + n as u64))
+            });
         }
         chunks
     }
 
-    /// The next chunk in order; `None` at the end of input.
+    /// The next chunk in order; `None` after the last one or an error.
     fn recv(&mut self) -> Option<Chunk> {
         if self.ended {
             return None;
         }
-        let c = self.rx[self.next].recv().ok()?;
-        self.ended = matches!(c, Ok((_, _, n)) if n < CHUNK);
+        let c = self.rx[self.next].recv().unwrap_or_else(|_| {
+            Err(io::Error::other(
+                "a reader thread stopped before the end of input",
+            ))
+        });
+        self.ended = c.as_ref().map_or(true, |f| f.last);
         Some(c)
     }
 
@@ -291,7 +314,12 @@ pub fn each_event(
     let mut dec = StreamDecoder::new();
     let mut offset = 0u64;
     while let Some(chunk) = chunks.recv() {
-        let (chunk, start, n) = chunk.map_err(|e| Failure::Io {
+        let Filled {
+            buf: chunk,
+            start,
+            len: n,
+            ..
+        } = chunk.map_err(|e| Failure::Io {
             place: path.display().to_string(),
             offset: Some(offset),
             source: e,
@@ -323,4 +351,111 @@ pub fn each_event(
     pb.finish_and_clear();
     dec.finish()?;
     Ok(End::Eof { bytes: offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that fails on every read.
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("injected read error"))
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/btrfs/nodata-v2.stream"
+        ))
+        .unwrap()
+    }
+
+    /// Every chunk's bytes, in order, until the last; the error if one
+    /// came instead.
+    fn drain(mut c: Chunks) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = c.recv() {
+            let f = chunk?;
+            out.extend_from_slice(&f.buf[f.start..f.start + f.len]);
+            c.give_back(f.buf);
+        }
+        Ok(out)
+    }
+
+    /// A whole stream (it ends with END), then a read error: the error is
+    /// reported, not taken for the end of input.
+    #[test]
+    fn a_read_error_after_a_whole_stream_is_reported() {
+        let reader = Box::new(io::Cursor::new(sample()).chain(Failing));
+        let opened = Opened {
+            reader,
+            len: None,
+            file: None,
+        };
+        match each_event(Path::new("input"), opened, |_| Ok(true)) {
+            Err(Failure::Io { source, offset, .. }) => {
+                assert_eq!(source.to_string(), "injected read error");
+                assert_eq!(offset, Some(sample().len() as u64));
+            }
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("the read error was taken for the end of input"),
+        }
+    }
+
+    /// A reader thread that stops without saying the input ended is an
+    /// error, not the end.
+    #[test]
+    fn a_reader_that_vanishes_is_an_error() {
+        let (tx, rx) = sync_channel(1);
+        let (back, _spare) = sync_channel(1);
+        let mut c = Chunks {
+            rx: vec![rx],
+            back: vec![back],
+            next: 0,
+            ended: false,
+        };
+        drop(tx);
+        assert!(matches!(c.recv(), Some(Err(_))));
+        assert!(c.recv().is_none(), "nothing after the error");
+    }
+
+    /// The positional readers hand every byte over once, in order, for a
+    /// file that ends inside a chunk of either reader, on a chunk boundary
+    /// (the next reader then sends an empty last chunk), or is empty.
+    #[test]
+    fn positional_readers_give_the_file_in_order() {
+        let dir = std::env::temp_dir().join(format!("proto-stream-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for len in [
+            0,
+            100,
+            CHUNK,
+            CHUNK + 1,
+            2 * CHUNK,
+            2 * CHUNK + 77,
+            5 * CHUNK - 3,
+        ] {
+            let bytes: Vec<u8> = (0..len as u64).map(|i| (i * 7 + i / 4093) as u8).collect();
+            let path = dir.join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            let c = Chunks::spawn_positional(File::open(&path).unwrap());
+            assert_eq!(c.rx.len(), READERS);
+            let got = drain(c).unwrap();
+            assert!(got == bytes, "length {len}: got {} bytes", got.len());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The single reader too.
+    #[test]
+    fn the_stream_reader_gives_its_input_in_order() {
+        for len in [0, 1, CHUNK, 3 * CHUNK + 5] {
+            let bytes: Vec<u8> = (0..len as u64).map(|i| (i * 13) as u8).collect();
+            let c = Chunks::spawn(Box::new(io::Cursor::new(bytes.clone())));
+            assert!(drain(c).unwrap() == bytes, "length {len}");
+        }
+    }
 }

@@ -238,6 +238,8 @@ impl Kernel {
     /// The kernel must be [available](Kernel::is_available), and `command`
     /// must hold at least [`COMMAND_HEADER`] bytes.
     #[inline]
+    // Only the x86-64 paths look at the payload's length.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     unsafe fn command_unchecked(self, crc: u32, command: &[u8]) -> u32 {
         let payload_len = command.len() - COMMAND_HEADER;
         match self {
