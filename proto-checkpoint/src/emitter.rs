@@ -222,8 +222,14 @@ fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), 
     Ok(())
 }
 
+/// Commands shorter than this are copied, then checked by
+/// [`CrcVariant::whole_command_crc`] (one kernel call, no branch on the
+/// length's last bits); longer ones are copied and checked in one pass.
+const FUSED_FROM: usize = 256;
+
 /// Copies a whole command to the start of `out`, checking its CRC in the
-/// same pass; returns its length.
+/// same pass (a short one right after the copy, while it is in cache);
+/// returns its length.
 fn copy_command<E: core::error::Error>(
     profile: &Profile,
     u: &Unit<'_>,
@@ -231,6 +237,14 @@ fn copy_command<E: core::error::Error>(
 ) -> Result<usize, EmitError<E>> {
     let (cmd, crc) = (u.bytes, profile.crc);
     let out = &mut out[..cmd.len()];
+    if cmd.len() < FUSED_FROM {
+        out.copy_from_slice(cmd);
+        let (stored, computed) = (stored_crc(cmd), crc.whole_command_crc(cmd));
+        if stored != computed {
+            return Err(crc_error(u, stored, computed));
+        }
+        return Ok(cmd.len());
+    }
     out[..CMD_HEADER_LEN].copy_from_slice(&cmd[..CMD_HEADER_LEN]);
     let state = copy_crc(
         crc,
