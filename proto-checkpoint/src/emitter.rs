@@ -239,10 +239,7 @@ fn copy_command<E: core::error::Error>(
     let out = &mut out[..cmd.len()];
     if cmd.len() < FUSED_FROM {
         out.copy_from_slice(cmd);
-        let (stored, computed) = (stored_crc(cmd), crc.whole_command_crc(cmd));
-        if stored != computed {
-            return Err(crc_error(u, stored, computed));
-        }
+        verify(profile, u)?;
         return Ok(cmd.len());
     }
     out[..CMD_HEADER_LEN].copy_from_slice(&cmd[..CMD_HEADER_LEN]);

@@ -262,20 +262,8 @@ fn three_lanes(reg: u32, data: &[u8]) -> (u32, &[u8]) {
     let (a, rest) = data.split_at(lane);
     let (b, rest) = rest.split_at(lane);
     let (c, tail) = rest.split_at(lane);
-    let (mut ra, mut rb, mut rc) = (u64::from(reg), 0u64, 0u64);
-    for ((wa, wb), wc) in a
-        .chunks_exact(8)
-        .zip(b.chunks_exact(8))
-        .zip(c.chunks_exact(8))
-    {
-        ra = _mm_crc32_u64(ra, crate::x86::word(wa));
-        rb = _mm_crc32_u64(rb, crate::x86::word(wb));
-        rc = _mm_crc32_u64(rc, crate::x86::word(wc));
-    }
-    (
-        shift(ra as u32, 2 * n) ^ shift(rb as u32, n) ^ rc as u32,
-        tail,
-    )
+    let (ra, rb, rc) = crate::x86::lanes(reg, a, b, c);
+    (shift(ra, 2 * n) ^ shift(rb, n) ^ rc, tail)
 }
 
 /// The register after a TLV command (see `x86::command`) whose payload is

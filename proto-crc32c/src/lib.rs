@@ -435,16 +435,12 @@ fn assert_command(command: &[u8]) {
     );
 }
 
-/// A command header's first six bytes and a zero CRC field, built as one
-/// 8-byte word and two zero bytes (read back as the same two loads, so the
-/// stores forward to them).
+/// A command header's first six bytes and a zero CRC field.
 #[inline(always)]
 fn masked(head: &[u8]) -> [u8; COMMAND_HEADER] {
-    let w = (u64::from_le_bytes([
-        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
-    ]) & 0xffff_ffff_ffff)
-        .to_le_bytes();
-    [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], 0, 0]
+    [
+        head[0], head[1], head[2], head[3], head[4], head[5], 0, 0, 0, 0,
+    ]
 }
 
 /// Copies `src` into `dst` and returns `crc32c_append(crc, src)`, in one

@@ -113,6 +113,25 @@ pub(crate) fn command_head(reg: u32, command: &[u8]) -> (u32, &[u8]) {
     (r as u32, &payload[t..])
 }
 
+/// The three registers after three lanes of equal length (whole words),
+/// run interleaved: `a` from `reg`, `b` and `c` from zero. The caller joins
+/// them by carrying `ra` and `rb` through the lanes after theirs.
+#[inline]
+#[target_feature(enable = "sse4.2")]
+pub(crate) fn lanes(reg: u32, a: &[u8], b: &[u8], c: &[u8]) -> (u32, u32, u32) {
+    let (mut ra, mut rb, mut rc) = (u64::from(reg), 0u64, 0u64);
+    for ((wa, wb), wc) in a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .zip(c.chunks_exact(8))
+    {
+        ra = _mm_crc32_u64(ra, word(wa));
+        rb = _mm_crc32_u64(rb, word(wb));
+        rc = _mm_crc32_u64(rc, word(wc));
+    }
+    (ra as u32, rb as u32, rc as u32)
+}
+
 /// Whole blocks of three `L`-byte lanes; returns the register and what is
 /// left (less than one block).
 #[inline]
@@ -126,17 +145,8 @@ fn three_way<'a, const L: usize>(
     for block in &mut blocks {
         let (a, bc) = block.split_at(L);
         let (b, c) = bc.split_at(L);
-        let (mut ra, mut rb, mut rc) = (u64::from(reg), 0u64, 0u64);
-        for ((wa, wb), wc) in a
-            .chunks_exact(8)
-            .zip(b.chunks_exact(8))
-            .zip(c.chunks_exact(8))
-        {
-            ra = _mm_crc32_u64(ra, word(wa));
-            rb = _mm_crc32_u64(rb, word(wb));
-            rc = _mm_crc32_u64(rc, word(wc));
-        }
-        reg = shift.apply(shift.apply(ra as u32) ^ rb as u32) ^ rc as u32;
+        let (ra, rb, rc) = lanes(reg, a, b, c);
+        reg = shift.apply(shift.apply(ra) ^ rb) ^ rc;
     }
     (reg, blocks.remainder())
 }

@@ -457,12 +457,10 @@ fn fast_data(bytes: &[u8], unit_crc: Option<CrcVariant>) -> Option<(u64, &[u8], 
 }
 
 /// The CRC of a whole frame (its CRC field taken as zero), in one pass.
+/// Both callers hold a DATA frame's [`DATA_PREFIX`] bytes at least, so the
+/// frame holds its header.
 fn frame_crc(frame: &[u8]) -> u32 {
-    let crc = SESSION_PROFILE.crc;
-    match frame.get(CMD_HEADER_LEN..) {
-        Some(_) => crc.whole_command_crc(frame),
-        None => crc.command_crc(frame, &[]),
-    }
+    SESSION_PROFILE.crc.whole_command_crc(frame)
 }
 
 /// The CRC of a DATA frame (its [`DATA_PREFIX`] bytes, then `unit`), for a

@@ -114,22 +114,11 @@ impl CrcVariant {
 }
 
 /// A command header's first six bytes (`len`, `cmd`) and a zero CRC field.
-///
-/// Built as one 8-byte word and two zero bytes: the kernel reads the copy
-/// back as an 8-byte and a 2-byte load, and a load that spans several
-/// smaller stores (six single bytes) cannot be forwarded from them: it
-/// waits for them to reach the cache, which cost about a third of the
-/// per-command CRC of short commands.
 #[inline(always)]
 fn masked(header: &[u8]) -> [u8; 10] {
-    let first8 = match header.get(..8) {
-        Some(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        None => u64::from_le_bytes([
-            header[0], header[1], header[2], header[3], header[4], header[5], 0, 0,
-        ]),
-    } & 0xffff_ffff_ffff;
-    let w = first8.to_le_bytes();
-    [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], 0, 0]
+    [
+        header[0], header[1], header[2], header[3], header[4], header[5], 0, 0, 0, 0,
+    ]
 }
 
 /// How a change in a running state ([`CrcVariant::update`]'s domain) carries
