@@ -10,7 +10,6 @@
 //! as a whole runs under a deadline: a hung test fails, it does not hang.
 #![cfg(feature = "tokio")]
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,8 @@ use proto_stream::checkpoint::{Format, Units};
 use proto_stream::native::PRSTREAM;
 use proto_stream::session::replay::Limits;
 use proto_stream::session::{
-    DropEvery, FetchConfig, FetchStats, Fetcher, RetryPolicy, Server, ServerConfig, ServerStats,
+    DropEvery, FetchConfig, FetchStats, Fetcher, Kept, Output, RetryPolicy, Server, ServerConfig,
+    ServerStats,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,18 +98,18 @@ fn units(file: &[u8]) -> Vec<Vec<u8>> {
     }
 }
 
-/// A fetcher's output that keeps every unit it is given, one per write
-/// (the fetcher writes a unit with one `write_all`, which this takes
-/// whole): what was delivered, how often and in which order.
+/// A fetcher's output that keeps every unit it is given, one by one
+/// (several from one UNITS frame each on its own): what was delivered, how
+/// often and in which order.
 #[derive(Default)]
 struct Delivered(Vec<Vec<u8>>);
 
-impl Write for Delivered {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.push(buf.to_vec());
-        Ok(buf.len())
+impl Output for Delivered {
+    fn write_unit(&mut self, unit: &[u8]) -> std::io::Result<()> {
+        self.0.push(unit.to_vec());
+        Ok(())
     }
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn commit(&mut self, _: &Kept) -> std::io::Result<()> {
         Ok(())
     }
 }

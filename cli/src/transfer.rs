@@ -14,7 +14,7 @@ use proto_stream::btrfs::Btrfs;
 use proto_stream::checkpoint::{FileSource, UnitKind};
 use proto_stream::session::auth::{authenticate, Role};
 use proto_stream::session::offer::{detect, BoxSource};
-use proto_stream::session::{BoxError, Kept, Offer, Output, SessionFormat};
+use proto_stream::session::{BoxError, Kept, Offer, Output, SessionFormat, Units};
 use proto_stream::session::{
     DurableFile, FetchConfig, FetchError, Fetcher, RateLimit, RetryPolicy, Server, ServerConfig,
     SessionError, KIT_FORMATS,
@@ -970,6 +970,12 @@ impl Output for Sink {
             Sink::Apply(a, _) => a.write_unit(unit),
         }
     }
+    fn write_units(&mut self, units: Units<'_>) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_units(units),
+            Sink::Apply(a, _) => a.write_units(units),
+        }
+    }
     fn commit(&mut self, kept: &Kept) -> io::Result<()> {
         match self {
             Sink::File(f) => f.commit(kept),
@@ -993,6 +999,15 @@ impl Output for ShownOut {
             b.feed(unit)?;
         }
         self.pb.inc(unit.len() as u64);
+        Ok(())
+    }
+    fn write_units(&mut self, units: Units<'_>) -> io::Result<()> {
+        self.inner.write_units(units)?;
+        if let Some(b) = self.btrfs.as_mut() {
+            // A pipe into `btrfs receive`: bytes, whatever their units.
+            b.feed(units.bytes())?;
+        }
+        self.pb.inc(units.bytes().len() as u64);
         Ok(())
     }
     fn commit(&mut self, kept: &Kept) -> io::Result<()> {

@@ -103,6 +103,16 @@ pub enum SessionError {
         /// What is wrong with it.
         problem: CompressedError,
     },
+    /// A UNITS frame ([`crate::wire::frame::UNITS`]) whose unit lengths do
+    /// not cut its payload into units (nothing of it was delivered), or
+    /// units a sender cannot frame as one.
+    #[error("UNITS frame{}: {problem}", at_byte(*offset))]
+    Units {
+        /// Its byte offset in the peer's input (a frame received).
+        offset: Option<u64>,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The receiver asked for a context name the sender does not offer.
     #[error("unknown context {name:?}; the sender offers: {offered}")]
     UnknownContext {
@@ -159,11 +169,17 @@ impl SessionError {
             SessionError::Closed { offset, .. }
             | SessionError::Unexpected { offset, .. }
             | SessionError::Compressed { offset, .. } => Some(*offset),
+            SessionError::Units { offset, .. } => *offset,
             SessionError::Header(e) => e.offset(),
             SessionError::Frame(e) => Some(e.offset()),
             _ => None,
         }
     }
+}
+
+/// " at byte N", or nothing.
+fn at_byte(offset: Option<u64>) -> String {
+    offset.map_or_else(String::new, |o| alloc::format!(" at byte {o}"))
 }
 
 /// Why a compressed DATA frame was refused ([`SessionError::Compressed`]).

@@ -367,6 +367,66 @@ impl Framer {
         follows
     }
 
+    /// A UNITS frame ([`frame::UNITS`]): header, SEQ (`seq`, the first
+    /// unit's), LENS (each of `lens`), then `units`, the units one after
+    /// the other, copied into the output and checksummed with the frame in
+    /// one pass. `lens` must add up to `units.len()`, none zero, at most
+    /// [`UNITS_MAX`] of them, and the frame must stay within the session's
+    /// largest (the sender's runs stay within [`UNITS_BYTES`]); an error
+    /// otherwise, with nothing written.
+    ///
+    /// [`UNITS_MAX`]: crate::wire::UNITS_MAX
+    /// [`UNITS_BYTES`]: crate::wire::UNITS_BYTES
+    pub fn write_units(
+        &mut self,
+        seq: u64,
+        units: &[u8],
+        lens: impl ExactSizeIterator<Item = usize> + Clone,
+    ) -> Result<(), SessionError> {
+        let n = lens.len();
+        let lens_len = n * 4;
+        let total = lens.clone().try_fold(0usize, |a, l| {
+            (l > 0 && l <= u32::MAX as usize)
+                .then(|| a.checked_add(l))
+                .flatten()
+        });
+        let frame_len = CMD_HEADER_LEN + 12 + 4 + lens_len + 2 + units.len();
+        if n == 0
+            || n > crate::wire::UNITS_MAX
+            || total != Some(units.len())
+            || frame_len - CMD_HEADER_LEN > SESSION_PROFILE.max_payload_len as usize
+        {
+            return Err(SessionError::Units {
+                offset: None,
+                problem: "its unit lengths do not cut its units",
+            });
+        }
+        let start = self.out.len();
+        self.out.reserve(frame_len);
+        self.out.extend_from_slice(&[0u8; CMD_HEADER_LEN]);
+        self.out.extend_from_slice(&attr::SEQ.to_le_bytes());
+        self.out.extend_from_slice(&8u16.to_le_bytes());
+        self.out.extend_from_slice(&seq.to_le_bytes());
+        self.out.extend_from_slice(&attr::LENS.to_le_bytes());
+        self.out.extend_from_slice(&(lens_len as u16).to_le_bytes());
+        for l in lens {
+            self.out.extend_from_slice(&(l as u32).to_le_bytes());
+        }
+        self.out.extend_from_slice(&attr::PAYLOAD.to_le_bytes());
+        self.out.extend_from_slice(units);
+        if let Some(mut head) = CmdBuf::new_checked(&mut self.out[start..]) {
+            head.set_payload_len((frame_len - CMD_HEADER_LEN) as u32);
+            head.set_cmd(frame::UNITS);
+        }
+        // The whole frame is in the output: one pass (the CRC field is taken
+        // as zero).
+        let sum = frame_crc(&self.out[start..]);
+        if let Some(mut head) = CmdBuf::new_checked(&mut self.out[start..]) {
+            head.set_crc(sum);
+        }
+        Ok(())
+    }
+
     /// Queues a REFUSE frame telling the peer why (code and message, cut
     /// to 4 KiB), unless the error is the peer's own refusal or a broken
     /// connection. Returns whether one was queued.
@@ -562,6 +622,37 @@ mod tests {
     /// own CRC equals the CRC of its bytes; the fast path reads the frame
     /// back under the right variant only; and a (long) command whose CRC is
     /// wrong gives a frame the receiver refuses.
+    /// A UNITS frame decodes to what was written; lengths that do not cut
+    /// the units are refused with nothing written.
+    #[test]
+    fn units_frames_are_written_whole_or_not_at_all() {
+        let mut f = Framer::new();
+        f.write_units(7, b"abcdefg", [3, 4].into_iter()).unwrap();
+        let wire = f.pending().to_vec();
+        let (c, n) = decode_command(&wire, &SESSION_PROFILE, 0, 0).unwrap();
+        assert_eq!((c.cmd(), n), (frame::UNITS, wire.len()));
+        assert_eq!(u64_attr(&c, attr::SEQ).unwrap(), 7);
+        assert_eq!(
+            c.attr(attr::LENS).unwrap().value(),
+            [3, 0, 0, 0, 4, 0, 0, 0]
+        );
+        assert_eq!(c.attr(attr::PAYLOAD).unwrap().value(), b"abcdefg");
+        let too_many = alloc::vec![1usize; crate::wire::UNITS_MAX + 1];
+        let bad: [(&[usize], &[u8]); 5] = [
+            (&[], b""),
+            (&[3, 0, 4], b"abcdefg"),
+            (&[3, 3], b"abcdefg"),
+            (&[3, 5], b"abcdefg"),
+            (&too_many, &[0u8; crate::wire::UNITS_MAX + 1]),
+        ];
+        for (lens, units) in bad {
+            let mut f = Framer::new();
+            let e = f.write_units(1, units, lens.iter().copied()).unwrap_err();
+            assert!(matches!(e, SessionError::Units { offset: None, .. }), "{e}");
+            assert!(f.pending().is_empty());
+        }
+    }
+
     #[test]
     fn data_crc_from_the_command_crc() {
         let data: Vec<u8> = (0..200_000u32)

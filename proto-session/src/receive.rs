@@ -19,7 +19,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use proto_checkpoint::{Format, Validator, ValidatorState};
-use proto_tlv::CrcVariant;
+use proto_tlv::{Command, CrcVariant};
 
 use crate::error::{BoxError, CompressedError, SessionError};
 use crate::framer::{u64_attr, Data, Framer, Incoming};
@@ -103,12 +103,54 @@ pub struct Position {
     pub last: Option<u64>,
 }
 
+/// Checked units to write to the output, in order: one, or several that
+/// came in one UNITS frame, one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Units<'a> {
+    bytes: &'a [u8],
+    /// Each unit's length (u32 little-endian); `None`: one unit.
+    lens: Option<&'a [u8]>,
+}
+
+impl<'a> Units<'a> {
+    /// One unit.
+    pub fn one(unit: &'a [u8]) -> Self {
+        Units {
+            bytes: unit,
+            lens: None,
+        }
+    }
+
+    /// Their bytes, one unit after the other.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// How many units.
+    pub fn count(&self) -> usize {
+        self.lens.map_or(1, |l| l.len() / 4)
+    }
+
+    /// Each unit, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let lens: &'a [u8] = self.lens.unwrap_or(&[]);
+        let one = self.lens.is_none().then_some(self.bytes);
+        let mut rest = self.bytes;
+        one.into_iter().chain(lens.chunks_exact(4).map(move |l| {
+            let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+            let (unit, after) = rest.split_at(n.min(rest.len()));
+            rest = after;
+            unit
+        }))
+    }
+}
+
 /// What to do with a frame's outcome ([`Receiving::handle`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Action<'a> {
-    /// A checked unit: write it to the output (in this order, before any
+    /// Checked units: write them to the output (in this order, before any
     /// later one).
-    pub deliver: Option<&'a [u8]>,
+    pub deliver: Option<Units<'a>>,
     /// Make the output durable now, then call [`Receiving::durable`].
     pub ack: bool,
     /// The sender said goodbye: the transfer is complete.
@@ -261,6 +303,7 @@ impl Receiving {
                     Some(len) => self.compressed(seq, len.as_u64()?, payload, c.offset()),
                 }
             }
+            frame::UNITS => self.units(&c),
             frame::TOKEN => {
                 let seq = u64_attr(&c, attr::SEQ)?;
                 if seq > self.rx.last_received() {
@@ -331,9 +374,9 @@ impl Receiving {
                     verify()?;
                     return Err(SessionError::Unit { seq, source });
                 }
-                let ack = self.delivered(payload.len());
+                let ack = self.delivered(1, payload.len());
                 Ok(Action {
-                    deliver: Some(payload),
+                    deliver: Some(Units::one(payload)),
                     ack,
                     done: false,
                 })
@@ -347,11 +390,83 @@ impl Receiving {
         }
     }
 
-    /// A unit of `len` bytes was checked and is handed out: whether to ack.
-    fn delivered(&mut self, len: usize) -> bool {
-        self.stats.units += 1;
+    /// One UNITS frame: its lengths checked against its payload first
+    /// (nothing is taken from a frame they do not cut into units), the
+    /// units the receiver has discarded, the others checked one by one and
+    /// handed out together.
+    fn units<'a>(&mut self, c: &Command<'a>) -> Result<Action<'a>, SessionError> {
+        let seq = u64_attr(c, attr::SEQ)?;
+        let lens = c.require(attr::LENS)?.value();
+        let payload = c.require(attr::PAYLOAD)?.value();
+        let bad = |problem| SessionError::Units {
+            offset: Some(c.offset()),
+            problem,
+        };
+        if lens.is_empty() || lens.len() % 4 != 0 {
+            return Err(bad("its LENS attribute is not one or more u32 lengths"));
+        }
+        let len_at = |i: usize| {
+            let l = &lens[i * 4..i * 4 + 4];
+            u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize
+        };
+        let n = lens.len() / 4;
+        let mut total = 0usize;
+        for i in 0..n {
+            let l = len_at(i);
+            if l == 0 {
+                return Err(bad("it holds an empty unit"));
+            }
+            total = total.saturating_add(l);
+        }
+        if total != payload.len() {
+            return Err(bad("its unit lengths do not add up to its payload"));
+        }
+        if seq.checked_add(n as u64).is_none() {
+            return Err(bad("its seqs run past the largest"));
+        }
+        self.stats.bytes_received += total as u64;
+        self.stats.payload_wire_bytes += total as u64;
+        // The first units may be ones the receiver has (a resend).
+        let last = self.rx.last_received();
+        let dup = if seq > last {
+            0
+        } else {
+            usize::try_from(last - seq + 1).map_or(n, |d| d.min(n))
+        };
+        let dup_bytes: usize = (0..dup).map(len_at).sum();
+        self.stats.duplicates += dup as u64;
+        self.stats.bytes_resent += dup_bytes as u64;
+        let mut at = dup_bytes;
+        for i in dup..n {
+            let s = seq + i as u64;
+            // The next seq, or a gap (an error).
+            self.rx.accept(s)?;
+            let unit = &payload[at..at + len_at(i)];
+            self.check
+                .unit(unit)
+                .map_err(|source| SessionError::Unit { seq: s, source })?;
+            at += unit.len();
+        }
+        if dup == n {
+            return Ok(Action::default());
+        }
+        let ack = self.delivered((n - dup) as u64, total - dup_bytes);
+        Ok(Action {
+            deliver: Some(Units {
+                bytes: &payload[dup_bytes..],
+                lens: Some(&lens[dup * 4..]),
+            }),
+            ack,
+            done: false,
+        })
+    }
+
+    /// `units` units of `len` bytes in all were checked and are handed out:
+    /// whether to ack.
+    fn delivered(&mut self, units: u64, len: usize) -> bool {
+        self.stats.units += units;
         self.stats.bytes_delivered += len as u64;
-        self.unacked.0 += 1;
+        self.unacked.0 += units as usize;
         self.unacked.1 += len;
         self.unacked.0 * 4 >= self.window.max_messages
             || self.unacked.1 * 4 >= self.window.max_bytes
@@ -395,9 +510,9 @@ impl Receiving {
                 if let Err(source) = self.check.unit(&self.unzipped[..n]) {
                     return Err(SessionError::Unit { seq, source });
                 }
-                let ack = self.delivered(n);
+                let ack = self.delivered(1, n);
                 Ok(Action {
-                    deliver: Some(&self.unzipped[..n]),
+                    deliver: Some(Units::one(&self.unzipped[..n])),
                     ack,
                     done: false,
                 })

@@ -330,17 +330,50 @@ impl Sender {
     /// after a reconnect, the ones to send again first. `None` when every
     /// held message has been transmitted.
     pub fn next_to_send(&mut self) -> Option<(u64, &[u8])> {
+        self.next_run(1, 0).map(|r| (r.seq, r.bytes))
+    }
+
+    /// The next messages to transmit, as [`Sender::next_to_send`] would
+    /// give them one by one: the first, then as many as follow it that lie
+    /// right after it in the buffer, at most `max_messages` in all and,
+    /// past the first, within `max_bytes` together. `None` when every held
+    /// message has been transmitted.
+    pub fn next_run(&mut self, max_messages: usize, max_bytes: usize) -> Option<Run<'_>> {
         let i = usize::try_from(self.send_seq - self.acked - 1).ok()?;
         let (off, len) = *self.msgs.get(i)?;
-        let seq = self.send_seq;
-        self.send_seq += 1;
-        if seq <= self.sent_high {
-            self.resent_messages += 1;
-            self.resent_bytes += len as u64;
-        } else {
-            self.sent_high = seq;
+        let (mut end, mut j) = (off + len, i + 1);
+        while j - i < max_messages {
+            match self.msgs.get(j) {
+                Some(&(o, l)) if o == end && end - off + l <= max_bytes => {
+                    end += l;
+                    j += 1;
+                }
+                _ => break,
+            }
         }
-        Some((seq, &self.buf[off..off + len]))
+        let seq = self.send_seq;
+        let last = seq + (j - i - 1) as u64;
+        self.send_seq = last + 1;
+        let mut resent = (0, 0);
+        if seq <= self.sent_high {
+            // Sent before, up to the highest seq ever sent.
+            let again = (self.sent_high.min(last) - seq + 1) as usize;
+            let bytes = self
+                .msgs
+                .range(i..i + again)
+                .map(|m| m.1 as u64)
+                .sum::<u64>();
+            resent = (again as u64, bytes);
+            self.resent_messages += resent.0;
+            self.resent_bytes += resent.1;
+        }
+        self.sent_high = self.sent_high.max(last);
+        Some(Run {
+            seq,
+            bytes: &self.buf[off..end],
+            msgs: self.msgs.range(i..j),
+            resent,
+        })
     }
 
     /// The peer acknowledges every seq up to `seq`: those messages are
@@ -427,6 +460,40 @@ impl Sender {
     /// Messages and bytes transmitted more than once so far.
     pub fn resent(&self) -> (u64, u64) {
         (self.resent_messages, self.resent_bytes)
+    }
+}
+
+/// Consecutive messages to transmit ([`Sender::next_run`]).
+#[derive(Clone, Debug)]
+pub struct Run<'a> {
+    /// The first one's seq.
+    pub seq: u64,
+    /// Their bytes, one after the other.
+    pub bytes: &'a [u8],
+    msgs: alloc::collections::vec_deque::Iter<'a, (usize, usize)>,
+    resent: (u64, u64),
+}
+
+impl Run<'_> {
+    /// How many messages.
+    pub fn count(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// The seq of the last.
+    pub fn last(&self) -> u64 {
+        self.seq + self.msgs.len() as u64 - 1
+    }
+
+    /// How many of them, and their bytes, were transmitted before (the
+    /// first ones, after a reconnect).
+    pub fn resent(&self) -> (u64, u64) {
+        self.resent
+    }
+
+    /// The length of each, in order.
+    pub fn lens(&self) -> impl ExactSizeIterator<Item = usize> + Clone + '_ {
+        self.msgs.clone().map(|m| m.1)
     }
 }
 
@@ -546,6 +613,52 @@ mod tests {
         // Over the byte bound by one message: nothing more until acks.
         assert!(!tx.has_room());
         assert_eq!(tx.unacked(), (2, 13));
+    }
+
+    /// Runs take consecutive messages that lie one after the other, within
+    /// the bounds (the first whatever its length), stop where the ring
+    /// wraps, and count what they send again after a reconnect.
+    #[test]
+    fn runs_of_messages() {
+        let mut tx = Sender::new(limits(64 * 1024, 1000), 0);
+        for m in [&b"aa"[..], b"bbb", b"c", b"dddd", b"ee"] {
+            tx.push(m).unwrap();
+        }
+        let r = tx.next_run(3, 100).unwrap();
+        assert_eq!(
+            (r.seq, r.bytes, r.count(), r.last()),
+            (1, &b"aabbbc"[..], 3, 3)
+        );
+        assert_eq!(r.lens().collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!(r.resent(), (0, 0));
+        // The first goes whatever its length; the next would pass 5 bytes.
+        let r = tx.next_run(10, 5).unwrap();
+        assert_eq!((r.seq, r.bytes), (4, &b"dddd"[..]));
+        let r = tx.next_run(10, 0).unwrap();
+        assert_eq!((r.seq, r.bytes), (5, &b"ee"[..]));
+        assert!(tx.next_run(10, 100).is_none());
+        // Seqs 2..=5 again after a reconnect, then one more never sent.
+        tx.push(b"ff").unwrap();
+        tx.reconnect(1).unwrap();
+        let r = tx.next_run(10, 100).unwrap();
+        assert_eq!((r.seq, r.bytes, r.count()), (2, &b"bbbcddddeeff"[..], 5));
+        assert_eq!(r.resent(), (4, 10));
+        assert_eq!(tx.resent(), (4, 10));
+        assert_eq!(tx.sent(), 6);
+
+        // A ring that wraps: the run stops at the wrap.
+        let mut tx = Sender::new(limits(64 * 1024, 1000), 0);
+        let big = alloc::vec![7u8; 40 * 1024];
+        tx.push(&big).unwrap();
+        tx.push(&big).unwrap();
+        assert_eq!(tx.next_run(1, usize::MAX).unwrap().seq, 1);
+        tx.ack(1).unwrap();
+        tx.push(b"front").unwrap();
+        tx.push(b"next").unwrap();
+        let r = tx.next_run(10, usize::MAX).unwrap();
+        assert_eq!((r.seq, r.count()), (2, 1));
+        let r = tx.next_run(10, usize::MAX).unwrap();
+        assert_eq!((r.seq, r.bytes), (3, &b"frontnext"[..]));
     }
 
     #[test]

@@ -38,7 +38,9 @@ use crate::error::{BoxError, ResumeError, SessionError};
 use crate::framer::{expect, u64_attr, Framer};
 use crate::handshake::{Accept, Select};
 use crate::replay::{Limits, ReplayError, Resend, Sender};
-use crate::wire::{attr, frame, Resumed, COMPRESS_MIN, FEATURE_ZSTD};
+use crate::wire::{
+    attr, frame, Resumed, COMPRESS_MIN, FEATURE_UNITS, FEATURE_ZSTD, UNITS_BYTES, UNITS_MAX,
+};
 
 /// A fill of the emitter takes up to this many bytes' worth of units of
 /// the stream's largest size (and no more than the window has room for):
@@ -145,16 +147,19 @@ pub struct SendStats {
     /// Emitter fills that took units into the window: fewer than the
     /// units when small ones go several per fill ([`BATCH_BYTES`]).
     pub fills: u64,
+    /// UNITS frames sent, each with several units
+    /// ([`FEATURE_UNITS`]); the other units went in DATA frames.
+    pub units_frames: u64,
 }
 
 /// What to do after [`Sending::poll`].
 #[derive(Debug)]
 pub enum Step<'a> {
-    /// A DATA frame went into the framer. `body`: its payload, when large,
-    /// was not copied: send it right after the pending bytes, before
-    /// anything else. Then poll again.
+    /// A DATA or UNITS frame went into the framer. `body`: its payload,
+    /// when large, was not copied: send it right after the pending bytes,
+    /// before anything else. Then poll again.
     Data {
-        /// Its seq.
+        /// Its seq (a UNITS frame's last).
         seq: u64,
         /// The payload to send after the pending bytes, if not inline.
         body: Option<&'a [u8]>,
@@ -197,6 +202,9 @@ pub(crate) struct Transfer {
     poisoned: bool,
     /// This connection compresses DATA (asked, and the receiver can).
     compress: bool,
+    /// This connection's UNITS frames carry at most this many unit bytes
+    /// (0: it sends none; the receiver does not read them).
+    units_bytes: usize,
     /// The compressor (made on first use) and its output.
     #[cfg(feature = "zstd")]
     zip: Option<zstd::bulk::Compressor<'static>>,
@@ -261,6 +269,7 @@ impl Transfer {
             finish_sent: false,
             poisoned: false,
             compress: false,
+            units_bytes: 0,
             #[cfg(feature = "zstd")]
             zip: None,
             #[cfg(feature = "zstd")]
@@ -269,11 +278,13 @@ impl Transfer {
     }
 
     /// A new connection starts its data phase; `compress`: its DATA frames
-    /// may be compressed.
-    pub(crate) fn connected(&mut self, compress: bool) {
+    /// may be compressed; `units_bytes`: the unit bytes of its UNITS frames
+    /// (0: none).
+    pub(crate) fn connected(&mut self, compress: bool, units_bytes: usize) {
         self.just_sent = None;
         self.finish_sent = false;
         self.compress = compress;
+        self.units_bytes = units_bytes;
     }
 
     /// Writes what is due into `f`: the tokens of the DATA written last,
@@ -310,18 +321,33 @@ impl Transfer {
             stats.fills += 1;
         }
         if self.replay.has_unsent() {
-            let high = self.replay.sent();
+            // Several units to one UNITS frame where the receiver reads
+            // them (a compressing connection sends each alone: each is
+            // compressed on its own).
+            let max = if self.units_bytes > 0 && !self.compress {
+                UNITS_MAX
+            } else {
+                1
+            };
             // Every path returns: the borrow of the window ends here.
-            let Some((seq, bytes)) = self.replay.next_to_send() else {
+            let Some(run) = self.replay.next_run(max, self.units_bytes) else {
                 return Ok(Step::Wait);
             };
-            stats.units_sent += 1;
-            stats.bytes_sent += bytes.len() as u64;
-            if seq <= high {
-                stats.units_resent += 1;
-                stats.bytes_resent += bytes.len() as u64;
+            stats.units_sent += run.count() as u64;
+            stats.bytes_sent += run.bytes.len() as u64;
+            stats.units_resent += run.resent().0;
+            stats.bytes_resent += run.resent().1;
+            self.just_sent = Some(run.last());
+            if run.count() > 1 {
+                stats.payload_wire_bytes += run.bytes.len() as u64;
+                stats.units_frames += 1;
+                f.write_units(run.seq, run.bytes, run.lens())?;
+                return Ok(Step::Data {
+                    seq: run.last(),
+                    body: None,
+                });
             }
-            self.just_sent = Some(seq);
+            let (seq, bytes) = (run.seq, run.bytes);
             if self.compress && bytes.len() >= COMPRESS_MIN {
                 #[cfg(feature = "zstd")]
                 if let Some(zipped) = compress(&mut self.zip, &mut self.zipped, bytes) {
@@ -463,6 +489,14 @@ pub struct Sending {
     stats: SendStats,
     /// The features negotiated on the connection about to resume.
     features: u64,
+    /// The unit bytes of a UNITS frame: [`UNITS_BYTES`], halved after each
+    /// connection over which the receiver got nothing (a link that breaks
+    /// more often than a frame's length still moves the transfer on, down
+    /// to one unit a frame), doubled again after each that got something.
+    units_bytes: usize,
+    /// The last seq the receiver stated on the connection before, while
+    /// the transfer runs.
+    last_received: Option<u64>,
 }
 
 impl Sending {
@@ -475,6 +509,8 @@ impl Sending {
             config,
             stats: SendStats::default(),
             features: 0,
+            units_bytes: UNITS_BYTES,
+            last_received: None,
         }
     }
 
@@ -482,8 +518,10 @@ impl Sending {
     /// receiver advertised in its HELLO (and the sender too). Call it after
     /// the handshake, before [`Sending::resume`], on every connection:
     /// `resume` takes them for that connection only, and without them a
-    /// connection's DATA frames are plain. [`FEATURE_ZSTD`] there and
-    /// [`SendConfig::compress`]: DATA frames are compressed.
+    /// connection's DATA frames are plain, one unit each. [`FEATURE_ZSTD`]
+    /// there and [`SendConfig::compress`]: DATA frames are compressed;
+    /// [`FEATURE_UNITS`] (and no compression): consecutive small units go
+    /// several to a UNITS frame.
     pub fn negotiated(&mut self, features: u64) {
         self.features = features;
     }
@@ -517,8 +555,18 @@ impl Sending {
             return Err(ResumeError::NoTransfer.into());
         };
         let compress = self.config.compress && features & FEATURE_ZSTD != 0;
-        t.connected(compress && cfg!(feature = "zstd"));
-        let _ = received;
+        self.units_bytes = match self.last_received {
+            Some(r) if received <= r => (self.units_bytes / 2).max(1),
+            Some(_) => (self.units_bytes * 2).min(UNITS_BYTES),
+            None => UNITS_BYTES,
+        };
+        self.last_received = Some(received);
+        let units_bytes = if features & FEATURE_UNITS != 0 {
+            self.units_bytes
+        } else {
+            0
+        };
+        t.connected(compress && cfg!(feature = "zstd"), units_bytes);
         Ok(Accept {
             instance: t.instance,
             resumed: how as u8,
@@ -636,10 +684,15 @@ impl Sending {
     /// is acknowledged.
     pub fn poll(&mut self, f: &mut Framer) -> Result<Step<'_>, SessionError> {
         self.drop_poisoned();
-        match self.transfer.as_mut() {
-            Some(t) => t.poll(f, &mut self.stats),
-            None => Err(ResumeError::NoTransfer.into()),
+        let Some(t) = self.transfer.as_mut() else {
+            return Err(ResumeError::NoTransfer.into());
+        };
+        let step = t.poll(f, &mut self.stats)?;
+        if matches!(step, Step::Done { .. }) {
+            // The next SELECT starts another transfer.
+            self.last_received = None;
         }
+        Ok(step)
     }
 
     /// A frame from the receiver during the data phase: an ACK.

@@ -23,14 +23,27 @@ pub const FEATURE_CONTEXTS: u64 = 1 << 2;
 /// ([`attr::ZSTD_LEN`]). A receiver advertises it when it can decompress;
 /// a sender compresses only when asked and the receiver advertised it.
 pub const FEATURE_ZSTD: u64 = 1 << 3;
+/// Feature: the sender may carry several consecutive units in one
+/// [`frame::UNITS`] frame. A receiver advertises it when it reads them; a
+/// sender sends them only when the receiver advertised it (plain DATA
+/// frames otherwise, one unit each).
+pub const FEATURE_UNITS: u64 = 1 << 4;
 /// Every feature this implementation knows ([`FEATURE_ZSTD`] only with the
 /// crate's `zstd` feature).
 #[cfg(feature = "zstd")]
-pub const KNOWN_FEATURES: u64 = FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS | FEATURE_ZSTD;
+pub const KNOWN_FEATURES: u64 =
+    FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS | FEATURE_ZSTD | FEATURE_UNITS;
 /// Every feature this implementation knows ([`FEATURE_ZSTD`] only with the
 /// crate's `zstd` feature).
 #[cfg(not(feature = "zstd"))]
-pub const KNOWN_FEATURES: u64 = FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS;
+pub const KNOWN_FEATURES: u64 = FEATURE_REPLAY | FEATURE_TOKENS | FEATURE_CONTEXTS | FEATURE_UNITS;
+/// A [`frame::UNITS`] frame carries at most this many units (its
+/// [`attr::LENS`] attribute, 4 bytes a unit, stays under 64 KiB).
+pub const UNITS_MAX: usize = 16 * 1024 - 1;
+/// A sender puts consecutive units into one [`frame::UNITS`] frame while
+/// their bytes stay within this; a unit this large or larger goes alone, in
+/// a DATA frame.
+pub const UNITS_BYTES: usize = 64 * 1024;
 /// DATA units shorter than this are never compressed.
 pub const COMPRESS_MIN: usize = 512;
 /// Feature dependencies (a feature is advertised only with what it needs).
@@ -80,6 +93,9 @@ pub mod frame {
     pub const FINISH: u16 = 8;
     /// Sender: the final ack arrived; the transfer is complete.
     pub const BYE: u16 = 9;
+    /// Sender: several consecutive units, the first with its seq
+    /// ([`super::FEATURE_UNITS`]).
+    pub const UNITS: u16 = 10;
 
     /// A frame type's name, for messages.
     pub fn name(ty: u16) -> &'static str {
@@ -93,6 +109,7 @@ pub mod frame {
             ACK => "ACK",
             FINISH => "FINISH",
             BYE => "BYE",
+            UNITS => "UNITS",
             _ => "unknown",
         }
     }
@@ -110,7 +127,7 @@ pub mod attr {
     pub const INSTANCE: u16 = 4;
     /// SELECT, TOKEN: checkpoint token bytes.
     pub const TOKEN: u16 = 5;
-    /// DATA, TOKEN, ACK, FINISH: a seq (u64).
+    /// DATA, TOKEN, ACK, FINISH: a seq (u64); UNITS: its first unit's.
     pub const SEQ: u16 = 6;
     /// ACCEPT: window bytes (u64).
     pub const WINDOW_BYTES: u16 = 7;
@@ -132,8 +149,12 @@ pub mod attr {
     /// to the end of the frame, the only attribute that may be longer
     /// than 64 KiB).
     pub const ZSTD_LEN: u16 = 14;
-    /// DATA: the unit, or its zstd frame ([`ZSTD_LEN`]); runs to the end of
-    /// the frame.
+    /// UNITS: the length of each unit (u32 little-endian each, at least
+    /// one, none zero), in order; [`PAYLOAD`] holds the units one after the
+    /// other and nothing else. It comes before [`PAYLOAD`].
+    pub const LENS: u16 = 15;
+    /// DATA: the unit, or its zstd frame ([`ZSTD_LEN`]); UNITS: the units.
+    /// Runs to the end of the frame.
     pub const PAYLOAD: u16 = 0x7fff;
 }
 

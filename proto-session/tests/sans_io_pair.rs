@@ -22,8 +22,38 @@ fn sample(name: &str) -> Vec<u8> {
 fn arrives(what: &str, file: &[u8], plan: &Plan, max_connections: u64) -> pair::Outcome {
     let o = run(file, plan, max_connections);
     assert!(o.error.is_none(), "{what}: {:?}", o.error);
-    assert!(o.out == file, "{what}: output differs");
+    if o.out != file {
+        let at = o.out.iter().zip(file).position(|(a, b)| a != b);
+        panic!(
+            "{what}: output differs: {} bytes against {}, first difference at {at:?}; {:?} {:?}",
+            o.out.len(),
+            file.len(),
+            o.sent,
+            o.received
+        );
+    }
     o
+}
+
+/// A receiver of the native format in its data phase, its first seq 1.
+fn native_receiver() -> proto_session::receive::Receiving {
+    use proto_checkpoint::native::{NativeFormat, PRSTREAM};
+    use proto_checkpoint::Format;
+    use proto_session::handshake::Accept;
+    use proto_session::receive::Receiving;
+    use proto_session::replay::Resend;
+
+    let mut r = Receiving::new(Box::new(<NativeFormat as Format>::validator(&PRSTREAM)));
+    r.connect().unwrap();
+    r.accepted(&Accept {
+        instance: [1; 16],
+        resumed: 0,
+        next: 1,
+        window: small_window(),
+        resend: Resend::default(),
+    })
+    .unwrap();
+    r
 }
 
 fn small_window() -> Limits {
@@ -332,12 +362,7 @@ fn without_the_feature_on_both_sides_frames_are_plain() {
 /// frame (its seq and offset); nothing is handed out.
 #[test]
 fn a_bad_compressed_frame_is_a_typed_error() {
-    use proto_checkpoint::native::{NativeFormat, PRSTREAM};
-    use proto_checkpoint::Format;
     use proto_session::framer::Framer;
-    use proto_session::handshake::Accept;
-    use proto_session::receive::Receiving;
-    use proto_session::replay::Resend;
     use proto_session::wire::{attr, frame, MAX_UNIT};
     use proto_session::CompressedError;
     use proto_tlv::{AttrValue, Value};
@@ -380,16 +405,7 @@ fn a_bad_compressed_frame_is_a_typed_error() {
         ),
     ];
     for (what, len, payload) in cases {
-        let mut r = Receiving::new(Box::new(<NativeFormat as Format>::validator(&PRSTREAM)));
-        r.connect().unwrap();
-        r.accepted(&Accept {
-            instance: [1; 16],
-            resumed: 0,
-            next: 1,
-            window: small_window(),
-            resend: Resend::default(),
-        })
-        .unwrap();
+        let mut r = native_receiver();
         let mut tx = Framer::new();
         tx.write_frame(
             frame::DATA,
@@ -417,7 +433,7 @@ fn a_bad_compressed_frame_is_a_typed_error() {
         match (what, result) {
             #[cfg(feature = "zstd")]
             ("a valid header", Ok(action)) => {
-                assert_eq!(action.deliver, Some(&file[..header_len]));
+                assert_eq!(action.deliver.map(|u| u.bytes()), Some(&file[..header_len]));
                 continue;
             }
             (_, Ok(action)) => panic!("{what}: accepted: {action:?}"),
@@ -487,8 +503,16 @@ fn small_units_go_several_per_fill_and_a_drop_inside_a_batch_resends_exactly_the
             assert!(o.connections > 2, "{what}: {} connections", o.connections);
             assert_eq!(o.received.units, n as u64 + 2, "{what}");
             assert_eq!(o.received.duplicates, 0, "{what}");
+            // Units go several to a UNITS frame (up to 64 KiB of them,
+            // halved after each connection that got nothing through: a
+            // link that breaks every 9,000 bytes gets frames it can carry
+            // after at most four such connections).
+            assert!(o.sent.units_frames > 0, "{what}: no UNITS frame");
             if forget {
-                assert_eq!(o.sent.resumed_by_token, o.connections - 1, "{what}");
+                // Re-armed from the token, or from the start while the
+                // receiver had nothing.
+                let fresh = o.connections - 1 - o.sent.resumed_by_token;
+                assert!(fresh <= 4, "{what}: {fresh} connections got nothing");
             } else {
                 assert_eq!(o.sent.resumed_by_seq, o.connections - 1, "{what}");
                 // Every byte sent once, plus the resends; several units
@@ -507,5 +531,159 @@ fn small_units_go_several_per_fill_and_a_drop_inside_a_batch_resends_exactly_the
                 );
             }
         }
+    }
+}
+
+/// The units of a native stream: its header, then each command.
+fn cut_units(file: &[u8]) -> Vec<&[u8]> {
+    let header_len = small_units(0).len() - proto_tlv::CMD_HEADER_LEN;
+    let mut units = vec![&file[..header_len]];
+    let mut at = header_len;
+    while at < file.len() {
+        let len = u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+        let n = proto_tlv::CMD_HEADER_LEN + len;
+        units.push(&file[at..at + n]);
+        at += n;
+    }
+    units
+}
+
+/// UNITS frames built by hand, fed to a receiver one after the other: the
+/// units it has are discarded and the rest handed out in one piece, each
+/// checked; a gap, a damaged unit and lengths that do not cut the payload
+/// into units are typed errors naming the frame's offset (or the unit's
+/// seq), and nothing of such a frame is handed out.
+#[test]
+fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
+    use proto_session::framer::Framer;
+    use proto_session::replay::ReplayError;
+    use proto_session::wire::{attr, frame};
+    use proto_tlv::{AttrValue, Value};
+
+    let file = small_units(40);
+    let units = cut_units(&file);
+    assert_eq!(units.len(), 42);
+    let receiving = native_receiver;
+    // Units `from..to` (0-based) as a UNITS frame from the sender's writer.
+    let good = |seq: u64, from: usize, to: usize| {
+        let mut tx = Framer::new();
+        let bytes = units[from..to].concat();
+        tx.write_units(seq, &bytes, units[from..to].iter().map(|u| u.len()))
+            .unwrap();
+        tx.pending().to_vec()
+    };
+    // A UNITS frame with any LENS (its bytes; `None`: none) and payload.
+    let raw_lens = |seq: u64, lens: Option<&[u8]>, payload: &[u8]| {
+        let mut attrs = vec![AttrValue::new(attr::SEQ, Value::U64(seq))];
+        if let Some(lens) = lens {
+            attrs.push(AttrValue::new(attr::LENS, Value::Bytes(lens)));
+        }
+        attrs.push(AttrValue::new(attr::PAYLOAD, Value::Bytes(payload)));
+        let mut tx = Framer::new();
+        tx.write_frame(frame::UNITS, &attrs).unwrap();
+        tx.pending().to_vec()
+    };
+    let raw = |seq: u64, lens: &[u32], payload: &[u8]| {
+        let lens: Vec<u8> = lens.iter().flat_map(|l| l.to_le_bytes()).collect();
+        raw_lens(seq, Some(&lens), payload)
+    };
+    // Feeds `frames` to a new receiver; returns what it handed out, frame
+    // by frame, and the error that stopped it.
+    let feed = |frames: &[Vec<u8>]| {
+        let mut r = receiving();
+        let mut rx = Framer::new();
+        rx.handshake_done();
+        let mut out = Vec::new();
+        for wire in frames {
+            rx.recv_buf()[..wire.len()].copy_from_slice(wire);
+            rx.received(wire.len());
+            let at = rx.next_frame("test").unwrap().unwrap();
+            let crc = r.unit_crc();
+            match r.handle(rx.incoming(at, crc).unwrap()) {
+                Ok(a) => out.push(a.deliver.map(|u| {
+                    assert_eq!(u.iter().map(<[u8]>::len).sum::<usize>(), u.bytes().len());
+                    (u.count(), u.bytes().to_vec())
+                })),
+                Err(e) => return (out, Some((e, at.offset)), r.stats()),
+            }
+        }
+        (out, None, r.stats())
+    };
+
+    // Units 0..10, then 5..15 (5 it has), then 0..3 (all had), then a gap.
+    let (out, err, stats) = feed(&[
+        good(1, 0, 10),
+        good(6, 5, 15),
+        good(1, 0, 3),
+        good(20, 19, 25),
+    ]);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0], Some((10, units[..10].concat())));
+    assert_eq!(out[1], Some((5, units[10..15].concat())));
+    assert_eq!(out[2], None);
+    assert_eq!((stats.units, stats.duplicates), (15, 8));
+    let (e, _) = err.expect("a gap");
+    assert!(
+        matches!(
+            e,
+            SessionError::Replay(ReplayError::Gap {
+                expected: 16,
+                got: 20
+            })
+        ),
+        "{e}"
+    );
+
+    // A damaged unit (its CRC) in the middle: named by its seq.
+    let mut bytes = units[..6].concat();
+    let at = units[..4].iter().map(|u| u.len()).sum::<usize>() + 12;
+    bytes[at] ^= 1;
+    let lens: Vec<u32> = units[..6].iter().map(|u| u.len() as u32).collect();
+    let (out, err, stats) = feed(&[raw(1, &lens, &bytes)]);
+    assert!(out.is_empty());
+    let (e, _) = err.expect("a damaged unit");
+    assert!(matches!(e, SessionError::Unit { seq: 5, .. }), "{e}");
+    assert_eq!(stats.units, 0);
+
+    // Lengths that do not cut the payload, after one good frame: the
+    // error names the bad frame's offset; nothing of it is handed out.
+    let payload = units[2..5].concat();
+    let l = |i: usize| units[i].len() as u32;
+    let first = good(1, 0, 2);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("no lengths", raw(3, &[], &payload)),
+        ("no LENS attribute", raw_lens(3, None, &payload)),
+        (
+            "a LENS of 6 bytes",
+            raw_lens(3, Some(&[1, 0, 0, 0, 1, 0]), &payload),
+        ),
+        ("an empty unit", raw(3, &[l(2), 0, l(3) + l(4)], &payload)),
+        (
+            "lengths short of the payload",
+            raw(3, &[l(2), l(3)], &payload),
+        ),
+        (
+            "lengths past the payload",
+            raw(3, &[l(2), l(3), l(4) + 1], &payload),
+        ),
+        ("lengths that overflow", raw(3, &[u32::MAX; 5], &payload)),
+        (
+            "seqs past the largest",
+            raw(u64::MAX, &[l(2), l(3) + l(4)], &payload),
+        ),
+    ];
+    for (what, wire) in cases {
+        let (out, err, stats) = feed(&[first.clone(), wire]);
+        assert_eq!(out.len(), 1, "{what}");
+        let (e, offset) = err.unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(offset, first.len() as u64, "{what}");
+        match what {
+            "no LENS attribute" => assert!(matches!(e, SessionError::Frame(_)), "{what}: {e}"),
+            _ => assert!(
+                matches!(e, SessionError::Units { offset: Some(o), .. } if o == offset),
+                "{what}: {e}"
+            ),
+        }
+        assert_eq!(stats.units, 2, "{what}");
     }
 }

@@ -7,7 +7,7 @@ use proto_checkpoint::ValidatorState;
 use proto_header::{advertised, Context, Endian, V1Header, VersionRange};
 use proto_session::handshake::{resolve_contexts, Accept, Handshake};
 use proto_session::offer::{Detect, SessionFormat};
-use proto_session::receive::{Check, Position, ReceiveStats, Receiving};
+use proto_session::receive::{Check, Position, ReceiveStats, Receiving, Units};
 use proto_session::retry::{Retry, RetryPolicy, Verdict};
 
 use super::conn::Conn;
@@ -62,6 +62,12 @@ pub struct FetchStats {
 pub trait Output {
     /// Appends one checked unit.
     fn write_unit(&mut self, unit: &[u8]) -> io::Result<()>;
+    /// Appends checked units, in order (several came in one UNITS frame):
+    /// by default [`Output::write_unit`] for each; an output that takes
+    /// bytes whatever their units writes them at once.
+    fn write_units(&mut self, units: Units<'_>) -> io::Result<()> {
+        units.iter().try_for_each(|u| self.write_unit(u))
+    }
     /// Makes every unit written so far durable; `kept` is where the
     /// receiver then stands (to keep with them when the output outlives
     /// the process).
@@ -71,6 +77,9 @@ pub trait Output {
 impl<W: Write> Output for W {
     fn write_unit(&mut self, unit: &[u8]) -> io::Result<()> {
         self.write_all(unit)
+    }
+    fn write_units(&mut self, units: Units<'_>) -> io::Result<()> {
+        self.write_all(units.bytes())
     }
     fn commit(&mut self, _: &Kept) -> io::Result<()> {
         self.flush()
@@ -401,8 +410,8 @@ impl<W: Output> Fetcher<W> {
             while let Some(at) = conn.framer().next_frame(DURING)? {
                 let inc = conn.framer().incoming(at, self.session.unit_crc())?;
                 let action = self.session.handle(inc)?;
-                if let Some(unit) = action.deliver {
-                    self.out.write_unit(unit).map_err(SessionError::Output)?;
+                if let Some(units) = action.deliver {
+                    self.out.write_units(units).map_err(SessionError::Output)?;
                 }
                 let (ack, done) = (action.ack, action.done);
                 if ack {

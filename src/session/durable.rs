@@ -24,7 +24,7 @@ use rustix::fs::{flock, FlockOperation};
 use proto_checkpoint::FileSource;
 use proto_checkpoint::ValidatorState;
 use proto_session::offer::{detect_source, BoxSource, SessionFormat};
-use proto_session::receive::{Check, Position};
+use proto_session::receive::{Check, Position, Units};
 
 use super::client::{Kept, Output};
 
@@ -314,6 +314,10 @@ impl Output for DurableFile {
         self.part.write_all(unit)?;
         self.len += unit.len() as u64;
         Ok(())
+    }
+
+    fn write_units(&mut self, units: Units<'_>) -> io::Result<()> {
+        self.write_unit(units.bytes())
     }
 
     fn commit(&mut self, kept: &Kept) -> io::Result<()> {

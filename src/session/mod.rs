@@ -102,7 +102,7 @@ pub use server::{Served, Server, ServerConfig, ServerStats};
 
 pub use proto_session::error::{BoxError, ResumeError, SessionError};
 pub use proto_session::offer::{self, Detect, Offer, SessionFormat};
-pub use proto_session::receive::{Position, ReceiveStats};
+pub use proto_session::receive::{Position, ReceiveStats, Units};
 pub use proto_session::send::SendStats;
 
 /// The kit's formats as [`Server::open`] and [`Fetcher::new`] tell them

@@ -414,8 +414,8 @@ fn step_receiver(
                 };
                 let crc = receiving.unit_crc();
                 let action = receiving.handle(f.incoming(at, crc)?)?;
-                if let Some(unit) = action.deliver {
-                    out.extend_from_slice(unit);
+                if let Some(units) = action.deliver {
+                    out.extend_from_slice(units.bytes());
                 }
                 let (ack, done) = (action.ack, action.done);
                 if ack {
