@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use proto_tlv::{crc32c_shift, frame_len, CmdBuf, CrcVariant, ErrorKind, Profile, CMD_HEADER_LEN};
 
+use crate::producer::next_command;
 use crate::split::{DataLayout, Split};
 use crate::token::{Token, TokenError};
 use crate::{Producer, Unit, UnitKind};
@@ -652,6 +653,17 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         let (mut units, mut pieces, mut steps) = (0u64, 0u64, 0u64);
         let buf_len = buf.len();
         while !self.at.ended {
+            if self.at.split_done == 0 && steps < self.units_per_fill {
+                // Whole commands in a run, where the producer gives them.
+                let max = (self.units_per_fill - steps).min(self.producer.units_to_safe_point());
+                let (k, n) = self.take_commands(&mut buf[w..], max)?;
+                if k > 0 {
+                    w += n;
+                    units += k;
+                    steps += k;
+                    continue;
+                }
+            }
             let step = match self.producer.current().map_err(EmitError::Producer)? {
                 None => None,
                 Some(_) if steps >= self.units_per_fill => break,
@@ -704,12 +716,74 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         })
     }
 
+    /// Copies the whole commands at the cursor that the producer gives as a
+    /// run ([`Producer::commands_ahead`]) into `out`, checking each CRC, at
+    /// most `max` of them (which the producer's next safe point bounds),
+    /// and moves past them: the units and bytes taken. Stops at a command
+    /// that does not fit, is an END, or does not frame (the one-unit path
+    /// then takes it, and names what is wrong with it).
+    fn take_commands(
+        &mut self,
+        out: &mut [u8],
+        max: u64,
+    ) -> Result<(u64, usize), EmitError<P::Error>> {
+        let room = out.len();
+        let Some(run) = self
+            .producer
+            .commands_ahead(room)
+            .map_err(EmitError::Producer)?
+        else {
+            return Ok((0, 0));
+        };
+        let UnitKind::Command(profile) = run.kind else {
+            return Ok((0, 0));
+        };
+        let (mut k, mut at) = (0u64, 0usize);
+        while k < max {
+            let rest = &run.bytes[at..];
+            let Some(len) = next_command(rest, &profile) else {
+                break;
+            };
+            let u = Unit {
+                kind: run.kind,
+                bytes: &rest[..len],
+                index: run.index + k,
+                offset: run.offset + at as u64,
+            };
+            match copy_command(&profile, &u, &mut out[at..]) {
+                Ok(n) => at += n,
+                Err(e) => {
+                    // The fill fails at this unit.
+                    self.at.seq += k;
+                    return Err(e);
+                }
+            }
+            k += 1;
+        }
+        if k == 0 {
+            return Ok((0, 0));
+        }
+        self.producer
+            .advance_commands(k, at as u64)
+            .map_err(EmitError::Producer)?;
+        self.at.seq += k;
+        // Only the last may be a safe point (`max`).
+        self.at.since_safe_point += k - 1;
+        self.note_safe_point()?;
+        Ok((k, at))
+    }
+
     /// The unit at the cursor was emitted entirely: move past it and note a
     /// safe point if the producer is at one.
     fn complete(&mut self) -> Result<(), EmitError<P::Error>> {
         self.producer.advance().map_err(EmitError::Producer)?;
         self.at.seq += 1;
         self.at.split_done = 0;
+        self.note_safe_point()
+    }
+
+    /// After a unit: notes a safe point if the producer is at one.
+    fn note_safe_point(&mut self) -> Result<(), EmitError<P::Error>> {
         if self.producer.safe_point().map_err(EmitError::Producer)? {
             self.safe_state_stale = true;
             self.at.since_safe_point = 0;

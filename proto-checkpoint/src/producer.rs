@@ -77,6 +77,58 @@ pub trait Producer: Units {
 
     /// The id that binds tokens to this stream.
     fn stream_id(&self) -> [u8; 16];
+
+    /// Whole commands ahead, for an emitter that takes many at once: when
+    /// the unit at the cursor is a command, the input from it on as one
+    /// unit of kind [`UnitKind::Command`] whose bytes hold that command and
+    /// those after it, or a part of them (at most `max` bytes; fewer
+    /// wherever the producer likes). `None` (the default): the emitter
+    /// takes units one at a time.
+    ///
+    /// The emitter frames each command of it itself (its length within the
+    /// profile's maximum, its CRC), takes none that is its stream's END
+    /// command and no more than [`Producer::units_to_safe_point`], and
+    /// moves past those it took with [`Producer::advance_commands`].
+    fn commands_ahead(&mut self, max: usize) -> Result<Option<Unit<'_>>, Self::Error> {
+        let _ = max;
+        Ok(None)
+    }
+
+    /// Moves past `units` whole commands, `bytes` bytes in all, from the
+    /// start of what [`Producer::commands_ahead`] returned (none an END
+    /// command), as that many calls of [`Units::advance`] would.
+    fn advance_commands(&mut self, units: u64, bytes: u64) -> Result<(), Self::Error> {
+        let _ = bytes;
+        for _ in 0..units {
+            if self.current()?.is_none() {
+                break;
+            }
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// How many units from the cursor on are moved past before the first
+    /// position where [`Producer::safe_point`] may say yes (at least 1; 1
+    /// by default: any). An emitter that takes runs of commands asks
+    /// `safe_point` only there.
+    fn units_to_safe_point(&self) -> u64 {
+        1
+    }
+}
+
+/// The whole commands at the start of `bytes` (a run that a producer's
+/// [`Producer::commands_ahead`] gave), as far as they go: the length of
+/// each, until one is its stream's END, is cut short by the end of
+/// `bytes`, or does not frame (the emitter then takes it alone, which
+/// names what is wrong with it).
+pub(crate) fn next_command(bytes: &[u8], profile: &Profile) -> Option<usize> {
+    let c = CmdBuf::new_checked(bytes)?;
+    if c.cmd() == profile.end_cmd {
+        return None;
+    }
+    let len = frame_len(bytes, profile, 0, 0).ok()?;
+    (len <= bytes.len()).then_some(len)
 }
 
 /// Why [`Commands`] or [`CommandsProducer`] refused its input or a state.
@@ -310,5 +362,30 @@ impl Producer for CommandsProducer<'_> {
 
     fn stream_id(&self) -> [u8; 16] {
         self.stream_id
+    }
+
+    fn commands_ahead(&mut self, max: usize) -> Result<Option<Unit<'_>>, CommandsError> {
+        let CommandsAt { pos, index, ended } = self.units.at;
+        if ended {
+            return Ok(None);
+        }
+        let end = pos.saturating_add(max).min(self.units.input.len());
+        Ok(Some(Unit {
+            kind: UnitKind::Command(self.units.profile),
+            bytes: &self.units.input[pos..end],
+            index,
+            offset: pos as u64,
+        }))
+    }
+
+    fn advance_commands(&mut self, units: u64, bytes: u64) -> Result<(), CommandsError> {
+        self.units.current = None;
+        self.units.at.pos += bytes as usize;
+        self.units.at.index += units;
+        Ok(())
+    }
+
+    fn units_to_safe_point(&self) -> u64 {
+        self.safe_every - self.units.at.index % self.safe_every
     }
 }

@@ -426,6 +426,42 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
         Ok(true)
     }
 
+    fn commands_ahead(&mut self, max: usize) -> Result<Option<Unit<'_>>, F::Error> {
+        let u = &mut self.units;
+        let Some(p) = u.profile else {
+            return Ok(None);
+        };
+        let pos = u.at.pos;
+        // At most what a file source reads ahead anyway: a run never makes
+        // it hold more than that.
+        let take = (u.src.len() - pos)
+            .min(max as u64)
+            .min(crate::source::READ_AHEAD as u64) as usize;
+        if take < proto_tlv::CMD_HEADER_LEN {
+            return Ok(None);
+        }
+        let bytes = u.src.read_at(pos, take).map_err(io_fault(pos))?;
+        Ok(Some(Unit {
+            kind: UnitKind::Command(p),
+            bytes,
+            index: u.at.cmd_index,
+            offset: pos,
+        }))
+    }
+
+    fn advance_commands(&mut self, units: u64, bytes: u64) -> Result<(), F::Error> {
+        let u = &mut self.units;
+        u.at.pos += bytes;
+        u.at.unit += units;
+        u.at.cmd_index += units;
+        u.framed = None;
+        Ok(())
+    }
+
+    fn units_to_safe_point(&self) -> u64 {
+        self.safe_every - self.units.at.unit % self.safe_every
+    }
+
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), F::Error> {
         let (at, header_next) = self.last_safe;
         let s = FormatState {

@@ -52,8 +52,8 @@ struct Rec {
 }
 
 /// Fills until the end, through buffers of `base + extra` bytes in turn.
-fn drain(
-    e: &mut Emitter<CommandsProducer<'_>, DataSplit>,
+fn drain<P: proto_checkpoint::Producer>(
+    e: &mut Emitter<P, DataSplit>,
     base: usize,
     extra: &[usize],
 ) -> Vec<Rec> {
@@ -371,6 +371,33 @@ proptest! {
         joined.extend(drain(&mut e, min, &second));
         let per_fill = if per_fill_1 == per_fill_2 { per_fill_1 } else { None };
         check_emission(&m, safe_every, per_fill, &joined, &format!("crash after fill {c}"));
+    }
+
+    /// Runs of commands ([`Producer::commands_ahead`]) change nothing: the
+    /// same fills, bytes and tokens as the same producer taken one unit at
+    /// a time, through the same buffers, with any number of units a fill.
+    #[test]
+    fn runs_of_commands_emit_what_units_one_at_a_time_do(
+        m in model(25),
+        safe_every in 1u64..8,
+        sizes in schedule(),
+        per_fill in per_fill(),
+    ) {
+        let min = m.min_workable();
+        let mut runs = m.emitter(safe_every);
+        let mut single = Emitter::new(OneAtATime(m.producer(safe_every)), WRITE).unwrap();
+        if let Some(n) = per_fill {
+            runs.set_units_per_fill(n);
+            single.set_units_per_fill(n);
+        }
+        let a = drain(&mut runs, min, &sizes);
+        let b = drain(&mut single, min, &sizes);
+        prop_assert_eq!(a.len(), b.len());
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            prop_assert_eq!(&a.fill, &b.fill, "fill {}", i);
+            prop_assert_eq!(&a.chunk, &b.chunk, "chunk {}", i);
+            prop_assert_eq!(&a.token, &b.token, "token after fill {}", i);
+        }
     }
 
     /// Too small a buffer: `DoesNotFit` at the first command that needs

@@ -14,6 +14,9 @@ use proto_checkpoint::{
 use proto_header::{Context, Endian, FixedHeaderFormat, ReadOptions, V1Header, KIT_VERSIONS};
 use proto_tlv::{AttrValue, ErrorKind, Value};
 
+mod support;
+use support::OneAtATime;
+
 fn header() -> V1Header {
     V1Header {
         byte_order: Endian::Little,
@@ -328,4 +331,102 @@ fn a_downstream_format_goes_through_the_same_code() {
         .clone();
     let p = DEVICE.producer(&original[..], 1).unwrap();
     assert!(Emitter::resume(p, DEVICE.split(), &token).is_err());
+}
+
+/// One fill of an emitter into a buffer, with the token after it.
+type FillFn<'a> = dyn FnMut(&mut [u8]) -> Result<(proto_checkpoint::Fill, Token), String> + 'a;
+
+/// A stream of many small commands and two data commands, through a
+/// `FormatProducer` (its header, END and safe points between runs of
+/// commands): the same fills, bytes and tokens as the
+/// same producer taken one unit at a time, for several buffer sizes, safe
+/// point intervals and units per fill; and a damaged command in a run is
+/// the same error, at the same command index and byte offset.
+#[test]
+fn runs_of_commands_emit_what_units_one_at_a_time_do() {
+    let entry = KIT_VERSIONS.entry(1).unwrap();
+    let mut w = Writer::new(Vec::new(), entry, 1, &header()).unwrap();
+    for i in 0..900u32 {
+        let body = vec![b'a' + (i % 26) as u8; (i * 7) as usize % 200];
+        w.write_command(
+            1 + (i % 3) as u16,
+            &[AttrValue::new(2, Value::Bytes(&body))],
+        )
+        .unwrap();
+        if i % 400 == 150 {
+            let data: Vec<u8> = (0..20_000u32).map(|b| (b * 3) as u8).collect();
+            w.write_command(
+                NATIVE_DATA_CMD,
+                &[
+                    AttrValue::new(NATIVE_OBJECT, Value::Bytes(b"memory")),
+                    AttrValue::new(NATIVE_OFFSET, Value::U64(0)),
+                    AttrValue::new(NATIVE_DATA, Value::Bytes(&data)),
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let file = w.finish().unwrap();
+    let fills = |bytes: &[u8], runs: bool, size: usize, safe_every: u64, per_fill: u64| {
+        let p = PRSTREAM.producer(bytes, safe_every).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; size];
+        let mut fill_all = |e: &mut FillFn<'_>| loop {
+            match e(&mut buf) {
+                Ok((f, t)) => {
+                    let ended = f.ended;
+                    out.push(Ok((buf[..f.written].to_vec(), f, t)));
+                    if ended {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+        };
+        if runs {
+            let mut e = Emitter::new(p, PRSTREAM.split()).unwrap();
+            e.set_units_per_fill(per_fill);
+            fill_all(&mut |b| e.fill(b).map(|f| (f, e.token())).map_err(|e| e.to_string()));
+        } else {
+            let mut e = Emitter::new(OneAtATime(p), PRSTREAM.split()).unwrap();
+            e.set_units_per_fill(per_fill);
+            fill_all(&mut |b| e.fill(b).map(|f| (f, e.token())).map_err(|e| e.to_string()));
+        }
+        out
+    };
+    // The last byte of unit 500 (a command of the second stream).
+    let mut units = PRSTREAM.units(&file[..]);
+    for _ in 0..500 {
+        units.advance().unwrap();
+    }
+    let u = units.current().unwrap().unwrap();
+    assert!(matches!(u.kind, UnitKind::Command(_)));
+    let mut damaged = file.clone();
+    damaged[u.offset as usize + u.bytes.len() - 1] ^= 0x10;
+    for size in [30_000usize, 64 * 1024, 300_000] {
+        for safe_every in [1u64, 3, 7, 1000] {
+            for per_fill in [2u64, 17, u64::MAX] {
+                let what = format!(
+                    "{size}-byte buffers, safe point every {safe_every}, {per_fill} a fill"
+                );
+                let a = fills(&file, true, size, safe_every, per_fill);
+                assert!(matches!(a.last(), Some(Ok((_, f, _))) if f.ended), "{what}");
+                assert_eq!(a, fills(&file, false, size, safe_every, per_fill), "{what}");
+                let a = fills(&damaged, true, size, safe_every, per_fill);
+                assert!(
+                    matches!(a.last(), Some(Err(e)) if e.contains("CRC")),
+                    "{what}: {:?}",
+                    a.last()
+                );
+                assert_eq!(
+                    a,
+                    fills(&damaged, false, size, safe_every, per_fill),
+                    "{what}"
+                );
+            }
+        }
+    }
 }

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use proptest::prelude::*;
-use proto_checkpoint::{CommandsProducer, DataLayout, DataSplit, Emitter, Split};
+use proto_checkpoint::{
+    CommandsProducer, DataLayout, DataSplit, Emitter, Producer, Split, Unit, Units,
+};
 use proto_tlv::{decode_command, encode_command, AttrValue, CrcVariant, Profile, Value};
 
 pub const WRITE: DataSplit = DataSplit {
@@ -267,4 +269,36 @@ pub fn model_with_runs(max_cmds: usize) -> impl Strategy<Value = Model> {
         cmds.push(Cmd::End);
         Model::new(p, cmds)
     })
+}
+
+/// A producer that gives no runs of commands: the emitter takes its units
+/// one at a time.
+pub struct OneAtATime<P>(pub P);
+
+impl<P: Producer> Units for OneAtATime<P> {
+    type Error = P::Error;
+    fn current(&mut self) -> Result<Option<Unit<'_>>, P::Error> {
+        self.0.current()
+    }
+    fn advance(&mut self) -> Result<(), P::Error> {
+        self.0.advance()
+    }
+}
+
+impl<P: Producer> Producer for OneAtATime<P> {
+    fn safe_point(&mut self) -> Result<bool, P::Error> {
+        self.0.safe_point()
+    }
+    fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), P::Error> {
+        self.0.save_state(state)
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), P::Error> {
+        self.0.restore(state)
+    }
+    fn position(&self) -> u64 {
+        self.0.position()
+    }
+    fn stream_id(&self) -> [u8; 16] {
+        self.0.stream_id()
+    }
 }
