@@ -655,8 +655,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         while !self.at.ended {
             if self.at.split_done == 0 && steps < self.units_per_fill {
                 // Whole commands in a run, where the producer gives them.
-                let max = (self.units_per_fill - steps).min(self.producer.units_to_safe_point());
-                let (k, n) = self.take_commands(&mut buf[w..], max)?;
+                let (k, n) = self.take_commands(&mut buf[w..], self.units_per_fill - steps)?;
                 if k > 0 {
                     w += n;
                     units += k;
@@ -717,16 +716,20 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     }
 
     /// Copies the whole commands at the cursor that the producer gives as a
-    /// run ([`Producer::commands_ahead`]) into `out`, checking each CRC, at
-    /// most `max` of them (which the producer's next safe point bounds),
-    /// and moves past them: the units and bytes taken. Stops at a command
-    /// that does not fit, is an END, or does not frame (the one-unit path
-    /// then takes it, and names what is wrong with it).
+    /// run ([`Producer::commands_ahead`]) into `out`, at most `max` of them,
+    /// checking each CRC, and moves past them: the units and bytes taken.
+    /// Stops at a command that does not fit, is an END, or does not frame
+    /// (the one-unit path then takes it, and names what is wrong with it).
+    /// The producer is asked for a safe point only at the last position of
+    /// the run where one may be ([`Producer::safe_points`]): the one a token
+    /// would start from.
     fn take_commands(
         &mut self,
         out: &mut [u8],
         max: u64,
     ) -> Result<(u64, usize), EmitError<P::Error>> {
+        let (first, every) = self.producer.safe_points();
+        let every = every.max(1);
         let room = out.len();
         let Some(run) = self
             .producer
@@ -739,6 +742,9 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             return Ok((0, 0));
         };
         let (mut k, mut at) = (0u64, 0usize);
+        // The last position of the run where a safe point may be: units
+        // and bytes up to it.
+        let (mut safe, mut next_safe) = (None, first.max(1));
         while k < max {
             let rest = &run.bytes[at..];
             let Some(len) = next_command(rest, &profile) else {
@@ -759,17 +765,32 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 }
             }
             k += 1;
+            if k == next_safe {
+                safe = Some((k, at));
+                next_safe += every;
+            }
         }
         if k == 0 {
             return Ok((0, 0));
         }
-        self.producer
-            .advance_commands(k, at as u64)
-            .map_err(EmitError::Producer)?;
-        self.at.seq += k;
-        // Only the last may be a safe point (`max`).
-        self.at.since_safe_point += k - 1;
-        self.note_safe_point()?;
+        let (mut done, mut done_bytes) = (0, 0);
+        if let Some((k_safe, at_safe)) = safe {
+            self.producer
+                .advance_commands(k_safe, at_safe as u64)
+                .map_err(EmitError::Producer)?;
+            self.at.seq += k_safe;
+            self.at.since_safe_point += k_safe - 1;
+            self.note_safe_point()?;
+            (done, done_bytes) = (k_safe, at_safe);
+        }
+        if k > done {
+            // No safe point may be past the last one noted.
+            self.producer
+                .advance_commands(k - done, (at - done_bytes) as u64)
+                .map_err(EmitError::Producer)?;
+            self.at.seq += k - done;
+            self.at.since_safe_point += k - done;
+        }
         Ok((k, at))
     }
 

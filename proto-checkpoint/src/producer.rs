@@ -87,8 +87,10 @@ pub trait Producer: Units {
     ///
     /// The emitter frames each command of it itself (its length within the
     /// profile's maximum, its CRC), takes none that is its stream's END
-    /// command and no more than [`Producer::units_to_safe_point`], and
-    /// moves past those it took with [`Producer::advance_commands`].
+    /// command, and moves past those it took with
+    /// [`Producer::advance_commands`], stopping there at the last position
+    /// where [`Producer::safe_points`] says a safe point may be, to ask
+    /// [`Producer::safe_point`].
     fn commands_ahead(&mut self, max: usize) -> Result<Option<Unit<'_>>, Self::Error> {
         let _ = max;
         Ok(None)
@@ -108,12 +110,13 @@ pub trait Producer: Units {
         Ok(())
     }
 
-    /// How many units from the cursor on are moved past before the first
-    /// position where [`Producer::safe_point`] may say yes (at least 1; 1
-    /// by default: any). An emitter that takes runs of commands asks
-    /// `safe_point` only there.
-    fn units_to_safe_point(&self) -> u64 {
-        1
+    /// Where [`Producer::safe_point`] may say yes from the cursor on: after
+    /// the first `.0` units, then every `.1` units (both at least 1; by
+    /// default `(1, 1)`: after any unit). An emitter that takes runs of
+    /// commands asks `safe_point` only there, and of the positions in one
+    /// run only at the last.
+    fn safe_points(&self) -> (u64, u64) {
+        (1, 1)
     }
 }
 
@@ -304,7 +307,7 @@ impl Units for CommandsProducer<'_> {
 
 impl Producer for CommandsProducer<'_> {
     fn safe_point(&mut self) -> Result<bool, CommandsError> {
-        if !self.units.at.index.is_multiple_of(self.safe_every) {
+        if self.safe_every > 1 && !self.units.at.index.is_multiple_of(self.safe_every) {
             return Ok(false);
         }
         self.last_safe = self.units.at;
@@ -385,7 +388,13 @@ impl Producer for CommandsProducer<'_> {
         Ok(())
     }
 
-    fn units_to_safe_point(&self) -> u64 {
-        self.safe_every - self.units.at.index % self.safe_every
+    fn safe_points(&self) -> (u64, u64) {
+        let se = self.safe_every;
+        let next = if se == 1 {
+            1
+        } else {
+            se - self.units.at.index % se
+        };
+        (next, se)
     }
 }

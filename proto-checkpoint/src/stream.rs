@@ -419,7 +419,7 @@ impl<F: Format, S: Source> Units for FormatProducer<F, S> {
 
 impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
     fn safe_point(&mut self) -> Result<bool, F::Error> {
-        if !self.units.at.unit.is_multiple_of(self.safe_every) {
+        if self.safe_every > 1 && !self.units.at.unit.is_multiple_of(self.safe_every) {
             return Ok(false);
         }
         self.last_safe = (self.units.at, self.units.profile.is_none());
@@ -458,8 +458,14 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
         Ok(())
     }
 
-    fn units_to_safe_point(&self) -> u64 {
-        self.safe_every - self.units.at.unit % self.safe_every
+    fn safe_points(&self) -> (u64, u64) {
+        let se = self.safe_every;
+        let next = if se == 1 {
+            1
+        } else {
+            se - self.units.at.unit % se
+        };
+        (next, se)
     }
 
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), F::Error> {
