@@ -627,6 +627,29 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// failed ([`EmitError::Failed`]); [`Emitter::token`] still gives the
     /// token of the last good fill, to re-arm from.
     pub fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
+        self.fill_with(buf, None)
+    }
+
+    /// [`Emitter::fill`] with at most `max` units and pieces (the number of
+    /// units a fill takes from then on), appending the length of each unit
+    /// and each piece written to `lens`, in order: what a caller that keeps
+    /// units apart (a session's window) needs, without reading the output
+    /// again.
+    pub fn fill_units(
+        &mut self,
+        buf: &mut [u8],
+        max: u64,
+        lens: &mut Vec<usize>,
+    ) -> Result<Fill, EmitError<P::Error>> {
+        self.set_units_per_fill(max);
+        self.fill_with(buf, Some(lens))
+    }
+
+    fn fill_with(
+        &mut self,
+        buf: &mut [u8],
+        lens: Option<&mut Vec<usize>>,
+    ) -> Result<Fill, EmitError<P::Error>> {
         if let Some(seq) = self.failed {
             return Err(EmitError::Failed { seq });
         }
@@ -634,7 +657,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         // after a failure (the producer has moved on, so the emitter stays
         // failed, but the caller's last token stays right).
         let before = (self.at, self.safe_state_stale);
-        match self.fill_inner(buf) {
+        match self.fill_inner(buf, lens) {
             Ok(fill) => Ok(fill),
             // Nothing was written and nothing moved: the caller may try
             // again with a larger buffer.
@@ -648,14 +671,22 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         }
     }
 
-    fn fill_inner(&mut self, buf: &mut [u8]) -> Result<Fill, EmitError<P::Error>> {
+    fn fill_inner(
+        &mut self,
+        buf: &mut [u8],
+        mut lens: Option<&mut Vec<usize>>,
+    ) -> Result<Fill, EmitError<P::Error>> {
         let mut w = 0usize;
         let (mut units, mut pieces, mut steps) = (0u64, 0u64, 0u64);
         let buf_len = buf.len();
         while !self.at.ended {
             if self.at.split_done == 0 && steps < self.units_per_fill {
                 // Whole commands in a run, where the producer gives them.
-                let (k, n) = self.take_commands(&mut buf[w..], self.units_per_fill - steps)?;
+                let (k, n) = self.take_commands(
+                    &mut buf[w..],
+                    self.units_per_fill - steps,
+                    lens.as_deref_mut(),
+                )?;
                 if k > 0 {
                     w += n;
                     units += k;
@@ -679,12 +710,18 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 None => self.at.ended = true,
                 Some(Step::Full) => break,
                 Some(Step::Whole(n)) => {
+                    if let Some(l) = lens.as_deref_mut() {
+                        l.push(n);
+                    }
                     w += n;
                     units += 1;
                     steps += 1;
                     self.complete()?;
                 }
                 Some(Step::Piece { written, done }) => {
+                    if let Some(l) = lens.as_deref_mut() {
+                        l.push(written);
+                    }
                     w += written;
                     pieces += 1;
                     steps += 1;
@@ -717,7 +754,8 @@ impl<P: Producer, S: Split> Emitter<P, S> {
 
     /// Copies the whole commands at the cursor that the producer gives as a
     /// run ([`Producer::commands_ahead`]) into `out`, at most `max` of them,
-    /// checking each CRC, and moves past them: the units and bytes taken.
+    /// checking each CRC (and appending each length to `lens`), and moves
+    /// past them: the units and bytes taken.
     /// Stops at a command that does not fit, is an END, or does not frame
     /// (the one-unit path then takes it, and names what is wrong with it).
     /// The producer is asked for a safe point only at the last position of
@@ -727,6 +765,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         &mut self,
         out: &mut [u8],
         max: u64,
+        mut lens: Option<&mut Vec<usize>>,
     ) -> Result<(u64, usize), EmitError<P::Error>> {
         let (first, every) = self.producer.safe_points();
         let every = every.max(1);
@@ -757,7 +796,12 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 offset: run.offset + at as u64,
             };
             match copy_command(&profile, &u, &mut out[at..]) {
-                Ok(n) => at += n,
+                Ok(n) => {
+                    if let Some(l) = lens.as_deref_mut() {
+                        l.push(n);
+                    }
+                    at += n;
+                }
                 Err(e) => {
                     // The fill fails at this unit.
                     self.at.seq += k;

@@ -40,13 +40,12 @@ use proto_checkpoint::{
 };
 use std::io::Read;
 
-use proto_checkpoint::Fill;
 use proto_header::{Context, FixedHeaderFormat};
-use proto_tlv::{CmdBuf, CrcVariant, CMD_HEADER_LEN};
+use proto_tlv::CrcVariant;
 
 use crate::error::{BoxError, ResumeError, SessionError};
 use crate::receive::Check;
-use crate::send::{fill_one, Arm, Emission};
+use crate::send::{Arm, Emission};
 use crate::wire::MAX_UNIT;
 
 /// A random-access source a sender reads its file through.
@@ -257,8 +256,8 @@ impl Arm for Offer {
     }
 }
 
-/// The emitter of `p`, from its start or re-armed from `token`, its fills
-/// cut into units by `format`'s framing ([`Framed`]).
+/// The emitter of `p`, from its start or re-armed from `token` (it tells
+/// its units apart itself: [`Emission::fill_units`]).
 fn emitter<F, P>(format: &F, p: P, token: Option<&Token>) -> Result<Box<dyn Emission>, SessionError>
 where
     F: Format + Send + 'static,
@@ -266,140 +265,12 @@ where
     P: Producer + Send + 'static,
     P::Error: Send + Sync,
 {
-    let (emitter, next) = match token {
-        Some(t) => (
-            Emitter::resume(p, format.split(), t)
-                .map_err(|e| ResumeError::TokenRefused(e.into()))?,
-            Next::Unknown,
-        ),
-        None => (
-            Emitter::new(p, format.split()).map_err(source_err)?,
-            Next::Header,
-        ),
+    let emitter = match token {
+        Some(t) => Emitter::resume(p, format.split(), t)
+            .map_err(|e| ResumeError::TokenRefused(e.into()))?,
+        None => Emitter::new(p, format.split()).map_err(source_err)?,
     };
-    Ok(Box::new(Framed {
-        format: format.clone(),
-        emitter,
-        next,
-    }))
-}
-
-/// What the next unit of an emission is.
-#[derive(Clone, Copy, Debug)]
-enum Next {
-    /// A stream header.
-    Header,
-    /// A command of a stream whose END command has this type.
-    Command {
-        /// The END command's type.
-        end: u16,
-    },
-    /// Not known (re-armed from a token): one unit per fill until a stream
-    /// header has gone by.
-    Unknown,
-}
-
-/// An emitter whose fills of several units are cut back into units by its
-/// format's framing: a stream header (its length from [`Format::head`]),
-/// then commands (each its header's length) up to the END command, then
-/// the next stream's header.
-struct Framed<F, E> {
-    format: F,
-    emitter: E,
-    next: Next,
-}
-
-impl<F, E> Framed<F, E>
-where
-    F: Format,
-{
-    /// The length of the unit at the start of `rest` (the next one), and
-    /// what follows it. `None` when `rest` does not start with one.
-    fn unit(&self, rest: &[u8]) -> Option<(usize, Next)> {
-        match self.next {
-            Next::Header | Next::Unknown => match self.format.head(rest, 0).ok()? {
-                Head::Head(h) => Some((
-                    h.len,
-                    Next::Command {
-                        end: h.profile.end_cmd,
-                    },
-                )),
-                Head::Need(_) => None,
-            },
-            Next::Command { end } => {
-                let c = CmdBuf::new_checked(rest)?;
-                let next = if c.cmd() == end {
-                    Next::Header
-                } else {
-                    self.next
-                };
-                Some((CMD_HEADER_LEN + c.payload_len() as usize, next))
-            }
-        }
-    }
-}
-
-impl<F: Format, E> Framed<F, E> {
-    /// A fill of `out` went by: where the emission stands after it. Known
-    /// after one whole unit (a stream header, once one has gone by: a unit
-    /// that reads as one to its end is one), else no longer.
-    fn went_by(&mut self, out: &[u8], fill: &Fill) {
-        self.next = match self.unit(out) {
-            Some((len, next)) if fill.units == 1 && fill.pieces == 0 && len == out.len() => next,
-            // A piece of a split data command: still inside the stream.
-            _ if fill.pieces > 0 && matches!(self.next, Next::Command { .. }) => self.next,
-            _ => Next::Unknown,
-        };
-    }
-}
-
-impl<F, E> Emission for Framed<F, E>
-where
-    F: Format + Send,
-    E: Emission,
-{
-    fn fill(&mut self, buf: &mut [u8]) -> Result<Fill, BoxError> {
-        let fill = self.emitter.fill(buf)?;
-        self.went_by(&buf[..fill.written], &fill);
-        Ok(fill)
-    }
-    fn token(&self) -> Token {
-        self.emitter.token()
-    }
-    fn ended(&self) -> bool {
-        self.emitter.ended()
-    }
-    fn set_units_per_fill(&mut self, n: u64) {
-        self.emitter.set_units_per_fill(n)
-    }
-
-    fn fill_units(
-        &mut self,
-        buf: &mut [u8],
-        max: u64,
-        lens: &mut Vec<usize>,
-    ) -> Result<Fill, BoxError> {
-        if max <= 1 || matches!(self.next, Next::Unknown) {
-            return fill_one(self, buf, lens);
-        }
-        self.emitter.set_units_per_fill(max);
-        let fill = self.emitter.fill(buf)?;
-        let mut at = 0;
-        for _ in 0..fill.units {
-            let rest = &buf[at..fill.written];
-            let (len, next) = self
-                .unit(rest)
-                .filter(|(len, _)| *len <= rest.len())
-                .ok_or("an emitter's fill does not cut into whole units")?;
-            lens.push(len);
-            at += len;
-            self.next = next;
-        }
-        if at != fill.written || fill.pieces > 0 {
-            return Err("an emitter's fill does not cut into whole units".into());
-        }
-        Ok(fill)
-    }
+    Ok(Box::new(emitter))
 }
 
 /// A [`Format`] as a session driver takes it, whatever its type: told

@@ -113,6 +113,20 @@ where
     fn set_units_per_fill(&mut self, n: u64) {
         Emitter::set_units_per_fill(self, n)
     }
+    /// The emitter knows its units: a fill of several, their lengths from
+    /// the emitter itself.
+    fn fill_units(
+        &mut self,
+        buf: &mut [u8],
+        max: u64,
+        lens: &mut Vec<usize>,
+    ) -> Result<Fill, BoxError> {
+        let fill = Emitter::fill_units(self, buf, max, lens)?;
+        if fill.pieces > 0 {
+            return Err("a fill of whole units split one".into());
+        }
+        Ok(fill)
+    }
 }
 
 /// What a sender transmitted, over its connections.
