@@ -388,10 +388,12 @@ impl Sender {
                 sent: self.sent_high,
             });
         }
-        while self.acked < seq {
-            let (_, len) = self.msgs.pop_front().unwrap_or_default();
-            self.held -= len;
-            self.acked += 1;
+        if self.acked < seq {
+            // Every seq up to `sent_high` is held, so all of them are.
+            let n = usize::try_from(seq - self.acked)
+                .map_or(self.msgs.len(), |n| n.min(self.msgs.len()));
+            self.held -= self.msgs.drain(..n).map(|m| m.1).sum::<usize>();
+            self.acked = seq;
         }
         // Once the message at the front of the buffer is the oldest held,
         // the messages no longer wrap.
