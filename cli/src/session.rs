@@ -59,6 +59,7 @@ pub(crate) fn served_json(units: u64, s: &ServerStats) -> serde_json::Value {
         "bytes_sent": s.send.bytes_sent,
         "payload_wire_bytes": s.send.payload_wire_bytes,
         "units_compressed": s.send.units_compressed,
+        "units_frames": s.send.units_frames,
         "units_resent": s.send.units_resent,
         "bytes_resent": s.send.bytes_resent,
         "units_skipped": s.send.units_skipped,
