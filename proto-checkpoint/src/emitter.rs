@@ -630,11 +630,13 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         self.fill_with(buf, None)
     }
 
-    /// [`Emitter::fill`] with at most `max` units and pieces (the number of
-    /// units a fill takes from then on), appending the length of each unit
-    /// and each piece written to `lens`, in order: what a caller that keeps
-    /// units apart (a session's window) needs, without reading the output
-    /// again.
+    /// [`Emitter::fill`] with whole units only, at most `max` of them (the
+    /// number of units a fill takes from then on), appending the length of
+    /// each to `lens`, in order: what a caller that keeps units apart (a
+    /// session's window) needs, without reading the output again. The fill
+    /// ends before a unit that does not fit whole in what is left of `buf`
+    /// (a data command is not split to fill it); one that does not fit an
+    /// empty `buf` is a [`EmitError::DoesNotFit`] error.
     pub fn fill_units(
         &mut self,
         buf: &mut [u8],
@@ -697,6 +699,22 @@ impl<P: Producer, S: Split> Emitter<P, S> {
             let step = match self.producer.current().map_err(EmitError::Producer)? {
                 None => None,
                 Some(_) if steps >= self.units_per_fill => break,
+                // Whole units only (`fill_units`): the fill ends before one
+                // that does not fit.
+                Some(u)
+                    if lens.is_some() && self.at.split_done == 0 && u.bytes.len() > buf_len - w =>
+                {
+                    if w > 0 {
+                        break;
+                    }
+                    return Err(EmitError::DoesNotFit {
+                        seq: self.at.seq,
+                        index: u.index,
+                        offset: u.offset,
+                        needed: u.bytes.len(),
+                        available: buf_len,
+                    });
+                }
                 Some(u) => Some(self.framer.step(
                     &u,
                     self.at.seq,

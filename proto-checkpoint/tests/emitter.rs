@@ -400,6 +400,62 @@ proptest! {
         }
     }
 
+    /// `fill_units`: whole commands only, each length reported, at most
+    /// `max` a fill; a buffer smaller than the next command ends the fill
+    /// before it (nothing is split), and one smaller than a command on its
+    /// own is `DoesNotFit` at it. The output is the input, byte for byte.
+    #[test]
+    fn fill_units_takes_whole_commands_and_reports_each(
+        m in model(25),
+        safe_every in 1u64..8,
+        sizes in schedule(),
+        max in prop_oneof![Just(1u64), 2u64..6, Just(u64::MAX)],
+    ) {
+        let largest = m.at.iter().map(|a| a.1).max().unwrap();
+        let mut e = m.emitter(safe_every);
+        let (mut out, mut all_lens, mut i) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let size = largest + sizes[i % sizes.len()];
+            i += 1;
+            let mut buf = vec![0u8; size];
+            let mut lens = Vec::new();
+            let f = e.fill_units(&mut buf, max, &mut lens).unwrap();
+            prop_assert_eq!(f.pieces, 0);
+            prop_assert_eq!(f.units, lens.len() as u64);
+            prop_assert!(f.units <= max);
+            prop_assert_eq!(lens.iter().sum::<usize>(), f.written);
+            if !f.ended && f.units < max {
+                // The next command did not fit in what was left.
+                let next = m.at[all_lens.len() + lens.len()].1;
+                prop_assert!(next > size - f.written, "{} left, next {}", size - f.written, next);
+            }
+            out.extend_from_slice(&buf[..f.written]);
+            all_lens.extend(lens);
+            if f.ended {
+                break;
+            }
+        }
+        prop_assert!(out == m.bytes);
+        prop_assert_eq!(all_lens, m.at.iter().map(|a| a.1).collect::<Vec<_>>());
+        // Smaller than the largest command: DoesNotFit when it comes first.
+        let k = m.at.iter().position(|a| a.1 == largest).unwrap();
+        let mut e = m.emitter(safe_every);
+        let mut lens = Vec::new();
+        let err = loop {
+            let mut buf = vec![0u8; largest - 1];
+            match e.fill_units(&mut buf, u64::MAX, &mut lens) {
+                Ok(f) => prop_assert!(!f.ended),
+                Err(err) => break err,
+            }
+        };
+        match err {
+            EmitError::DoesNotFit { seq, needed, available, .. } => {
+                prop_assert_eq!((seq, needed, available), (k as u64, largest, largest - 1));
+            }
+            other => return Err(TestCaseError::fail(format!("{other}"))),
+        }
+    }
+
     /// Too small a buffer: `DoesNotFit` at the first command that needs
     /// more, naming it and both sizes; nothing moves, and larger buffers
     /// then finish the stream.

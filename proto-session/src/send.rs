@@ -12,12 +12,12 @@
 //! next ([`Step`]).
 //!
 //! Small units: the window takes them from the emitter several per fill
-//! (as many of the stream's largest unit as make [`BATCH_BYTES`], within
-//! the window's room; [`Emission::fill_units`] cuts the fill back into
-//! units), so the emitter's cost per call is paid per batch. Each unit is
-//! still a message of its own (its seq, its DATA frame, its ack and its
-//! resend after a reconnect), and the drivers gather the frames into large
-//! writes: nothing of the batching is on the wire.
+//! (whole units up to [`BATCH_BYTES`], within the window's room;
+//! [`Emission::fill_units`] gives each one's length), so the emitter's
+//! cost per call is paid per batch. Each unit is still a message of its
+//! own (its seq, its ack and its resend after a reconnect); consecutive
+//! small ones go several to a UNITS frame where the receiver reads them
+//! ([`FEATURE_UNITS`]), one to a DATA frame otherwise.
 //!
 //! Compression ([`SendConfig::compress`]): on a connection whose receiver
 //! advertised [`FEATURE_ZSTD`] (the caller tells [`Sending::negotiated`]
@@ -42,9 +42,10 @@ use crate::wire::{
     attr, frame, Resumed, COMPRESS_MIN, FEATURE_UNITS, FEATURE_ZSTD, UNITS_BYTES, UNITS_MAX,
 };
 
-/// A fill of the emitter takes up to this many bytes' worth of units of
-/// the stream's largest size (and no more than the window has room for):
-/// small units go into the window several per emitter call.
+/// A fill of the emitter takes whole units up to this many bytes (or one
+/// unit of the stream's largest size, when larger; and no more than the
+/// window has room for): small units go into the window several per
+/// emitter call.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// The zstd level of compressed DATA frames: fast.
@@ -66,11 +67,10 @@ pub trait Emission: Send {
     /// Units per fill.
     fn set_units_per_fill(&mut self, n: u64);
     /// Fills `buf` with at most `max` whole units and appends the length
-    /// of each to `lens` (one entry per message of the window). `buf` must
-    /// take `max` units of the largest size, so that none is split to fill
-    /// it. An emission that cannot tell its units apart in its output
-    /// fills one (the default), as [`Emission::fill`] with one unit per
-    /// fill does.
+    /// of each to `lens` (one entry per message of the window); none is
+    /// split to fill `buf`, which takes at least the largest unit. An
+    /// emission that cannot tell its units apart in its output fills one
+    /// (the default), as [`Emission::fill`] with one unit per fill does.
     fn fill_units(
         &mut self,
         buf: &mut [u8],
@@ -402,15 +402,13 @@ impl Transfer {
     /// [`Transfer::batch`] allows, in one fill), and queues a token after
     /// the last when one is due.
     fn top_up(&mut self) -> Result<(), SessionError> {
-        let batch = self.batch();
+        let (len, max) = self.fill_size();
         let units = &mut self.units;
         let mut filled = None;
-        let pushed = self
-            .replay
-            .push_many_with(batch * self.max_unit, |buf, lens| {
-                filled = Some(units.fill_units(buf, batch as u64, lens)?);
-                Ok(())
-            })?;
+        let pushed = self.replay.push_many_with(len, |buf, lens| {
+            filled = Some(units.fill_units(buf, max, lens)?);
+            Ok(())
+        })?;
         let seq = pushed.map_err(SessionError::Source)?;
         let Some(fill) = filled else {
             return Ok(());
@@ -426,16 +424,21 @@ impl Transfer {
         Ok(())
     }
 
-    /// Units per fill: as many of the largest as make [`BATCH_BYTES`] and
-    /// the window has room for, at least one. Small units then cost one
-    /// emitter call (and one save of its state) per batch, not per unit;
-    /// units of 64 KiB and more go one at a time, as they always did.
-    fn batch(&self) -> usize {
-        let per = self.max_unit.max(1);
-        (BATCH_BYTES / per)
-            .min(self.replay.room() / per)
-            .min(self.replay.room_messages())
-            .max(1)
+    /// The buffer and the most units of a fill: [`BATCH_BYTES`] of whole
+    /// units (or the largest unit, when larger), within the window's room
+    /// in bytes and messages; one unit of the largest size when the room
+    /// is less (a single message may take the window past its bound). Small
+    /// units then cost one emitter call (and one save of its state) per
+    /// 64 KiB, not per unit.
+    fn fill_size(&self) -> (usize, u64) {
+        let room = self.replay.room();
+        let largest = self.max_unit.max(1);
+        let messages = self.replay.room_messages().max(1) as u64;
+        if room < largest {
+            (largest, 1)
+        } else {
+            (room.min(BATCH_BYTES.max(largest)), messages)
+        }
     }
 
     /// A frame from the receiver during the data phase: an ACK.
