@@ -155,6 +155,12 @@ pub struct Action<'a> {
     pub ack: bool,
     /// The sender said goodbye: the transfer is complete.
     pub done: bool,
+    /// A unit after those in `deliver` (of the same UNITS frame) was
+    /// refused: write them, then end the transfer with the error
+    /// [`Receiving::take_refusal`] gives. The receiver stands after the
+    /// last unit handed out, as it would had the refused unit come in a
+    /// frame of its own.
+    pub refused: bool,
 }
 
 /// The receiving side of one transfer, across its connections.
@@ -173,6 +179,9 @@ pub struct Receiving {
     /// The unit of the last compressed frame (its capacity: the largest
     /// declared length so far, at most [`MAX_UNIT`]).
     unzipped: Vec<u8>,
+    /// The error of a unit refused after others of its UNITS frame were
+    /// handed out ([`Action::refused`]).
+    refusal: Option<SessionError>,
     #[cfg(feature = "zstd")]
     unzip: Option<zstd::bulk::Decompressor<'static>>,
 }
@@ -205,6 +214,7 @@ impl Receiving {
             connections: 0,
             stats: ReceiveStats::default(),
             unzipped: Vec::new(),
+            refusal: None,
             #[cfg(feature = "zstd")]
             unzip: None,
         }
@@ -361,7 +371,8 @@ impl Receiving {
         let verify = || fast.map_or(Ok(()), Data::verify);
         self.stats.bytes_received += payload.len() as u64;
         self.stats.payload_wire_bytes += payload.len() as u64;
-        let accept = match self.rx.accept(seq) {
+        // Taken only once checked: a unit refused is not received.
+        let accept = match self.rx.expects(seq) {
             Ok(a) => a,
             Err(e) => {
                 verify()?;
@@ -374,11 +385,12 @@ impl Receiving {
                     verify()?;
                     return Err(SessionError::Unit { seq, source });
                 }
+                self.rx.accept(seq)?;
                 let ack = self.delivered(1, payload.len());
                 Ok(Action {
                     deliver: Some(Units::one(payload)),
                     ack,
-                    done: false,
+                    ..Action::default()
                 })
             }
             replay::Accept::Duplicate => {
@@ -436,29 +448,53 @@ impl Receiving {
         let dup_bytes: usize = (0..dup).map(len_at).sum();
         self.stats.duplicates += dup as u64;
         self.stats.bytes_resent += dup_bytes as u64;
-        let mut at = dup_bytes;
-        for i in dup..n {
-            let s = seq + i as u64;
-            // The next seq, or a gap (an error).
-            self.rx.accept(s)?;
-            let unit = &payload[at..at + len_at(i)];
-            self.check
-                .unit(unit)
-                .map_err(|source| SessionError::Unit { seq: s, source })?;
-            at += unit.len();
-        }
         if dup == n {
             return Ok(Action::default());
         }
-        let ack = self.delivered((n - dup) as u64, total - dup_bytes);
+        // The first new one must be the next seq (else a gap); each is
+        // checked before it is taken, so a refused one leaves the receiver
+        // after the last one handed out.
+        let first = seq + dup as u64;
+        self.rx.expects(first)?;
+        let (mut at, mut good, mut refusal) = (dup_bytes, dup, None);
+        for i in dup..n {
+            let unit = &payload[at..at + len_at(i)];
+            if let Err(source) = self.check.unit(unit) {
+                refusal = Some(SessionError::Unit {
+                    seq: seq + i as u64,
+                    source,
+                });
+                break;
+            }
+            at += unit.len();
+            good = i + 1;
+        }
+        if good == dup {
+            // The first new unit was refused: nothing to hand out.
+            return Err(refusal.unwrap_or(SessionError::Units {
+                offset: Some(c.offset()),
+                problem: "no unit",
+            }));
+        }
+        self.rx.accept_run(first, (good - dup) as u64)?;
+        let ack = self.delivered((good - dup) as u64, at - dup_bytes);
+        let refused = refusal.is_some();
+        self.refusal = refusal;
         Ok(Action {
             deliver: Some(Units {
-                bytes: &payload[dup_bytes..],
-                lens: Some(&lens[dup * 4..]),
+                bytes: &payload[dup_bytes..at],
+                lens: Some(&lens[dup * 4..good * 4]),
             }),
             ack,
-            done: false,
+            refused,
+            ..Action::default()
         })
+    }
+
+    /// The error of the unit refused after the units an [`Action`] with
+    /// [`Action::refused`] handed out; `None` when there is none.
+    pub fn take_refusal(&mut self) -> Option<SessionError> {
+        self.refusal.take()
     }
 
     /// `units` units of `len` bytes in all were checked and are handed out:
@@ -498,7 +534,7 @@ impl Receiving {
                 max: MAX_UNIT as u64,
             }));
         }
-        match self.rx.accept(seq)? {
+        match self.rx.expects(seq)? {
             replay::Accept::Duplicate => {
                 self.stats.duplicates += 1;
                 self.stats.bytes_resent += len;
@@ -510,11 +546,12 @@ impl Receiving {
                 if let Err(source) = self.check.unit(&self.unzipped[..n]) {
                     return Err(SessionError::Unit { seq, source });
                 }
+                self.rx.accept(seq)?;
                 let ack = self.delivered(1, n);
                 Ok(Action {
                     deliver: Some(Units::one(&self.unzipped[..n])),
                     ack,
-                    done: false,
+                    ..Action::default()
                 })
             }
         }

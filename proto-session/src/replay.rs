@@ -533,10 +533,19 @@ impl Receiver {
     /// Errors: [`ReplayError::Gap`] when `seq` is past the next one expected
     /// (the state does not change).
     pub fn accept(&mut self, seq: u64) -> Result<Accept, ReplayError> {
+        let a = self.expects(seq)?;
+        if a == Accept::Deliver {
+            self.received = seq;
+        }
+        Ok(a)
+    }
+
+    /// What [`Receiver::accept`] would say about `seq`, without taking it:
+    /// a receiver that checks a message first takes it only once it holds.
+    pub fn expects(&self, seq: u64) -> Result<Accept, ReplayError> {
         if seq <= self.received {
             Ok(Accept::Duplicate)
         } else if seq == self.received + 1 {
-            self.received = seq;
             Ok(Accept::Deliver)
         } else {
             Err(ReplayError::Gap {
@@ -544,6 +553,25 @@ impl Receiver {
                 got: seq,
             })
         }
+    }
+
+    /// Takes `n` messages from `first` on, as `n` calls of
+    /// [`Receiver::accept`] that each said [`Accept::Deliver`] would.
+    ///
+    /// Errors: [`ReplayError::Gap`] when `first` is not the next seq
+    /// expected (the state does not change).
+    pub fn accept_run(&mut self, first: u64, n: u64) -> Result<(), ReplayError> {
+        if n == 0 {
+            return Ok(());
+        }
+        if first != self.received + 1 {
+            return Err(ReplayError::Gap {
+                expected: self.received + 1,
+                got: first,
+            });
+        }
+        self.received += n;
+        Ok(())
     }
 
     /// The application has made every seq up to `seq` durable.

@@ -600,23 +600,30 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
             let at = rx.next_frame("test").unwrap().unwrap();
             let crc = r.unit_crc();
             match r.handle(rx.incoming(at, crc).unwrap()) {
-                Ok(a) => out.push(a.deliver.map(|u| {
-                    assert_eq!(u.iter().map(<[u8]>::len).sum::<usize>(), u.bytes().len());
-                    (u.count(), u.bytes().to_vec())
-                })),
-                Err(e) => return (out, Some((e, at.offset)), r.stats()),
+                Ok(a) => {
+                    out.push(a.deliver.map(|u| {
+                        assert_eq!(u.iter().map(<[u8]>::len).sum::<usize>(), u.bytes().len());
+                        (u.count(), u.bytes().to_vec())
+                    }));
+                    if a.refused {
+                        let e = r.take_refusal().expect("the refusal");
+                        return (out, Some((e, at.offset)), r.stats(), r.received());
+                    }
+                }
+                Err(e) => return (out, Some((e, at.offset)), r.stats(), r.received()),
             }
         }
-        (out, None, r.stats())
+        (out, None, r.stats(), r.received())
     };
 
     // Units 0..10, then 5..15 (5 it has), then 0..3 (all had), then a gap.
-    let (out, err, stats) = feed(&[
+    let (out, err, stats, received) = feed(&[
         good(1, 0, 10),
         good(6, 5, 15),
         good(1, 0, 3),
         good(20, 19, 25),
     ]);
+    assert_eq!(received, 15);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0], Some((10, units[..10].concat())));
     assert_eq!(out[1], Some((5, units[10..15].concat())));
@@ -639,11 +646,28 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
     let at = units[..4].iter().map(|u| u.len()).sum::<usize>() + 12;
     bytes[at] ^= 1;
     let lens: Vec<u32> = units[..6].iter().map(|u| u.len() as u32).collect();
-    let (out, err, stats) = feed(&[raw(1, &lens, &bytes)]);
-    assert!(out.is_empty());
+    // The four before it are handed out and received, it is not: the
+    // receiver states seq 4, as it would after six DATA frames.
+    let (out, err, stats, received) = feed(&[raw(1, &lens, &bytes)]);
+    assert_eq!(out, [Some((4, units[..4].concat()))]);
     let (e, _) = err.expect("a damaged unit");
     assert!(matches!(e, SessionError::Unit { seq: 5, .. }), "{e}");
-    assert_eq!(stats.units, 0);
+    assert_eq!((stats.units, received), (4, 4));
+    // The damaged unit first in its frame: nothing handed out.
+    let (out, err, stats, received) = feed(&[good(1, 0, 4), raw(5, &lens[4..], &bytes[at - 12..])]);
+    assert_eq!(out.len(), 1);
+    let (e, _) = err.expect("a damaged unit");
+    assert!(matches!(e, SessionError::Unit { seq: 5, .. }), "{e}");
+    assert_eq!((stats.units, received), (4, 4));
+
+    // The same unit in a DATA frame of its own: refused, not received.
+    let mut tx = Framer::new();
+    tx.write_data(5, &bytes[at - 12..at - 12 + lens[4] as usize], None);
+    let (out, err, stats, received) = feed(&[good(1, 0, 4), tx.pending().to_vec()]);
+    assert_eq!(out.len(), 1);
+    let (e, _) = err.expect("a damaged unit");
+    assert!(matches!(e, SessionError::Unit { seq: 5, .. }), "{e}");
+    assert_eq!((stats.units, received), (4, 4));
 
     // Lengths that do not cut the payload, after one good frame: the
     // error names the bad frame's offset; nothing of it is handed out.
@@ -673,7 +697,8 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
         ),
     ];
     for (what, wire) in cases {
-        let (out, err, stats) = feed(&[first.clone(), wire]);
+        let (out, err, stats, received) = feed(&[first.clone(), wire]);
+        assert_eq!(received, 2, "{what}");
         assert_eq!(out.len(), 1, "{what}");
         let (e, offset) = err.unwrap_or_else(|| panic!("{what}: accepted"));
         assert_eq!(offset, first.len() as u64, "{what}");

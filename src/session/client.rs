@@ -413,6 +413,15 @@ impl<W: Output> Fetcher<W> {
                 if let Some(units) = action.deliver {
                     self.out.write_units(units).map_err(SessionError::Output)?;
                 }
+                if action.refused {
+                    // The units before the refused one are written; the
+                    // receiver stands after them.
+                    let e = self.session.take_refusal();
+                    return Err(e.unwrap_or(SessionError::Units {
+                        offset: None,
+                        problem: "a unit was refused",
+                    }));
+                }
                 let (ack, done) = (action.ack, action.done);
                 if ack {
                     self.commit()?;

@@ -417,6 +417,9 @@ fn step_receiver(
                 if let Some(units) = action.deliver {
                     out.extend_from_slice(units.bytes());
                 }
+                if action.refused {
+                    return Err(receiving.take_refusal().expect("the refusal"));
+                }
                 let (ack, done) = (action.ack, action.done);
                 if ack {
                     // The output (memory) is as durable as it gets.
