@@ -785,8 +785,12 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         max: u64,
         mut lens: Option<&mut Vec<usize>>,
     ) -> Result<(u64, usize), EmitError<P::Error>> {
-        let (first, every) = self.producer.safe_points();
-        let every = every.max(1);
+        // Where safe points may be; not known: after every unit, so a run
+        // takes one unit and asks.
+        let (first, every, max) = match self.producer.safe_points() {
+            Some((first, every)) => (first, every.max(1), max),
+            None => (1, 1, max.min(1)),
+        };
         let room = out.len();
         let Some(run) = self
             .producer

@@ -110,14 +110,33 @@ pub trait Producer: Units {
         Ok(())
     }
 
-    /// Where [`Producer::safe_point`] may say yes from the cursor on: after
-    /// the first `.0` units, then every `.1` units (both at least 1; by
-    /// default `(1, 1)`: after any unit). An emitter that takes runs of
-    /// commands asks `safe_point` only there, and of the positions in one
-    /// run only at the last.
-    fn safe_points(&self) -> (u64, u64) {
-        (1, 1)
+    /// Where the safe points are from the cursor on, when the producer
+    /// knows: `Some((first, every))` says that [`Producer::safe_point`]
+    /// says yes after the first `first` units, then after every `every`
+    /// units more (both at least 1), and nowhere else. An emitter that
+    /// takes runs of commands then asks `safe_point` only at the last of
+    /// those positions in a run (the one a token starts from). `None` (the
+    /// default): it asks after every unit.
+    fn safe_points(&self) -> Option<(u64, u64)> {
+        None
     }
+}
+
+/// [`Producer::safe_points`] of a producer with a safe point every `every`
+/// units, `position` units in.
+pub(crate) fn every_nth(position: u64, every: u64) -> Option<(u64, u64)> {
+    let first = if every <= 1 {
+        1
+    } else {
+        every - position % every
+    };
+    Some((first, every.max(1)))
+}
+
+/// Whether `position` is a safe point of a producer with one every `every`
+/// units (no division when it is every unit).
+pub(crate) fn is_nth(position: u64, every: u64) -> bool {
+    every <= 1 || position.is_multiple_of(every)
 }
 
 /// The whole commands at the start of `bytes` (a run that a producer's
@@ -307,7 +326,7 @@ impl Units for CommandsProducer<'_> {
 
 impl Producer for CommandsProducer<'_> {
     fn safe_point(&mut self) -> Result<bool, CommandsError> {
-        if self.safe_every > 1 && !self.units.at.index.is_multiple_of(self.safe_every) {
+        if !is_nth(self.units.at.index, self.safe_every) {
             return Ok(false);
         }
         self.last_safe = self.units.at;
@@ -388,13 +407,7 @@ impl Producer for CommandsProducer<'_> {
         Ok(())
     }
 
-    fn safe_points(&self) -> (u64, u64) {
-        let se = self.safe_every;
-        let next = if se == 1 {
-            1
-        } else {
-            se - self.units.at.index % se
-        };
-        (next, se)
+    fn safe_points(&self) -> Option<(u64, u64)> {
+        every_nth(self.units.at.index, self.safe_every)
     }
 }

@@ -17,6 +17,11 @@ pub trait Source {
     }
     /// The `len` bytes at `offset`, which lie within the stream.
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]>;
+    /// How many bytes from `offset` on [`Source::read_at`] gives without
+    /// joining pieces of the source (a copy): to the end by default.
+    fn contiguous(&self, offset: u64) -> u64 {
+        self.len().saturating_sub(offset)
+    }
 }
 
 /// The end of `len` bytes at `offset` in a source of `total` bytes, or
@@ -61,6 +66,9 @@ impl<S: Source + ?Sized> Source for Box<S> {
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
         (**self).read_at(offset, len)
     }
+    fn contiguous(&self, offset: u64) -> u64 {
+        (**self).contiguous(offset)
+    }
 }
 
 /// A [`Source`] made of byte ranges of another, in order, read as one
@@ -104,6 +112,21 @@ impl<S: Source> Spans<S> {
 impl<S: Source> Source for Spans<S> {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    /// To the end of the range `offset` lies in (and no further than the
+    /// inner source gives in one piece there).
+    fn contiguous(&self, offset: u64) -> u64 {
+        let i = self
+            .ranges
+            .partition_point(|r| r.2 <= offset)
+            .saturating_sub(1);
+        match self.ranges.get(i) {
+            Some(&(base, rlen, at)) if offset >= at && offset < at + rlen => {
+                (at + rlen - offset).min(self.inner.contiguous(base + (offset - at)))
+            }
+            _ => 0,
+        }
     }
 
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {

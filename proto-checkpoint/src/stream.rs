@@ -417,9 +417,14 @@ impl<F: Format, S: Source> Units for FormatProducer<F, S> {
     }
 }
 
+/// A run of commands ([`Producer::commands_ahead`]) reads at most this far
+/// ahead: a quarter of what a [`FileSource`](crate::FileSource) reads
+/// ahead, so that its buffer does not grow past that for a run.
+const RUN_AHEAD: usize = crate::source::READ_AHEAD / 4;
+
 impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
     fn safe_point(&mut self) -> Result<bool, F::Error> {
-        if self.safe_every > 1 && !self.units.at.unit.is_multiple_of(self.safe_every) {
+        if !crate::producer::is_nth(self.units.at.unit, self.safe_every) {
             return Ok(false);
         }
         self.last_safe = (self.units.at, self.units.profile.is_none());
@@ -432,11 +437,10 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
             return Ok(None);
         };
         let pos = u.at.pos;
-        // At most what a file source reads ahead anyway: a run never makes
-        // it hold more than that.
-        let take = (u.src.len() - pos)
-            .min(max as u64)
-            .min(crate::source::READ_AHEAD as u64) as usize;
+        // Within one range of the source (no copy across ranges) and at
+        // most RUN_AHEAD (a file source then holds no more than it does
+        // anyway).
+        let take = u.src.contiguous(pos).min(max as u64).min(RUN_AHEAD as u64) as usize;
         if take < proto_tlv::CMD_HEADER_LEN {
             return Ok(None);
         }
@@ -458,14 +462,8 @@ impl<F: Format, S: Source> Producer for FormatProducer<F, S> {
         Ok(())
     }
 
-    fn safe_points(&self) -> (u64, u64) {
-        let se = self.safe_every;
-        let next = if se == 1 {
-            1
-        } else {
-            se - self.units.at.unit % se
-        };
-        (next, se)
+    fn safe_points(&self) -> Option<(u64, u64)> {
+        crate::producer::every_nth(self.units.at.unit, self.safe_every)
     }
 
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), F::Error> {

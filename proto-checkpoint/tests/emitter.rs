@@ -385,18 +385,29 @@ proptest! {
     ) {
         let min = m.min_workable();
         let mut runs = m.emitter(safe_every);
-        let mut single = Emitter::new(OneAtATime(m.producer(safe_every)), WRITE).unwrap();
+        let mut single = Emitter::new(one_at_a_time(m.producer(safe_every)), WRITE).unwrap();
         if let Some(n) = per_fill {
             runs.set_units_per_fill(n);
             single.set_units_per_fill(n);
         }
+        // Runs from a producer that does not say where its safe points
+        // are: the emitter asks after every unit.
+        let mut unknown =
+            Emitter::new(runs_without_safe_points(m.producer(safe_every)), WRITE).unwrap();
+        if let Some(n) = per_fill {
+            unknown.set_units_per_fill(n);
+        }
         let a = drain(&mut runs, min, &sizes);
         let b = drain(&mut single, min, &sizes);
+        let c = drain(&mut unknown, min, &sizes);
         prop_assert_eq!(a.len(), b.len());
+        prop_assert_eq!(c.len(), b.len());
         for (i, (a, b)) in a.iter().zip(&b).enumerate() {
             prop_assert_eq!(&a.fill, &b.fill, "fill {}", i);
             prop_assert_eq!(&a.chunk, &b.chunk, "chunk {}", i);
             prop_assert_eq!(&a.token, &b.token, "token after fill {}", i);
+            prop_assert_eq!(&c[i].fill, &b.fill, "fill {}", i);
+            prop_assert_eq!(&c[i].token, &b.token, "token after fill {}", i);
         }
     }
 

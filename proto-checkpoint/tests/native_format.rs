@@ -15,7 +15,7 @@ use proto_header::{Context, Endian, FixedHeaderFormat, ReadOptions, V1Header, KI
 use proto_tlv::{AttrValue, ErrorKind, Value};
 
 mod support;
-use support::OneAtATime;
+use support::one_at_a_time;
 
 fn header() -> V1Header {
     V1Header {
@@ -391,7 +391,7 @@ fn runs_of_commands_emit_what_units_one_at_a_time_do() {
             e.set_units_per_fill(per_fill);
             fill_all(&mut |b| e.fill(b).map(|f| (f, e.token())).map_err(|e| e.to_string()));
         } else {
-            let mut e = Emitter::new(OneAtATime(p), PRSTREAM.split()).unwrap();
+            let mut e = Emitter::new(one_at_a_time(p), PRSTREAM.split()).unwrap();
             e.set_units_per_fill(per_fill);
             fill_all(&mut |b| e.fill(b).map(|f| (f, e.token())).map_err(|e| e.to_string()));
         }

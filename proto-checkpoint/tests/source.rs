@@ -151,3 +151,15 @@ fn a_file_that_shrank_is_an_error() {
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     assert_eq!(short.read_at(10, 20).unwrap(), &bytes(100)[10..30]);
 }
+
+/// `contiguous` says how far a read goes without joining ranges: to the
+/// end of the range an offset lies in (to the end for a plain source).
+#[test]
+fn contiguous_stops_at_the_end_of_a_range() {
+    let data = bytes(20);
+    let spans = Spans::new(&data[..], &[(10, 5), (0, 3), (15, 5)]).unwrap();
+    let got: Vec<u64> = (0..14).map(|o| spans.contiguous(o)).collect();
+    assert_eq!(got, [5, 4, 3, 2, 1, 3, 2, 1, 5, 4, 3, 2, 1, 0]);
+    assert_eq!((&data[..]).contiguous(7), 13);
+    assert_eq!((&data[..]).contiguous(25), 0);
+}

@@ -618,10 +618,6 @@ mod tests {
         out
     }
 
-    /// For both CRC variants, the DATA frame's CRC derived from a command's
-    /// own CRC equals the CRC of its bytes; the fast path reads the frame
-    /// back under the right variant only; and a (long) command whose CRC is
-    /// wrong gives a frame the receiver refuses.
     /// A UNITS frame decodes to what was written; lengths that do not cut
     /// the units are refused with nothing written.
     #[test]
@@ -653,6 +649,10 @@ mod tests {
         }
     }
 
+    /// For both CRC variants, the DATA frame's CRC derived from a command's
+    /// own CRC equals the CRC of its bytes; the fast path reads the frame
+    /// back under the right variant only; and a (long) command whose CRC is
+    /// wrong gives a frame the receiver refuses.
     #[test]
     fn data_crc_from_the_command_crc() {
         let data: Vec<u8> = (0..200_000u32)

@@ -5,7 +5,8 @@
 //! durable.
 //!
 //! The caller owns the output and the I/O: [`Receiving::handle`] returns
-//! the unit to write ([`Action::deliver`]) and whether to make the output
+//! the units to write ([`Action::deliver`]: one from a DATA frame, one or
+//! more from a UNITS frame) and whether to make the output
 //! durable now ([`Action::ack`]); after it has, [`Receiving::durable`]
 //! queues the ACK that says so.
 //!
@@ -69,10 +70,10 @@ pub struct ReceiveStats {
     pub units: u64,
     /// Their bytes.
     pub bytes_delivered: u64,
-    /// Unit bytes of every DATA frame that arrived (duplicates included;
+    /// Unit bytes of every DATA and UNITS frame that arrived (duplicates included;
     /// a compressed unit counted at its declared, uncompressed length).
     pub bytes_received: u64,
-    /// Payload bytes of every DATA frame as they came on the wire
+    /// Payload bytes of every DATA and UNITS frame as they came on the wire
     /// (duplicates included): a compressed unit's zstd frame, another
     /// unit's own bytes. `bytes_received` less this is what compression
     /// saved.
@@ -349,7 +350,7 @@ impl Receiving {
                 })
             }
             got => Err(SessionError::Unexpected {
-                expected: "DATA, TOKEN or FINISH",
+                expected: "DATA, UNITS, TOKEN or FINISH",
                 got,
                 offset: c.offset(),
             }),

@@ -138,8 +138,9 @@ pub struct SendStats {
     /// Unit bytes transmitted (resends included; a compressed unit counted
     /// at its own, uncompressed length).
     pub bytes_sent: u64,
-    /// Payload bytes of the DATA frames as they went on the wire (resends
-    /// included): a compressed unit's zstd frame, another unit's own bytes.
+    /// Payload bytes of the DATA and UNITS frames as they went on the wire
+    /// (resends included): a compressed unit's zstd frame, other units'
+    /// own bytes.
     /// `bytes_sent` less this is what compression saved.
     pub payload_wire_bytes: u64,
     /// DATA frames sent compressed (resends included).
@@ -301,10 +302,11 @@ impl Transfer {
         self.units_bytes = units_bytes;
     }
 
-    /// Writes what is due into `f`: the tokens of the DATA written last,
-    /// the next DATA the window holds unsent (topped up from the emitter
-    /// while it has room), FINISH once the last unit is sent, BYE once it
-    /// is acknowledged.
+    /// Writes what is due into `f`: the tokens of the units written last,
+    /// the next units the window holds unsent (topped up from the emitter
+    /// while it has room: a DATA frame, or a UNITS frame of several small
+    /// ones), FINISH once the last unit is sent, BYE once it is
+    /// acknowledged.
     pub(crate) fn poll(
         &mut self,
         f: &mut Framer,
@@ -509,7 +511,9 @@ pub struct Sending {
     /// The unit bytes of a UNITS frame: [`UNITS_BYTES`], halved after each
     /// connection over which the receiver got nothing (a link that breaks
     /// more often than a frame's length still moves the transfer on, down
-    /// to one unit a frame), doubled again after each that got something.
+    /// to one unit a frame), doubled again after each that got something,
+    /// and full again when a receiver states less than the one before (a
+    /// different receiver).
     units_bytes: usize,
     /// The last seq the receiver stated on the connection before, while
     /// the transfer runs.
@@ -573,9 +577,11 @@ impl Sending {
         };
         let compress = self.config.compress && features & FEATURE_ZSTD != 0;
         self.units_bytes = match self.last_received {
-            Some(r) if received <= r => (self.units_bytes / 2).max(1),
-            Some(_) => (self.units_bytes * 2).min(UNITS_BYTES),
-            None => UNITS_BYTES,
+            // Nothing got through on the connection before.
+            Some(r) if received == r => (self.units_bytes / 2).max(1),
+            Some(r) if received > r => (self.units_bytes * 2).min(UNITS_BYTES),
+            // Another receiver (or one that lost what it had): start over.
+            _ => UNITS_BYTES,
         };
         self.last_received = Some(received);
         let units_bytes = if features & FEATURE_UNITS != 0 {
@@ -695,10 +701,11 @@ impl Sending {
         Ok((how, Resend::default()))
     }
 
-    /// Writes what is due into `f`: the tokens of the DATA written last,
-    /// the next DATA the window holds unsent (topped up from the emitter
-    /// while it has room), FINISH once the last unit is sent, BYE once it
-    /// is acknowledged.
+    /// Writes what is due into `f`: the tokens of the units written last,
+    /// the next units the window holds unsent (topped up from the emitter
+    /// while it has room: a DATA frame, or a UNITS frame of several small
+    /// ones), FINISH once the last unit is sent, BYE once it is
+    /// acknowledged.
     pub fn poll(&mut self, f: &mut Framer) -> Result<Step<'_>, SessionError> {
         self.drop_poisoned();
         let Some(t) = self.transfer.as_mut() else {

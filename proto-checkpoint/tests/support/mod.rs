@@ -271,34 +271,65 @@ pub fn model_with_runs(max_cmds: usize) -> impl Strategy<Value = Model> {
     })
 }
 
-/// A producer that gives no runs of commands: the emitter takes its units
-/// one at a time.
-pub struct OneAtATime<P>(pub P);
+/// A producer as the emitter sees another one: one that gives no runs of
+/// commands (`runs` false: the emitter takes its units one at a time), or
+/// one that gives runs but does not say where its safe points are
+/// (`safe_points` left as the default: the emitter must then ask after
+/// every unit).
+pub struct Hidden<P> {
+    pub inner: P,
+    pub runs: bool,
+}
 
-impl<P: Producer> Units for OneAtATime<P> {
-    type Error = P::Error;
-    fn current(&mut self) -> Result<Option<Unit<'_>>, P::Error> {
-        self.0.current()
-    }
-    fn advance(&mut self) -> Result<(), P::Error> {
-        self.0.advance()
+/// `p`, giving no runs of commands.
+pub fn one_at_a_time<P>(p: P) -> Hidden<P> {
+    Hidden {
+        inner: p,
+        runs: false,
     }
 }
 
-impl<P: Producer> Producer for OneAtATime<P> {
+/// `p`, giving runs but not its safe points.
+pub fn runs_without_safe_points<P>(p: P) -> Hidden<P> {
+    Hidden {
+        inner: p,
+        runs: true,
+    }
+}
+
+impl<P: Producer> Units for Hidden<P> {
+    type Error = P::Error;
+    fn current(&mut self) -> Result<Option<Unit<'_>>, P::Error> {
+        self.inner.current()
+    }
+    fn advance(&mut self) -> Result<(), P::Error> {
+        self.inner.advance()
+    }
+}
+
+impl<P: Producer> Producer for Hidden<P> {
     fn safe_point(&mut self) -> Result<bool, P::Error> {
-        self.0.safe_point()
+        self.inner.safe_point()
     }
     fn save_state(&mut self, state: &mut Vec<u8>) -> Result<(), P::Error> {
-        self.0.save_state(state)
+        self.inner.save_state(state)
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), P::Error> {
-        self.0.restore(state)
+        self.inner.restore(state)
     }
     fn position(&self) -> u64 {
-        self.0.position()
+        self.inner.position()
     }
     fn stream_id(&self) -> [u8; 16] {
-        self.0.stream_id()
+        self.inner.stream_id()
+    }
+    fn commands_ahead(&mut self, max: usize) -> Result<Option<Unit<'_>>, P::Error> {
+        if !self.runs {
+            return Ok(None);
+        }
+        self.inner.commands_ahead(max)
+    }
+    fn advance_commands(&mut self, units: u64, bytes: u64) -> Result<(), P::Error> {
+        self.inner.advance_commands(units, bytes)
     }
 }
