@@ -109,6 +109,18 @@ impl<S: Source> Spans<S> {
     }
 }
 
+impl<S> Spans<S> {
+    /// The range holding `offset` (the last one whose start is at or before
+    /// it): its index and (base in the inner source, length, start here).
+    fn range_of(&self, offset: u64) -> Option<(usize, (u64, u64, u64))> {
+        let i = self
+            .ranges
+            .partition_point(|r| r.2 <= offset)
+            .saturating_sub(1);
+        self.ranges.get(i).map(|r| (i, *r))
+    }
+}
+
 impl<S: Source> Source for Spans<S> {
     fn len(&self) -> u64 {
         self.len
@@ -117,12 +129,8 @@ impl<S: Source> Source for Spans<S> {
     /// To the end of the range `offset` lies in (and no further than the
     /// inner source gives in one piece there).
     fn contiguous(&self, offset: u64) -> u64 {
-        let i = self
-            .ranges
-            .partition_point(|r| r.2 <= offset)
-            .saturating_sub(1);
-        match self.ranges.get(i) {
-            Some(&(base, rlen, at)) if offset >= at && offset < at + rlen => {
+        match self.range_of(offset) {
+            Some((_, (base, rlen, at))) if offset < at + rlen => {
                 (at + rlen - offset).min(self.inner.contiguous(base + (offset - at)))
             }
             _ => 0,
@@ -131,12 +139,7 @@ impl<S: Source> Source for Spans<S> {
 
     fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
         let end = end_within(offset, len, self.len)?;
-        // The range holding `offset` (the last one whose start is at or before it).
-        let i = self
-            .ranges
-            .partition_point(|r| r.2 <= offset)
-            .saturating_sub(1);
-        let Some(&(base, rlen, at)) = self.ranges.get(i) else {
+        let Some((i, (base, rlen, at))) = self.range_of(offset) else {
             return Ok(&[]);
         };
         if end <= at + rlen {

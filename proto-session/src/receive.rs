@@ -137,13 +137,19 @@ impl<'a> Units<'a> {
         let lens: &'a [u8] = self.lens.unwrap_or(&[]);
         let one = self.lens.is_none().then_some(self.bytes);
         let mut rest = self.bytes;
-        one.into_iter().chain(lens.chunks_exact(4).map(move |l| {
-            let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
-            let (unit, after) = rest.split_at(n.min(rest.len()));
+        one.into_iter().chain((0..lens.len() / 4).map(move |i| {
+            let (unit, after) = rest.split_at(unit_len(lens, i).min(rest.len()));
             rest = after;
             unit
         }))
     }
+}
+
+/// The length of unit `i` in a UNITS frame's LENS attribute (u32
+/// little-endian each; `lens` holds at least `i + 1` of them).
+fn unit_len(lens: &[u8], i: usize) -> usize {
+    let l = &lens[i * 4..i * 4 + 4];
+    u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize
 }
 
 /// What to do with a frame's outcome ([`Receiving::handle`]).
@@ -418,10 +424,7 @@ impl Receiving {
         if lens.is_empty() || lens.len() % 4 != 0 {
             return Err(bad("its LENS attribute is not one or more u32 lengths"));
         }
-        let len_at = |i: usize| {
-            let l = &lens[i * 4..i * 4 + 4];
-            u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize
-        };
+        let len_at = |i: usize| unit_len(lens, i);
         let n = lens.len() / 4;
         let mut total = 0usize;
         for i in 0..n {
@@ -461,21 +464,19 @@ impl Receiving {
         for i in dup..n {
             let unit = &payload[at..at + len_at(i)];
             if let Err(source) = self.check.unit(unit) {
-                refusal = Some(SessionError::Unit {
+                let e = SessionError::Unit {
                     seq: seq + i as u64,
                     source,
-                });
+                };
+                if i == dup {
+                    // The first new unit: nothing to hand out.
+                    return Err(e);
+                }
+                refusal = Some(e);
                 break;
             }
             at += unit.len();
             good = i + 1;
-        }
-        if good == dup {
-            // The first new unit was refused: nothing to hand out.
-            return Err(refusal.unwrap_or(SessionError::Units {
-                offset: Some(c.offset()),
-                problem: "no unit",
-            }));
         }
         self.rx.accept_run(first, (good - dup) as u64)?;
         let ack = self.delivered((good - dup) as u64, at - dup_bytes);

@@ -218,7 +218,8 @@ pub(crate) struct Transfer {
     /// This connection compresses DATA (asked, and the receiver can).
     compress: bool,
     /// This connection's UNITS frames carry at most this many unit bytes
-    /// (0: it sends none; the receiver does not read them).
+    /// (0: it sends none: the receiver does not read them, or the
+    /// connection compresses each unit on its own).
     units_bytes: usize,
     /// The compressor (made on first use) and its output.
     #[cfg(feature = "zstd")]
@@ -337,14 +338,9 @@ impl Transfer {
             stats.fills += 1;
         }
         if self.replay.has_unsent() {
-            // Several units to one UNITS frame where the receiver reads
-            // them (a compressing connection sends each alone: each is
-            // compressed on its own).
-            let max = if self.units_bytes > 0 && !self.compress {
-                UNITS_MAX
-            } else {
-                1
-            };
+            // Several units to one UNITS frame where the connection sends
+            // them.
+            let max = if self.units_bytes > 0 { UNITS_MAX } else { 1 };
             // Every path returns: the borrow of the window ends here.
             let Some(run) = self.replay.next_run(max, self.units_bytes) else {
                 return Ok(Step::Wait);
@@ -584,12 +580,15 @@ impl Sending {
             _ => UNITS_BYTES,
         };
         self.last_received = Some(received);
-        let units_bytes = if features & FEATURE_UNITS != 0 {
+        let compress = compress && cfg!(feature = "zstd");
+        // A compressing connection sends each unit alone (each compressed
+        // on its own).
+        let units_bytes = if features & FEATURE_UNITS != 0 && !compress {
             self.units_bytes
         } else {
             0
         };
-        t.connected(compress && cfg!(feature = "zstd"), units_bytes);
+        t.connected(compress, units_bytes);
         Ok(Accept {
             instance: t.instance,
             resumed: how as u8,
