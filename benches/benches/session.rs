@@ -16,8 +16,11 @@
 //!   `Server` (default config, the stream in memory) in a thread serving
 //!   one connection per iteration, a `Fetcher` writing into `io::sink()`,
 //!   both sockets `TCP_NODELAY` as the CLI sets them. Every unit is
-//!   checked (CRC) by the server's producer and by the fetcher, framed with
-//!   its own CRC and acknowledged.
+//!   checked (its CRC) by the fetcher before it is taken, and commands of
+//!   256 bytes and more by the server's emitter as well, in the pass that
+//!   copies them (shorter ones are left to the fetcher:
+//!   `Emitter::set_short_checks`); every frame carries a CRC of its own,
+//!   and every unit is acknowledged.
 //! - `session/plain-copy`: the peer: a thread `write_all`s the same bytes in
 //!   256 KiB chunks to a local TCP socket, the bench thread reads them into
 //!   a 256 KiB buffer until EOF.

@@ -229,18 +229,22 @@ fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), 
 const FUSED_FROM: usize = 256;
 
 /// Copies a whole command to the start of `out`, checking its CRC in the
-/// same pass (a short one right after the copy, while it is in cache);
+/// same pass (a short one right after the copy, while it is in cache,
+/// unless `short_checks` is off: see [`Emitter::set_short_checks`]);
 /// returns its length.
 fn copy_command<E: core::error::Error>(
     profile: &Profile,
     u: &Unit<'_>,
     out: &mut [u8],
+    short_checks: bool,
 ) -> Result<usize, EmitError<E>> {
     let (cmd, crc) = (u.bytes, profile.crc);
     let out = &mut out[..cmd.len()];
     if cmd.len() < FUSED_FROM {
         out.copy_from_slice(cmd);
-        verify(profile, u)?;
+        if short_checks {
+            verify(profile, u)?;
+        }
         return Ok(cmd.len());
     }
     out[..CMD_HEADER_LEN].copy_from_slice(&cmd[..CMD_HEADER_LEN]);
@@ -278,6 +282,9 @@ struct Framer<S> {
     progress: Option<Progress>,
     /// Running states every [`MARK`] bytes (see [`Progress::marks_base`]).
     marks: Vec<u32>,
+    /// Whether commands shorter than [`FUSED_FROM`] are checked (see
+    /// [`Emitter::set_short_checks`]).
+    short_checks: bool,
 }
 
 impl<S: Split> Framer<S> {
@@ -342,7 +349,7 @@ impl<S: Split> Framer<S> {
             ));
         }
         if split_done == 0 && u.bytes.len() <= avail {
-            return copy_command(&profile, u, out).map(Step::Whole);
+            return copy_command(&profile, u, out, self.short_checks).map(Step::Whole);
         }
         // It does not go whole (or went partly already): split it.
         let layout = match self.layout {
@@ -461,8 +468,10 @@ impl<S: Split> Framer<S> {
 /// [`Split`] rule allows) to fill each buffer; after every fill, a token to
 /// continue from.
 ///
-/// Every command's CRC is checked as it is copied: a damaged command is an
-/// error, never passed on, and a split piece gets a CRC of its own only
+/// Every command's CRC is checked as it is copied (unless
+/// [`Emitter::set_short_checks`] leaves short ones to a consumer that
+/// checks them): a damaged command is an error, never passed on, and a
+/// split piece gets a CRC of its own only
 /// after the whole original was checked. Data is read once: the pieces'
 /// CRCs are derived from the one pass that checks the original (see
 /// [`proto_tlv::crc32c_shift`]).
@@ -506,6 +515,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 layout: None,
                 progress: None,
                 marks: Vec::new(),
+                short_checks: true,
             },
             stream_id: t.stream_id,
             at: Cursor::of(&t),
@@ -592,6 +602,22 @@ impl<P: Producer, S: Split> Emitter<P, S> {
     /// unlimited.
     pub fn set_units_per_fill(&mut self, n: u64) {
         self.units_per_fill = n.max(1);
+    }
+
+    /// Whether the CRC of each command shorter than 256 bytes is checked
+    /// (default: yes). Such a command takes a CRC pass of its own after its
+    /// copy; a longer one is checked in the same pass as its copy, always
+    /// (a session derives large DATA frames' CRCs from it).
+    ///
+    /// Turn it off only for a consumer that checks every command's own CRC
+    /// before it takes the command, as a session's receiver does
+    /// (`proto_session::receive::Receiving`, through its format's check):
+    /// the check then happens once, end to end, where the units are used,
+    /// instead of once more here. A damaged short command is then passed on
+    /// (its framing is still checked) and refused by that consumer, which
+    /// names its seq and offset.
+    pub fn set_short_checks(&mut self, on: bool) {
+        self.framer.short_checks = on;
     }
 
     /// The token for where the emission stands now: after a failed fill,
@@ -817,7 +843,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 index: run.index + k,
                 offset: run.offset + at as u64,
             };
-            match copy_command(&profile, &u, &mut out[at..]) {
+            match copy_command(&profile, &u, &mut out[at..], self.framer.short_checks) {
                 Ok(n) => {
                     if let Some(l) = lens.as_deref_mut() {
                         l.push(n);

@@ -945,3 +945,78 @@ fn units_that_break_the_contract_are_errors() {
         e.token().to_bytes().unwrap();
     }
 }
+
+/// With short checks off (a session's sender, whose receiver checks every
+/// unit), a command shorter than 256 bytes with a damaged CRC-covered byte
+/// goes out as it is, by `fill` and by `fill_units` alike; a damaged longer
+/// one is still refused, naming it; damage to a short command's length
+/// field is still an error (its framing is always checked). With the
+/// default, every damaged command is refused.
+#[test]
+fn short_checks_off_leaves_short_commands_to_the_consumer() {
+    let profile = Profile {
+        crc: CrcVariant::BtrfsRaw,
+        max_payload_len: 1 << 16,
+        unbounded_data_attr: None,
+        end_cmd: END,
+    };
+    let other = |len: usize| Cmd::Other {
+        ty: 3,
+        attrs: vec![(15, filler(len, len as u64))],
+    };
+    // A short command (command 1), a long one (command 2), then END.
+    let m = Model::new(profile, vec![other(20), other(60), other(400), Cmd::End]);
+    assert!(m.at[1].1 < 256 && m.at[2].1 >= 256, "{:?}", m.at);
+    let damaged = |k: usize, byte: usize| {
+        let mut bad = m.bytes.clone();
+        bad[m.at[k].0 + byte] ^= 0x10;
+        bad
+    };
+    let emit = |bytes: &[u8], short_checks: bool, units: bool| {
+        let p = CommandsProducer::new(bytes, profile, ID, 1);
+        let mut e = Emitter::new(p, WRITE).unwrap();
+        e.set_short_checks(short_checks);
+        let mut out = Vec::new();
+        loop {
+            let mut buf = vec![0u8; 4096];
+            let f = if units {
+                e.fill_units(&mut buf, u64::MAX, &mut Vec::new())
+            } else {
+                e.fill(&mut buf)
+            }?;
+            out.extend_from_slice(&buf[..f.written]);
+            if f.ended {
+                return Ok(out);
+            }
+        }
+    };
+    // A CRC error naming command `k`.
+    let refused = |r: Result<Vec<u8>, _>, k: usize, what: &str| match r {
+        Err(EmitError::Corrupt(t)) => {
+            assert!(
+                matches!(t.kind, ErrorKind::CrcMismatch { .. }),
+                "{what}: {t}"
+            );
+            assert_eq!((t.index, t.offset), (k as u64, m.at[k].0 as u64), "{what}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    for units in [false, true] {
+        // A byte of the short command's payload: passed on as it is.
+        let bad = damaged(1, 30);
+        assert_eq!(emit(&bad, false, units).unwrap(), bad, "units {units}");
+        refused(emit(&bad, true, units), 1, "short command, checks on");
+        // The long command: refused either way.
+        let bad = damaged(2, 300);
+        for on in [false, true] {
+            refused(
+                emit(&bad, on, units),
+                2,
+                &format!("long command, checks {on}"),
+            );
+        }
+        // The short command's length field: its framing no longer holds.
+        let bad = damaged(1, 1);
+        assert!(emit(&bad, false, units).is_err(), "units {units}");
+    }
+}

@@ -265,11 +265,17 @@ where
     P: Producer + Send + 'static,
     P::Error: Send + Sync,
 {
-    let emitter = match token {
+    let mut emitter = match token {
         Some(t) => Emitter::resume(p, format.split(), t)
             .map_err(|e| ResumeError::TokenRefused(e.into()))?,
         None => Emitter::new(p, format.split()).map_err(source_err)?,
     };
+    // The receiver checks every unit, its CRC included, before it takes it
+    // (its format's check, `SessionFormat::check`): a short command's CRC
+    // is checked there, end to end, not also here. Longer ones are still
+    // checked here, in the pass that copies them (large DATA frames take
+    // their CRC from their command's).
+    emitter.set_short_checks(false);
     Ok(Box::new(emitter))
 }
 

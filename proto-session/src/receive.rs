@@ -30,7 +30,10 @@ use crate::wire::{attr, frame, Resumed, MAX_UNIT};
 
 /// A receiver's check of units, whatever their format.
 pub trait Check: Send {
-    /// Checks that `unit` is exactly the next unit of a valid stream.
+    /// Checks that `unit` is exactly the next unit of a valid stream: for a
+    /// format whose units carry a CRC, that CRC included (a session's
+    /// sender leaves the CRCs of short commands to this check: see
+    /// `proto_checkpoint::Emitter::set_short_checks`).
     fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
     /// Checks that the stream may end here.
     fn finish(&self) -> Result<(), BoxError>;

@@ -712,3 +712,47 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
         assert_eq!(stats.units, 2, "{what}");
     }
 }
+
+/// A short command damaged in the sender's source: the sender leaves its
+/// CRC to the receiver (`Emitter::set_short_checks`), which refuses it by
+/// its seq before taking it. The output stops right before it, in UNITS
+/// frames and in one DATA frame per unit (compressed) alike: the damage is
+/// never written.
+#[test]
+fn a_damaged_short_command_at_the_source_is_refused_by_the_receiver() {
+    let file = small_units(300);
+    // A byte of command 150's body ("unit 150 x..."), covered by its CRC.
+    let body = b"unit 150 x";
+    let at = file
+        .windows(body.len())
+        .position(|w| w == body)
+        .expect("command 150");
+    let mut bad = file.clone();
+    bad[at + 5] ^= 0x01;
+    for compress in [false, true] {
+        let plan = Plan {
+            compress,
+            ..Plan::clean()
+        };
+        let o = run(&bad, &plan, 1);
+        assert!(
+            file.starts_with(&o.out),
+            "compress {compress}: not a prefix"
+        );
+        // Stopped right before the damaged command: its header and the
+        // attributes before the body are all that lie between.
+        assert!(
+            o.out.len() <= at && at - o.out.len() < 40,
+            "compress {compress}: output {} bytes, damage at {at}",
+            o.out.len()
+        );
+        match &o.error {
+            Some(SessionError::Unit { seq, source }) => {
+                // Seq 1 is the stream header, command k is seq k + 2.
+                assert_eq!(*seq, 152, "compress {compress}: {source}");
+                assert!(source.to_string().contains("CRC"), "{source}");
+            }
+            e => panic!("compress {compress}: {e:?}"),
+        }
+    }
+}
