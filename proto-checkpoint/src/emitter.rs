@@ -828,12 +828,17 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         let UnitKind::Command(profile) = run.kind else {
             return Ok((0, 0));
         };
-        let (mut k, mut at) = (0u64, 0usize);
+        // At most what `out` takes, whatever the producer gave.
+        let bytes = &run.bytes[..run.bytes.len().min(room)];
+        let short_checks = self.framer.short_checks;
+        // `out[..copied]` holds `bytes[..copied]`: short commands are
+        // copied together, in one call, before a long one and at the end.
+        let (mut k, mut at, mut copied) = (0u64, 0usize, 0usize);
         // The last position of the run where a safe point may be: units
         // and bytes up to it.
         let (mut safe, mut next_safe) = (None, first.max(1));
         while k < max {
-            let rest = &run.bytes[at..];
+            let rest = &bytes[at..];
             let Some(len) = next_command(rest, &profile) else {
                 break;
             };
@@ -843,19 +848,26 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 index: run.index + k,
                 offset: run.offset + at as u64,
             };
-            match copy_command(&profile, &u, &mut out[at..], self.framer.short_checks) {
-                Ok(n) => {
-                    if let Some(l) = lens.as_deref_mut() {
-                        l.push(n);
-                    }
-                    at += n;
+            let checked = if len < FUSED_FROM {
+                if short_checks {
+                    verify(&profile, &u)
+                } else {
+                    Ok(())
                 }
-                Err(e) => {
-                    // The fill fails at this unit.
-                    self.at.seq += k;
-                    return Err(e);
-                }
+            } else {
+                out[copied..at].copy_from_slice(&bytes[copied..at]);
+                copied = at + len;
+                copy_command(&profile, &u, &mut out[at..], short_checks).map(drop)
+            };
+            if let Err(e) = checked {
+                // The fill fails at this unit.
+                self.at.seq += k;
+                return Err(e);
             }
+            if let Some(l) = lens.as_deref_mut() {
+                l.push(len);
+            }
+            at += len;
             k += 1;
             if k == next_safe {
                 safe = Some((k, at));
@@ -865,6 +877,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         if k == 0 {
             return Ok((0, 0));
         }
+        out[copied..at].copy_from_slice(&bytes[copied..at]);
         let (mut done, mut done_bytes) = (0, 0);
         if let Some((k_safe, at_safe)) = safe {
             self.producer

@@ -375,17 +375,21 @@ proptest! {
 
     /// Runs of commands ([`Producer::commands_ahead`]) change nothing: the
     /// same fills, bytes and tokens as the same producer taken one unit at
-    /// a time, through the same buffers, with any number of units a fill.
+    /// a time, through the same buffers, with any number of units a fill,
+    /// with short commands' checks on or off.
     #[test]
     fn runs_of_commands_emit_what_units_one_at_a_time_do(
         m in model(25),
         safe_every in 1u64..8,
         sizes in schedule(),
         per_fill in per_fill(),
+        short_checks in any::<bool>(),
     ) {
         let min = m.min_workable();
         let mut runs = m.emitter(safe_every);
         let mut single = Emitter::new(one_at_a_time(m.producer(safe_every)), WRITE).unwrap();
+        runs.set_short_checks(short_checks);
+        single.set_short_checks(short_checks);
         if let Some(n) = per_fill {
             runs.set_units_per_fill(n);
             single.set_units_per_fill(n);
