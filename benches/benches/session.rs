@@ -17,9 +17,10 @@
 //!   one connection per iteration, a `Fetcher` writing into `io::sink()`,
 //!   both sockets `TCP_NODELAY` as the CLI sets them. Every unit is
 //!   checked (its CRC) by the fetcher before it is taken, and commands of
-//!   256 bytes and more by the server's emitter as well, in the pass that
-//!   copies them (shorter ones are left to the fetcher:
-//!   `Emitter::set_short_checks`); every frame carries a CRC of its own,
+//!   4 KiB and more by the server's emitter as well, in the pass that
+//!   copies them (the CRC of their DATA frames is derived from theirs;
+//!   shorter ones are left to the fetcher: `Emitter::set_unchecked_below`);
+//!   every frame carries a CRC of its own,
 //!   and every unit is acknowledged.
 //! - `session/plain-copy`: the peer: a thread `write_all`s the same bytes in
 //!   256 KiB chunks to a local TCP socket, the bench thread reads them into

@@ -228,21 +228,25 @@ fn verify<E: core::error::Error>(profile: &Profile, u: &Unit<'_>) -> Result<(), 
 /// length's last bits); longer ones are copied and checked in one pass.
 const FUSED_FROM: usize = 256;
 
+/// A run's commands that are not checked in the pass that copies them are
+/// copied this far ahead of the one at hand (see `Emitter::take_commands`).
+const COPY_AHEAD: usize = 4096;
+
 /// Copies a whole command to the start of `out`, checking its CRC in the
-/// same pass (a short one right after the copy, while it is in cache,
-/// unless `short_checks` is off: see [`Emitter::set_short_checks`]);
-/// returns its length.
+/// same pass (a short one right after the copy, while it is in cache; none
+/// when it is shorter than `unchecked_below`: see
+/// [`Emitter::set_unchecked_below`]); returns its length.
 fn copy_command<E: core::error::Error>(
     profile: &Profile,
     u: &Unit<'_>,
     out: &mut [u8],
-    short_checks: bool,
+    unchecked_below: usize,
 ) -> Result<usize, EmitError<E>> {
     let (cmd, crc) = (u.bytes, profile.crc);
     let out = &mut out[..cmd.len()];
-    if cmd.len() < FUSED_FROM {
+    if cmd.len() < unchecked_below.max(FUSED_FROM) {
         out.copy_from_slice(cmd);
-        if short_checks {
+        if cmd.len() >= unchecked_below {
             verify(profile, u)?;
         }
         return Ok(cmd.len());
@@ -282,9 +286,9 @@ struct Framer<S> {
     progress: Option<Progress>,
     /// Running states every [`MARK`] bytes (see [`Progress::marks_base`]).
     marks: Vec<u32>,
-    /// Whether commands shorter than [`FUSED_FROM`] are checked (see
-    /// [`Emitter::set_short_checks`]).
-    short_checks: bool,
+    /// Commands shorter than this are not checked (see
+    /// [`Emitter::set_unchecked_below`]).
+    unchecked_below: usize,
 }
 
 impl<S: Split> Framer<S> {
@@ -349,7 +353,7 @@ impl<S: Split> Framer<S> {
             ));
         }
         if split_done == 0 && u.bytes.len() <= avail {
-            return copy_command(&profile, u, out, self.short_checks).map(Step::Whole);
+            return copy_command(&profile, u, out, self.unchecked_below).map(Step::Whole);
         }
         // It does not go whole (or went partly already): split it.
         let layout = match self.layout {
@@ -469,7 +473,7 @@ impl<S: Split> Framer<S> {
 /// continue from.
 ///
 /// Every command's CRC is checked as it is copied (unless
-/// [`Emitter::set_short_checks`] leaves short ones to a consumer that
+/// [`Emitter::set_unchecked_below`] leaves short ones to a consumer that
 /// checks them): a damaged command is an error, never passed on, and a
 /// split piece gets a CRC of its own only
 /// after the whole original was checked. Data is read once: the pieces'
@@ -515,7 +519,7 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 layout: None,
                 progress: None,
                 marks: Vec::new(),
-                short_checks: true,
+                unchecked_below: 0,
             },
             stream_id: t.stream_id,
             at: Cursor::of(&t),
@@ -604,20 +608,19 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         self.units_per_fill = n.max(1);
     }
 
-    /// Whether the CRC of each command shorter than 256 bytes is checked
-    /// (default: yes). Such a command takes a CRC pass of its own after its
-    /// copy; a longer one is checked in the same pass as its copy, always
-    /// (a session derives large DATA frames' CRCs from it).
+    /// Commands shorter than `len` bytes are copied without a check of
+    /// their CRC (default 0: every command is checked).
     ///
-    /// Turn it off only for a consumer that checks every command's own CRC
-    /// before it takes the command, as a session's receiver does
+    /// Only for a consumer that checks every command's own CRC before it
+    /// takes the command, as a session's receiver does
     /// (`proto_session::receive::Receiving`, through its format's check):
     /// the check then happens once, end to end, where the units are used,
-    /// instead of once more here. A damaged short command is then passed on
-    /// (its framing is still checked) and refused by that consumer, which
-    /// names its seq and offset.
-    pub fn set_short_checks(&mut self, on: bool) {
-        self.framer.short_checks = on;
+    /// instead of once more here. A damaged command below `len` is then
+    /// passed on (its framing is still checked) and refused by that
+    /// consumer, which names it. A session keeps the check of the commands
+    /// whose CRC it derives its DATA frames' CRCs from (4 KiB and more).
+    pub fn set_unchecked_below(&mut self, len: usize) {
+        self.framer.unchecked_below = len;
     }
 
     /// The token for where the emission stands now: after a failed fill,
@@ -830,9 +833,12 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         };
         // At most what `out` takes, whatever the producer gave.
         let bytes = &run.bytes[..run.bytes.len().min(room)];
-        let short_checks = self.framer.short_checks;
-        // `out[..copied]` holds `bytes[..copied]`: short commands are
-        // copied together, in one call, before a long one and at the end.
+        let unchecked_below = self.framer.unchecked_below;
+        // `out[at..copied]` holds `bytes[at..copied]`: commands not
+        // checked in the pass that copies them are copied ahead of the walk,
+        // several at a time. The copy streams the run through the cache in
+        // order, so the headers the walk reads next are there (reading them
+        // alone, one dependent miss after another, costs far more).
         let (mut k, mut at, mut copied) = (0u64, 0usize, 0usize);
         // The last position of the run where a safe point may be: units
         // and bytes up to it.
@@ -848,16 +854,20 @@ impl<P: Producer, S: Split> Emitter<P, S> {
                 index: run.index + k,
                 offset: run.offset + at as u64,
             };
-            let checked = if len < FUSED_FROM {
-                if short_checks {
-                    verify(&profile, &u)
-                } else {
-                    Ok(())
-                }
+            let checked = if len >= unchecked_below.max(FUSED_FROM) {
+                copy_command(&profile, &u, &mut out[at..], unchecked_below).map(drop)
             } else {
-                out[copied..at].copy_from_slice(&bytes[copied..at]);
-                copied = at + len;
-                copy_command(&profile, &u, &mut out[at..], short_checks).map(drop)
+                if copied < at + len {
+                    let from = copied.max(at);
+                    let end = (at + len + COPY_AHEAD).min(bytes.len());
+                    out[from..end].copy_from_slice(&bytes[from..end]);
+                    copied = end;
+                }
+                if len < unchecked_below {
+                    Ok(())
+                } else {
+                    verify(&profile, &u)
+                }
             };
             if let Err(e) = checked {
                 // The fill fails at this unit.
@@ -877,7 +887,6 @@ impl<P: Producer, S: Split> Emitter<P, S> {
         if k == 0 {
             return Ok((0, 0));
         }
-        out[copied..at].copy_from_slice(&bytes[copied..at]);
         let (mut done, mut done_bytes) = (0, 0);
         if let Some((k_safe, at_safe)) = safe {
             self.producer

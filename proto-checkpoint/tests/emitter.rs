@@ -376,20 +376,20 @@ proptest! {
     /// Runs of commands ([`Producer::commands_ahead`]) change nothing: the
     /// same fills, bytes and tokens as the same producer taken one unit at
     /// a time, through the same buffers, with any number of units a fill,
-    /// with short commands' checks on or off.
+    /// with the CRCs of commands below any length left unchecked or not.
     #[test]
     fn runs_of_commands_emit_what_units_one_at_a_time_do(
         m in model(25),
         safe_every in 1u64..8,
         sizes in schedule(),
         per_fill in per_fill(),
-        short_checks in any::<bool>(),
+        unchecked_below in prop_oneof![Just(0usize), Just(256), Just(4096), 0usize..6000],
     ) {
         let min = m.min_workable();
         let mut runs = m.emitter(safe_every);
         let mut single = Emitter::new(one_at_a_time(m.producer(safe_every)), WRITE).unwrap();
-        runs.set_short_checks(short_checks);
-        single.set_short_checks(short_checks);
+        runs.set_unchecked_below(unchecked_below);
+        single.set_unchecked_below(unchecked_below);
         if let Some(n) = per_fill {
             runs.set_units_per_fill(n);
             single.set_units_per_fill(n);
@@ -950,14 +950,15 @@ fn units_that_break_the_contract_are_errors() {
     }
 }
 
-/// With short checks off (a session's sender, whose receiver checks every
-/// unit), a command shorter than 256 bytes with a damaged CRC-covered byte
-/// goes out as it is, by `fill` and by `fill_units` alike; a damaged longer
-/// one is still refused, naming it; damage to a short command's length
-/// field is still an error (its framing is always checked). With the
-/// default, every damaged command is refused.
+/// Commands below `set_unchecked_below` (a session's sender, whose
+/// receiver checks every unit) go out as they are when a CRC-covered byte
+/// is damaged, whether they are checked after their copy (short) or in
+/// the same pass (longer), by `fill` and by `fill_units` alike; a damaged
+/// command at or past it is still refused, naming it; damage to a
+/// command's length field is still an error (its framing is always
+/// checked). With the default, every damaged command is refused.
 #[test]
-fn short_checks_off_leaves_short_commands_to_the_consumer() {
+fn unchecked_commands_are_left_to_the_consumer() {
     let profile = Profile {
         crc: CrcVariant::BtrfsRaw,
         max_payload_len: 1 << 16,
@@ -968,21 +969,25 @@ fn short_checks_off_leaves_short_commands_to_the_consumer() {
         ty: 3,
         attrs: vec![(15, filler(len, len as u64))],
     };
-    // A short command (command 1), a long one (command 2), then END.
-    let m = Model::new(profile, vec![other(20), other(60), other(400), Cmd::End]);
-    assert!(m.at[1].1 < 256 && m.at[2].1 >= 256, "{:?}", m.at);
+    // Short (1), longer (2) and long (3) commands, then END.
+    let m = Model::new(
+        profile,
+        vec![other(20), other(60), other(400), other(5000), Cmd::End],
+    );
+    let below = 4096;
+    assert!(m.at[1].1 < 256 && (256..below).contains(&m.at[2].1) && m.at[3].1 >= below);
     let damaged = |k: usize, byte: usize| {
         let mut bad = m.bytes.clone();
         bad[m.at[k].0 + byte] ^= 0x10;
         bad
     };
-    let emit = |bytes: &[u8], short_checks: bool, units: bool| {
+    let emit = |bytes: &[u8], unchecked_below: usize, units: bool| {
         let p = CommandsProducer::new(bytes, profile, ID, 1);
         let mut e = Emitter::new(p, WRITE).unwrap();
-        e.set_short_checks(short_checks);
+        e.set_unchecked_below(unchecked_below);
         let mut out = Vec::new();
         loop {
-            let mut buf = vec![0u8; 4096];
+            let mut buf = vec![0u8; 8192];
             let f = if units {
                 e.fill_units(&mut buf, u64::MAX, &mut Vec::new())
             } else {
@@ -1006,21 +1011,24 @@ fn short_checks_off_leaves_short_commands_to_the_consumer() {
         other => panic!("{what}: {other:?}"),
     };
     for units in [false, true] {
-        // A byte of the short command's payload: passed on as it is.
-        let bad = damaged(1, 30);
-        assert_eq!(emit(&bad, false, units).unwrap(), bad, "units {units}");
-        refused(emit(&bad, true, units), 1, "short command, checks on");
+        // A byte of the payload of the short and the longer command:
+        // passed on as it is, else refused.
+        for k in [1, 2] {
+            let bad = damaged(k, 30);
+            assert_eq!(emit(&bad, below, units).unwrap(), bad, "{k}, units {units}");
+            refused(emit(&bad, 0, units), k, &format!("{k}, checked"));
+        }
         // The long command: refused either way.
-        let bad = damaged(2, 300);
-        for on in [false, true] {
+        let bad = damaged(3, 300);
+        for b in [0, below] {
             refused(
-                emit(&bad, on, units),
-                2,
-                &format!("long command, checks {on}"),
+                emit(&bad, b, units),
+                3,
+                &format!("long command, unchecked below {b}"),
             );
         }
         // The short command's length field: its framing no longer holds.
         let bad = damaged(1, 1);
-        assert!(emit(&bad, false, units).is_err(), "units {units}");
+        assert!(emit(&bad, below, units).is_err(), "units {units}");
     }
 }

@@ -64,6 +64,12 @@ const RBUF: usize = 1024 * 1024;
 /// A DATA payload at least this large is not copied into the output: the
 /// caller sends it after the pending bytes.
 pub const INLINE_MAX: usize = 128 * 1024;
+
+/// A DATA frame carrying a command of at least this many bytes takes its
+/// CRC from the command's own (checked by the sender's emitter as it
+/// copies it) instead of a pass over its bytes; a shorter one is
+/// checksummed over its bytes (a CRC call costs what the shifts do).
+pub const DERIVED_FROM: usize = 4096;
 /// Header, SEQ attribute and PAYLOAD type of a DATA frame.
 const DATA_PREFIX: usize = CMD_HEADER_LEN + 12 + 2;
 /// A refusal's message is cut to this many bytes.
@@ -563,7 +569,7 @@ fn data_crc_from_unit(prefix: &[u8], unit: &[u8], unit_crc: CrcVariant) -> Optio
 /// and the receiver would refuse the frame: nothing wrong is ever accepted.
 fn command_register(unit: &[u8], variant: CrcVariant) -> Option<u32> {
     let c = CmdBuf::new_checked(unit)?;
-    if !c.is_whole() || unit.len() < 4096 {
+    if !c.is_whole() || unit.len() < DERIVED_FROM {
         // Short units: a CRC call is as cheap as the shifts.
         return None;
     }

@@ -271,11 +271,11 @@ where
         None => Emitter::new(p, format.split()).map_err(source_err)?,
     };
     // The receiver checks every unit, its CRC included, before it takes it
-    // (its format's check, `SessionFormat::check`): a short command's CRC
-    // is checked there, end to end, not also here. Longer ones are still
-    // checked here, in the pass that copies them (large DATA frames take
-    // their CRC from their command's).
-    emitter.set_short_checks(false);
+    // (its format's check, `SessionFormat::check`): a command's CRC is
+    // checked there, end to end, not also here; except where a DATA frame
+    // takes its CRC from the command's (`DERIVED_FROM` bytes and more),
+    // checked here in the pass that copies it.
+    emitter.set_unchecked_below(crate::framer::DERIVED_FROM);
     Ok(Box::new(emitter))
 }
 

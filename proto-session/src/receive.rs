@@ -32,8 +32,9 @@ use crate::wire::{attr, frame, Resumed, MAX_UNIT};
 pub trait Check: Send {
     /// Checks that `unit` is exactly the next unit of a valid stream: for a
     /// format whose units carry a CRC, that CRC included (a session's
-    /// sender leaves the CRCs of short commands to this check: see
-    /// `proto_checkpoint::Emitter::set_short_checks`).
+    /// sender leaves the CRCs of commands below
+    /// [`DERIVED_FROM`](crate::framer::DERIVED_FROM) to this check: see
+    /// `proto_checkpoint::Emitter::set_unchecked_below`).
     fn unit(&mut self, unit: &[u8]) -> Result<(), BoxError>;
     /// Checks that the stream may end here.
     fn finish(&self) -> Result<(), BoxError>;

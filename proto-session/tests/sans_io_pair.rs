@@ -714,7 +714,7 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
 }
 
 /// A short command damaged in the sender's source: the sender leaves its
-/// CRC to the receiver (`Emitter::set_short_checks`), which refuses it by
+/// CRC to the receiver (`Emitter::set_unchecked_below`), which refuses it by
 /// its seq before taking it. The output stops right before it, in UNITS
 /// frames and in one DATA frame per unit (compressed) alike: the damage is
 /// never written.
@@ -754,5 +754,25 @@ fn a_damaged_short_command_at_the_source_is_refused_by_the_receiver() {
             }
             e => panic!("compress {compress}: {e:?}"),
         }
+    }
+}
+
+/// A large command (past `DERIVED_FROM`) damaged in the sender's source:
+/// the sender's emitter checks it as it copies it (its DATA frame's CRC is
+/// derived from the command's) and stops there with an error of its own,
+/// naming the command; the receiver never gets it.
+#[test]
+fn a_damaged_large_command_at_the_source_is_refused_by_the_sender() {
+    let file = sample("data-v1.stream");
+    let mut bad = file.clone();
+    bad[100_500] ^= 0x01;
+    let o = run(&bad, &Plan::clean(), 1);
+    assert!(file.starts_with(&o.out) && o.out.len() < 100_500);
+    match &o.error {
+        Some(SessionError::Source(e)) => {
+            let e = e.to_string();
+            assert!(e.contains("CRC") && e.contains("offset 100168"), "{e}");
+        }
+        e => panic!("{e:?}"),
     }
 }
