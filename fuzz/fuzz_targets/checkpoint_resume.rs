@@ -40,7 +40,9 @@
 //! the input is emitted, whole or in pieces, every command emitted has a
 //! valid CRC, and without pieces the output is the input's prefix; every
 //! token the emitter gave re-arms an emitter on the same input, which fails
-//! or ends as the first did.
+//! or ends as the first did. Run again with `Emitter::set_unchecked_below`
+//! (64, 256, 1 KiB or 4 KiB): the same, except that commands below it may
+//! go out with the wrong CRC they have in the input.
 #![cfg_attr(fuzzing, no_main)]
 
 #[macro_use]
@@ -488,29 +490,39 @@ fn frame(stream: &[u8], profile: &Profile) -> Vec<Framed> {
     }
 }
 
-/// The output of a run on a damaged stream: nothing laundered.
-fn check_damaged_run(stream: &[u8], profile: &Profile, cmds: &[Framed], run: &Run, what: &str) {
+/// The output of a run on a damaged stream: nothing laundered. Commands
+/// shorter than `unchecked_below` (the emitter's setting) may go out with
+/// the wrong CRC they have in the input, never with another.
+fn check_damaged_run(
+    stream: &[u8],
+    profile: &Profile,
+    cmds: &[Framed],
+    run: &Run,
+    unchecked_below: usize,
+    what: &str,
+) {
     let out = run.out();
     let last = run.tokens.last().unwrap();
     assert_eq!(last.offset, out.len() as u64);
-    // Every input command emitted, whole or in part, had a right CRC.
+    // Every input command emitted, whole or in part, had a right CRC (or
+    // was not checked).
     let emitted = last.seq as usize + usize::from(last.split_done > 0);
     assert!(emitted <= cmds.len(), "{what}: more units than commands");
     for (i, c) in cmds[..emitted].iter().enumerate() {
         assert!(
-            c.crc_ok,
+            c.crc_ok || c.len < unchecked_below,
             "{what}: command {i} (CRC wrong in the input) was emitted"
         );
     }
-    // Every command emitted has a valid CRC, and they fill the output.
+    // Every command emitted has a valid CRC (or was not checked), and they
+    // fill the output.
     let mut at = 0;
     while at < out.len() {
         let len = frame_len(&out[at..], profile, 0, 0).expect("output framing");
         let c = &out[at..at + len];
         let stored = u32::from_le_bytes(c[6..10].try_into().unwrap());
-        assert_eq!(
-            profile.crc.command_crc(c, &c[CMD_HEADER_LEN..]),
-            stored,
+        assert!(
+            profile.crc.command_crc(c, &c[CMD_HEADER_LEN..]) == stored || len < unchecked_below,
             "{what}: an output command at {at} has a wrong CRC"
         );
         at += len;
@@ -569,7 +581,17 @@ fn damaged(input: &Input, stream: Vec<u8>) {
     let mut e = Emitter::new(producer(&stream, profile, safe_every), WRITE).unwrap();
     let mut s = Schedule::new(any(&input.sizes), 4096);
     let run = drain(&mut e, &mut s, per_fill, max_fills, None);
-    check_damaged_run(&stream, &profile, &cmds, &run, "damaged");
+    check_damaged_run(&stream, &profile, &cmds, &run, 0, "damaged");
+
+    // The same, with the CRCs of commands below `u` left to the consumer
+    // (as a session's sender leaves them to its receiver): those may go out
+    // as they are in the input, damaged; nothing else changes.
+    let u = [64, 256, 1024, 4096][usize::from(input.crash >> 14)];
+    let mut e = Emitter::new(producer(&stream, profile, safe_every), WRITE).unwrap();
+    e.set_unchecked_below(u);
+    let mut s = Schedule::new(any(&input.sizes), 4096);
+    let unchecked = drain(&mut e, &mut s, per_fill, max_fills, None);
+    check_damaged_run(&stream, &profile, &cmds, &unchecked, u, "damaged, unchecked below");
 
     // Every token re-arms (the last one may meet the framing fault the run
     // stopped at: re-arming looks at the next unit); from the crash one, the
@@ -597,7 +619,7 @@ fn damaged(input: &Input, stream: Vec<u8>) {
         pieces: [&run.pieces[..k], &rest.pieces[..]].concat(),
         error: rest.error,
     };
-    check_damaged_run(&stream, &profile, &cmds, &joined, "damaged, resumed");
+    check_damaged_run(&stream, &profile, &cmds, &joined, 0, "damaged, resumed");
     assert_eq!(
         run.error.as_ref().map(ToString::to_string),
         joined.error.as_ref().map(ToString::to_string),
