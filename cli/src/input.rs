@@ -1,16 +1,20 @@
-//! Input for the stream commands: reader threads fill large buffers while
+//! Input for the stream commands: a reader thread fills large buffers while
 //! the main thread decodes the previous one (reading and CRC checking
 //! overlap), and every stream event is handed to a visitor. A large regular
-//! file is read by two threads at once, each taking every other chunk by
-//! positional reads: the kernel's copy out of the page cache is most of the
-//! work there, and one thread's copy is slower than the file system can
-//! give (see [`PARALLEL_FROM`]).
+//! file (see [`PARALLEL_FROM`]) is read by positional reads shared between
+//! a helper thread and the main thread, which reads chunks ahead itself
+//! instead of waiting for the helper: the kernel's copy out of the page
+//! cache is most of the work there, more than one thread's copy can keep
+//! up with the decoder, and the two threads balance it between them
+//! ([`Positional`]).
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 use indicatif::ProgressBar;
 use proto_stream::btrfs::StreamDecoder;
@@ -27,14 +31,13 @@ const PAGE: usize = 4096;
 /// Buffers in flight between the threads.
 const DEPTH: usize = 3;
 
-/// Files from this size on are read by [`READERS`] threads. Measured on a
-/// 512 MiB stream (`benches/whole.sh`): `verify` takes 57–59 ms with two
-/// readers against 69–75 ms with one (and `cat` 60–70 ms); on a 31 MiB
-/// stream a second reader costs more (its buffers, its thread) than it
-/// saves.
+/// Regular files from this size on are read by positional reads shared
+/// between a helper thread and the consumer ([`Positional`]), smaller ones
+/// and other input by one reader thread.
 pub const PARALLEL_FROM: u64 = 64 << 20;
-/// Reader threads of a large regular file.
-const READERS: usize = 2;
+/// The consumer's own buffers for positional reads: it reads ahead into
+/// them while the helper reads the chunk it wants.
+const OWN: usize = 3;
 
 /// A filled buffer: its page-aligned window starts at `start` and holds
 /// `len` bytes; `last`: the input ends after them (`len` may then be 0).
@@ -51,16 +54,56 @@ struct Filled {
 /// too, never taken for the end.
 type Chunk = io::Result<Filled>;
 
-/// Fixed pools of buffers, filled by reader threads and handed back through
-/// return channels: no allocation after the start, bounded memory. Reader
-/// `i` of `n` fills chunks `i`, `i + n`, ...; chunks come out in order.
-struct Chunks {
-    rx: Vec<Receiver<Chunk>>,
-    back: Vec<SyncSender<Vec<u8>>>,
-    /// The reader of the next chunk.
-    next: usize,
-    /// The last chunk came (a file that grew since is not read further, as
-    /// one reader would not have), or an error.
+/// Chunk number, what was read of it, and the error that cut it short.
+type ChunkRead = (u64, Filled, Option<io::Error>);
+
+/// The chunks of the input, in order, from fixed pools of buffers (no
+/// allocation after the start, bounded memory): from one reader thread
+/// ([`Chunks::spawn`]), or, for a regular file, from a reader thread and
+/// the consumer's own positional reads ([`Chunks::spawn_positional`]).
+enum Chunks {
+    Stream(Stream),
+    Positional(Positional),
+}
+
+/// One reader thread's chunks, through a channel; their buffers go back
+/// through another.
+struct Stream {
+    rx: Receiver<Chunk>,
+    back: SyncSender<Vec<u8>>,
+    /// The last chunk came, or an error.
+    ended: bool,
+}
+
+/// A regular file read by positional reads in chunks numbered from 0,
+/// each claimed once (`claim`: the next not yet claimed) by a helper
+/// thread or by the consumer. The helper claims the next chunk whenever it
+/// has a buffer; the consumer reads the chunk it wants itself when nobody
+/// has claimed it yet, and, while the helper is still reading the one it
+/// wants, claims the next free one and reads it ahead into a buffer of its
+/// own instead of waiting. So the two share the kernel's copy out of the
+/// page cache (most of the work for a large file) in whatever proportion
+/// the consumer's own work leaves, on any machine: with two fixed readers
+/// taking every other chunk, the consumer's thread waited while they read.
+struct Positional {
+    file: Arc<File>,
+    claim: Arc<AtomicU64>,
+    /// The helper's chunks, in the order it claimed them.
+    rx: Receiver<ChunkRead>,
+    back: SyncSender<Vec<u8>>,
+    /// A chunk received from the helper, not yet handed out.
+    helper_next: Option<ChunkRead>,
+    /// Chunks the consumer read ahead (each after the one it wants).
+    ahead: Vec<ChunkRead>,
+    /// The consumer's spare buffers.
+    spare: Vec<Vec<u8>>,
+    /// The chunk to hand out next.
+    want: u64,
+    /// An error to hand out after the bytes read before it.
+    error_next: Option<io::Error>,
+    /// The chunk handed out last is the helper's (its buffer goes back).
+    lent_by_helper: bool,
+    /// The last chunk came, or an error.
     ended: bool,
 }
 
@@ -89,21 +132,46 @@ fn fill(
     (n, Ok(false))
 }
 
-/// A reader's channels and its `depth + 1` buffers: it takes buffers
-/// from `spare` and sends them filled through `tx`; the consumer receives
-/// them from `rx` and hands them back through `back`.
-struct Pool {
-    tx: SyncSender<Chunk>,
-    rx: Receiver<Chunk>,
+/// Chunk `k` of `file` read into `buf`: the filled chunk, and the error
+/// that cut it short.
+fn read_chunk(file: &File, k: u64, mut buf: Vec<u8>) -> (Filled, Option<io::Error>) {
+    let (start, window) = window(&mut buf);
+    let at = k * CHUNK as u64;
+    let (len, r) = fill(window, |w, n| file.read_at(w, at + n as u64));
+    let (last, error) = match r {
+        Ok(last) => (last, None),
+        Err(e) => (false, Some(e)),
+    };
+    let filled = Filled {
+        buf,
+        start,
+        len,
+        last,
+    };
+    (filled, error)
+}
+
+/// A new buffer for one chunk (with room to start it on a page boundary).
+fn buffer() -> Vec<u8> {
+    vec![0; CHUNK + PAGE]
+}
+
+/// The channels between a reader thread and the consumer, and `depth + 1`
+/// buffers: the reader takes buffers from `spare` and sends them filled
+/// through `tx`; the consumer receives them from `rx` and hands them back
+/// through `back`.
+struct Pool<T> {
+    tx: SyncSender<T>,
+    rx: Receiver<T>,
     back: SyncSender<Vec<u8>>,
     spare: Receiver<Vec<u8>>,
 }
 
-fn pool(depth: usize) -> Pool {
+fn pool<T>(depth: usize) -> Pool<T> {
     let (tx, rx) = sync_channel(depth);
     let (back, spare) = sync_channel::<Vec<u8>>(depth + 1);
     for _ in 0..depth + 1 {
-        let _ = back.try_send(vec![0; CHUNK + PAGE]);
+        let _ = back.try_send(buffer());
     }
     Pool {
         tx,
@@ -113,115 +181,212 @@ fn pool(depth: usize) -> Pool {
     }
 }
 
-/// A reader thread's loop: takes a spare buffer, fills it with
-/// `read(window, chunk number)` and sends it, until the input ends, a read
-/// fails (the bytes before the error go first, then the error) or the
-/// consumer is gone.
-fn reader(
-    tx: SyncSender<Chunk>,
-    spare: Receiver<Vec<u8>>,
-    mut read: impl FnMut(&mut [u8], u64) -> (usize, io::Result<bool>) + Send + 'static,
-) {
-    std::thread::spawn(move || {
-        let mut k = 0;
-        while let Ok(mut buf) = spare.recv() {
-            let (start, window) = window(&mut buf);
-            let (len, r) = read(window, k);
-            k += 1;
-            let last = matches!(r, Ok(true));
-            if (len > 0 || last)
-                && tx
-                    .send(Ok(Filled {
-                        buf,
-                        start,
-                        len,
-                        last,
-                    }))
-                    .is_err()
-            {
-                return;
-            }
-            match r {
-                Ok(false) => {}
-                Ok(true) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
+/// The error of a reader thread that stopped before saying the input
+/// ended (a panic): never taken for the end.
+fn vanished() -> io::Error {
+    io::Error::other("a reader thread stopped before the end of input")
 }
 
 impl Chunks {
-    /// One reader thread over `input`, read from where it stands.
+    /// One reader thread over `input`, read from where it stands: it takes
+    /// a spare buffer, fills it and sends it, until the input ends, a read
+    /// fails (the bytes before the error go first, then the error) or the
+    /// consumer is gone.
     fn spawn(mut input: Box<dyn Read + Send>) -> Chunks {
         let Pool {
             tx,
             rx,
             back,
             spare,
-        } = pool(DEPTH);
-        reader(tx, spare, move |window, _| {
-            fill(window, |w, _| input.read(w))
+        } = pool::<Chunk>(DEPTH);
+        std::thread::spawn(move || {
+            while let Ok(mut buf) = spare.recv() {
+                let (start, window) = window(&mut buf);
+                let (len, r) = fill(window, |w, _| input.read(w));
+                let last = matches!(r, Ok(true));
+                if (len > 0 || last)
+                    && tx
+                        .send(Ok(Filled {
+                            buf,
+                            start,
+                            len,
+                            last,
+                        }))
+                        .is_err()
+                {
+                    return;
+                }
+                match r {
+                    Ok(false) => {}
+                    Ok(true) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
         });
-        Chunks {
-            rx: vec![rx],
-            back: vec![back],
-            next: 0,
+        Chunks::Stream(Stream {
+            rx,
+            back,
             ended: false,
-        }
+        })
     }
 
-    /// [`READERS`] threads reading `file` from byte 0 by positional reads,
-    /// each every `READERS`-th chunk. A short chunk (or an empty one) is
-    /// the last.
+    /// `file` from byte 0, by positional reads shared between a helper
+    /// thread and the consumer ([`Positional`]). A short chunk (or an
+    /// empty one) is the last.
     fn spawn_positional(file: File) -> Chunks {
-        let file = std::sync::Arc::new(file);
-        let mut chunks = Chunks {
-            rx: Vec::new(),
-            back: Vec::new(),
-            next: 0,
+        let file = Arc::new(file);
+        let claim = Arc::new(AtomicU64::new(0));
+        let Pool {
+            tx,
+            rx,
+            back,
+            spare,
+        } = pool::<ChunkRead>(DEPTH);
+        let (f, c) = (file.clone(), claim.clone());
+        std::thread::spawn(move || {
+            // A chunk is claimed only with a buffer to read it into: the
+            // consumer, waiting for a chunk the helper claimed, never
+            // waits for a buffer it holds.
+            while let Ok(buf) = spare.recv() {
+                let k = c.fetch_add(1, Ordering::Relaxed);
+                let (filled, error) = read_chunk(&f, k, buf);
+                let end = filled.last || error.is_some();
+                if tx.send((k, filled, error)).is_err() || end {
+                    return;
+                }
+            }
+        });
+        Chunks::Positional(Positional {
+            file,
+            claim,
+            rx,
+            back,
+            helper_next: None,
+            ahead: Vec::with_capacity(OWN),
+            spare: (0..OWN).map(|_| buffer()).collect(),
+            want: 0,
+            error_next: None,
+            lent_by_helper: false,
             ended: false,
-        };
-        for i in 0..READERS {
-            // Two buffers in flight per reader besides the one it fills.
-            let Pool {
-                tx,
-                rx,
-                back,
-                spare,
-            } = pool(DEPTH - 1);
-            chunks.rx.push(rx);
-            chunks.back.push(back);
-            let file = file.clone();
-            reader(tx, spare, move |window, k| {
-                let at = (k * READERS as u64 + i as u64) * CHUNK as u64;
-                fill(window, |w, n| file.read_at(w, at + n as u64))
-            });
-        }
-        chunks
+        })
     }
 
     /// The next chunk in order; `None` after the last one or an error.
     fn recv(&mut self) -> Option<Chunk> {
-        if self.ended {
-            return None;
-        }
-        let c = self.rx[self.next].recv().unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "a reader thread stopped before the end of input",
-            ))
-        });
-        self.ended = c.as_ref().map_or(true, |f| f.last);
+        let (c, ended) = match self {
+            Chunks::Stream(s) => {
+                if s.ended {
+                    return None;
+                }
+                (
+                    s.rx.recv().unwrap_or_else(|_| Err(vanished())),
+                    &mut s.ended,
+                )
+            }
+            Chunks::Positional(p) => {
+                if p.ended {
+                    return None;
+                }
+                (p.next(), &mut p.ended)
+            }
+        };
+        *ended = c.as_ref().map_or(true, |f| f.last);
         Some(c)
     }
 
-    /// Hands the buffer of the chunk [`Chunks::recv`] gave last back to its
-    /// reader, and moves on to the next reader.
+    /// Hands the buffer of the chunk [`Chunks::recv`] gave last back.
     fn give_back(&mut self, buf: Vec<u8>) {
-        let _ = self.back[self.next].send(buf);
-        self.next = (self.next + 1) % self.rx.len();
+        match self {
+            Chunks::Stream(s) => {
+                let _ = s.back.send(buf);
+            }
+            Chunks::Positional(p) if p.lent_by_helper => {
+                let _ = p.back.send(buf);
+            }
+            Chunks::Positional(p) => p.spare.push(buf),
+        }
+    }
+}
+
+impl Positional {
+    /// Chunk `want`: read ahead by the consumer, received from the helper,
+    /// or read now; while the helper still reads it, the consumer reads
+    /// the next free chunk ahead (while it has a buffer), then waits.
+    fn next(&mut self) -> Chunk {
+        if let Some(e) = self.error_next.take() {
+            return Err(e);
+        }
+        loop {
+            if let Some(i) = self.ahead.iter().position(|(k, ..)| *k == self.want) {
+                let (_, filled, error) = self.ahead.swap_remove(i);
+                return self.own(filled, error);
+            }
+            if let Some((k, filled, error)) = self.helper_next.take() {
+                if k != self.want {
+                    // The helper claims in order and every chunk before
+                    // `want` was handed out: this cannot be.
+                    return Err(io::Error::other(format!(
+                        "the reader thread gave chunk {k} where chunk {} was due",
+                        self.want
+                    )));
+                }
+                let c = self.own(filled, error);
+                self.lent_by_helper = true;
+                return c;
+            }
+            let unclaimed = self
+                .claim
+                .compare_exchange(
+                    self.want,
+                    self.want + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+            if unclaimed {
+                // Nobody has it: no chunk from `want` on is claimed, so
+                // none is ahead and every buffer of ours is spare.
+                let buf = self.spare.pop().unwrap_or_else(buffer);
+                let (filled, error) = read_chunk(&self.file, self.want, buf);
+                return self.own(filled, error);
+            }
+            // The helper has claimed it: it arrives next on the channel.
+            match self.rx.try_recv() {
+                Ok(next) => self.helper_next = Some(next),
+                Err(TryRecvError::Disconnected) => return Err(vanished()),
+                Err(TryRecvError::Empty) if !self.spare.is_empty() => {
+                    let k = self.claim.fetch_add(1, Ordering::Relaxed);
+                    let buf = self.spare.pop().unwrap_or_else(buffer);
+                    let (filled, error) = read_chunk(&self.file, k, buf);
+                    self.ahead.push((k, filled, error));
+                }
+                Err(TryRecvError::Empty) => match self.rx.recv() {
+                    Ok(next) => self.helper_next = Some(next),
+                    Err(_) => return Err(vanished()),
+                },
+            }
+        }
+    }
+
+    /// A chunk read (by the consumer, unless the caller says otherwise),
+    /// handed out: the error that cut it short comes after it, or at once
+    /// when nothing was read before it.
+    fn own(&mut self, filled: Filled, error: Option<io::Error>) -> Chunk {
+        self.lent_by_helper = false;
+        self.want += 1;
+        match error {
+            Some(e) if filled.len == 0 => {
+                self.spare.push(filled.buf);
+                Err(e)
+            }
+            e => {
+                self.error_next = e;
+                Ok(filled)
+            }
+        }
     }
 }
 
@@ -411,24 +576,55 @@ mod tests {
     fn a_reader_that_vanishes_is_an_error() {
         let (tx, rx) = sync_channel(1);
         let (back, _spare) = sync_channel(1);
-        let mut c = Chunks {
-            rx: vec![rx],
-            back: vec![back],
-            next: 0,
+        let mut c = Chunks::Stream(Stream {
+            rx,
+            back,
             ended: false,
-        };
+        });
         drop(tx);
         assert!(matches!(c.recv(), Some(Err(_))));
         assert!(c.recv().is_none(), "nothing after the error");
     }
 
-    /// The positional readers hand every byte over once, in order, for a
-    /// file that ends inside a chunk of either reader, on a chunk boundary
-    /// (the next reader then sends an empty last chunk), or is empty.
-    #[test]
-    fn positional_readers_give_the_file_in_order() {
-        let dir = std::env::temp_dir().join(format!("proto-stream-input-{}", std::process::id()));
+    /// A file of `len` bytes in a new directory, and its bytes.
+    fn file_of(len: usize, name: &str) -> (std::path::PathBuf, Vec<u8>) {
+        let dir =
+            std::env::temp_dir().join(format!("proto-stream-input-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let bytes: Vec<u8> = (0..len as u64).map(|i| (i * 7 + i / 4093) as u8).collect();
+        let path = dir.join("f");
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    /// Positional reads of `path` whose helper is the test: it holds the
+    /// helper's sender, and chunk 0 is already claimed when `claimed`.
+    fn positional_without_helper(
+        path: &Path,
+        claimed: bool,
+    ) -> (Positional, SyncSender<ChunkRead>) {
+        let Pool { tx, rx, back, .. } = pool::<ChunkRead>(DEPTH);
+        let p = Positional {
+            file: Arc::new(File::open(path).unwrap()),
+            claim: Arc::new(AtomicU64::new(u64::from(claimed))),
+            rx,
+            back,
+            helper_next: None,
+            ahead: Vec::new(),
+            spare: (0..OWN).map(|_| buffer()).collect(),
+            want: 0,
+            error_next: None,
+            lent_by_helper: false,
+            ended: false,
+        };
+        (p, tx)
+    }
+
+    /// Positional reads hand every byte over once, in order, for a file
+    /// that ends inside a chunk, on a chunk boundary (an empty last chunk
+    /// follows) or is empty, whoever read which chunk.
+    #[test]
+    fn positional_reads_give_the_file_in_order() {
         for len in [
             0,
             100,
@@ -438,15 +634,64 @@ mod tests {
             2 * CHUNK + 77,
             5 * CHUNK - 3,
         ] {
-            let bytes: Vec<u8> = (0..len as u64).map(|i| (i * 7 + i / 4093) as u8).collect();
-            let path = dir.join("f");
-            std::fs::write(&path, &bytes).unwrap();
+            let (path, bytes) = file_of(len, "any");
             let c = Chunks::spawn_positional(File::open(&path).unwrap());
-            assert_eq!(c.rx.len(), READERS);
             let got = drain(c).unwrap();
             assert!(got == bytes, "length {len}: got {} bytes", got.len());
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A helper that reads nothing: the consumer reads every chunk itself.
+    #[test]
+    fn the_consumer_reads_what_nobody_claimed() {
+        let (path, bytes) = file_of(3 * CHUNK + 5, "alone");
+        let (p, tx) = positional_without_helper(&path, false);
+        assert!(drain(Chunks::Positional(p)).unwrap() == bytes);
+        drop(tx);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// While the helper holds the chunk the consumer wants, the consumer
+    /// reads the next free ones ahead into its own buffers (as many as it
+    /// has), then waits; everything still comes out once, in order.
+    #[test]
+    fn the_consumer_reads_ahead_while_the_helper_reads() {
+        let (path, bytes) = file_of(7 * CHUNK + 11, "ahead");
+        let (p, tx) = positional_without_helper(&path, true);
+        let (file, claim) = (p.file.clone(), p.claim.clone());
+        let helper = std::thread::spawn(move || {
+            // Chunk 0 goes over only once the consumer has claimed all it
+            // can read ahead (bounded wait).
+            let t = std::time::Instant::now();
+            while claim.load(Ordering::Relaxed) < 1 + OWN as u64 {
+                assert!(t.elapsed() < std::time::Duration::from_secs(10));
+                std::thread::yield_now();
+            }
+            // The consumer waits for chunk 0 now: nothing more is claimed.
+            let claimed = claim.load(Ordering::Relaxed);
+            let (filled, error) = read_chunk(&file, 0, buffer());
+            tx.send((0, filled, error)).unwrap();
+            claimed
+        });
+        assert!(drain(Chunks::Positional(p)).unwrap() == bytes);
+        assert_eq!(helper.join().unwrap(), 1 + OWN as u64);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A helper that stops with a chunk claimed and not sent is an error.
+    #[test]
+    fn a_helper_that_vanishes_is_an_error() {
+        let (path, _) = file_of(2 * CHUNK, "vanish");
+        let (p, tx) = positional_without_helper(&path, true);
+        drop(tx);
+        let mut c = Chunks::Positional(p);
+        match c.recv() {
+            Some(Err(e)) => assert!(e.to_string().contains("stopped"), "{e}"),
+            _ => panic!("no error"),
+        }
+        assert!(c.recv().is_none(), "nothing after the error");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     /// The single reader too.
