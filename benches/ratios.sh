@@ -64,6 +64,7 @@ ratio "small-files: proto-btrfs-typed / btrfs-stream" small-files proto-btrfs-ty
 ratio "small-files: proto-btrfs-reader / btrfs-stream" small-files proto-btrfs-reader btrfs-stream
 ratio "small-files: proto-btrfs-reader-typed / btrfs-stream" small-files proto-btrfs-reader-typed btrfs-stream
 ratio "small-files: proto-btrfs-decoder-256k / btrfs-stream" small-files proto-btrfs-decoder-256k btrfs-stream
+ratio "small-files: proto-btrfs-verify-1m / btrfs-stream (verify's decoding thread)" small-files proto-btrfs-verify-1m btrfs-stream
 ratio "crc-commands: proto-crc32c-append2 / crc32c-append-x2" crc-commands proto-crc32c-append2 crc32c-append-x2
 ratio "crc-commands: proto-crc32c-append2 / crc32c-one-call" crc-commands proto-crc32c-append2 crc32c-one-call
 ratio "crc-commands: proto-crc32c-command / crc32c-append-x2" crc-commands proto-crc32c-command crc32c-append-x2

@@ -104,7 +104,7 @@ fn large_data(c: &mut Criterion) {
 }
 
 fn small_files(c: &mut Criterion) {
-    let decoders: [(&str, Decoder); 8] = [
+    let decoders: [(&str, Decoder); 9] = [
         ("crc32c", crc32c_only),
         ("proto-crc32c", common::proto_crc32c_only),
         ("proto-btrfs-commands", common::proto_commands),
@@ -112,6 +112,7 @@ fn small_files(c: &mut Criterion) {
         ("proto-btrfs-reader", common::proto_reader),
         ("proto-btrfs-reader-typed", common::proto_reader_typed),
         ("proto-btrfs-decoder-256k", common::proto_decoder),
+        ("proto-btrfs-verify-1m", common::proto_verify),
         ("btrfs-stream", btrfs_stream),
     ];
     let names = decoders.map(|(n, _)| n);
