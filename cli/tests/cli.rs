@@ -312,9 +312,9 @@ fn a_large_file_reads_as_standard_input_does() {
     bytes[second] ^= 0x10;
     bytes[first] ^= 0x10;
 
-    // Cut in the middle of a chunk of either reader (67: the second, 68:
-    // the first), and on a chunk boundary, the file still large enough
-    // for two readers: the same truncation error as one reader gives.
+    // Cut in the middle of a chunk (67, 68: whichever thread reads it),
+    // and on a chunk boundary, the file still large enough for positional
+    // reads: the same truncation error as one reader gives.
     for cut in [(67 << 20) + 77, (68 << 20) + 3, 69 << 20] {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let (code, _, err) = same_as_stdin(&["verify"], &path, &bytes[..cut]);
