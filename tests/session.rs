@@ -1737,3 +1737,113 @@ fn fetch_retrying_completes_gives_up_on_stalls_and_on_silence() {
     }
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// The offset of a short command (under the 4 KiB from which the sender
+/// checks commands itself) near the middle of `file`, and its length.
+fn short_command_near_the_middle(file: &[u8]) -> (usize, usize) {
+    let stream = BtrfsStream::parse(file).unwrap();
+    let mut best: Option<(usize, usize)> = None;
+    for c in stream.commands() {
+        let c = c.unwrap();
+        let (at, len) = (c.offset() as usize, 10 + c.payload().len());
+        let near = |o: usize| o.abs_diff(file.len() / 2);
+        if (64..4096).contains(&len) && best.is_none_or(|(b, _)| near(at) < near(b)) {
+            best = Some((at, len));
+        }
+    }
+    best.expect("a short command")
+}
+
+/// A short command damaged at the source (its CRC left to the receiver):
+/// the fetcher refuses it by its seq and keeps the prefix before it. The
+/// server does not send the window's copy again: the next connection
+/// re-arms from the receiver's token and reads the file again, every
+/// command now checked by the sender itself. Still damaged, the sender
+/// refuses it, naming its offset; repaired in between (damage that
+/// passed, a read fault), the transfer completes with exactly the file.
+#[test]
+fn a_unit_the_receiver_refused_is_read_again_and_checked_by_the_sender() {
+    let file = small();
+    let (at, len) = short_command_near_the_middle(&file);
+    let mut bad = file.clone();
+    bad[at + len - 1] ^= 0x01;
+    for repair in [false, true] {
+        let what = if repair { "repaired" } else { "still damaged" };
+        let dir = std::env::temp_dir().join(format!(
+            "proto-stream-refused-{}-{repair}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.stream");
+        std::fs::write(&path, &bad).unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let (listener, addr) = listen();
+        let (p, good) = (path.clone(), file.clone());
+        let server = spawn("server", move || {
+            let mut server = Server::open(&p, config(WINDOWS[1])).unwrap();
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let conn = accept(&listener, deadline);
+                results.push(server.serve(&conn));
+                if repair {
+                    std::fs::write(&p, &good).unwrap();
+                }
+            }
+            (results, server.stats())
+        });
+        let fetcher = spawn("fetcher", move || {
+            let mut f = Fetcher::new(Vec::new(), FetchConfig::default());
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let conn = connect(addr).unwrap();
+                results.push(f.fetch(&conn));
+            }
+            (results, f.into_inner())
+        });
+        let (fetched, out) = fetcher.join(deadline);
+        let (served, stats) = server.join(deadline);
+        // The first connection: the receiver refuses the unit.
+        match &fetched[0] {
+            Err(SessionError::Unit { source, .. }) => {
+                assert!(source.to_string().contains("CRC"), "{what}: {source}")
+            }
+            r => panic!("{what}: first fetch: {r:?}"),
+        }
+        assert!(
+            matches!(
+                served[0],
+                Err(SessionError::Refused {
+                    code: Code::Stream,
+                    ..
+                })
+            ),
+            "{what}: {:?}",
+            served[0]
+        );
+        // The second: re-armed from the token, not resumed by seq.
+        assert_eq!(stats.send.resumed_by_seq, 0, "{what}");
+        assert_eq!(stats.send.resumed_by_token, 1, "{what}");
+        if repair {
+            assert!(fetched[1].is_ok(), "{what}: {:?}", fetched[1]);
+            assert!(served[1].is_ok(), "{what}: {:?}", served[1]);
+            assert_same(what, &out, &file);
+        } else {
+            let named = format!("offset {at}");
+            match &served[1] {
+                Err(SessionError::Source(e)) => {
+                    assert!(e.to_string().contains(&named), "{what}: {e}")
+                }
+                r => panic!("{what}: second serve: {r:?}"),
+            }
+            match &fetched[1] {
+                Err(SessionError::Refused {
+                    code: Code::Stream,
+                    message,
+                }) => assert!(message.contains(&named), "{what}: {message}"),
+                r => panic!("{what}: second fetch: {r:?}"),
+            }
+            assert!(out.len() <= at && file.starts_with(&out), "{what}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

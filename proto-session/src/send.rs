@@ -39,7 +39,7 @@ use crate::framer::{expect, u64_attr, Framer};
 use crate::handshake::{Accept, Select};
 use crate::replay::{Limits, ReplayError, Resend, Sender};
 use crate::wire::{
-    attr, frame, Resumed, COMPRESS_MIN, FEATURE_UNITS, FEATURE_ZSTD, UNITS_BYTES, UNITS_MAX,
+    attr, frame, Code, Resumed, COMPRESS_MIN, FEATURE_UNITS, FEATURE_ZSTD, UNITS_BYTES, UNITS_MAX,
 };
 
 /// A fill of the emitter takes whole units up to this many bytes (or one
@@ -80,6 +80,11 @@ pub trait Emission: Send {
         let _ = max;
         fill_one(self, buf, lens)
     }
+    /// From now on, checks every unit itself (its CRC included) before
+    /// emitting it, where it left some to the receiver's check (see
+    /// [`Sending::peer_refused`]). An emission that leaves nothing
+    /// unchecked does nothing (the default).
+    fn check_all(&mut self) {}
 }
 
 /// Fills `buf` with the next unit of `e` and appends its length to `lens`:
@@ -112,6 +117,9 @@ where
     }
     fn set_units_per_fill(&mut self, n: u64) {
         Emitter::set_units_per_fill(self, n)
+    }
+    fn check_all(&mut self) {
+        Emitter::set_unchecked_below(self, 0)
     }
     /// The emitter knows its units: a fill of several, their lengths from
     /// the emitter itself.
@@ -514,6 +522,9 @@ pub struct Sending {
     /// The last seq the receiver stated on the connection before, while
     /// the transfer runs.
     last_received: Option<u64>,
+    /// A receiver refused a unit it got ([`Sending::peer_refused`]): every
+    /// emitter armed from then on checks every unit itself.
+    check_all: bool,
 }
 
 impl Sending {
@@ -528,6 +539,7 @@ impl Sending {
             features: 0,
             units_bytes: UNITS_BYTES,
             last_received: None,
+            check_all: false,
         }
     }
 
@@ -547,6 +559,31 @@ impl Sending {
     /// sender would, or once it is complete.
     pub fn forget(&mut self) {
         self.transfer = None;
+    }
+
+    /// Takes the error a connection ended with. When it is the receiver's
+    /// refusal of the stream ([`Code::Stream`]: a unit it got is not
+    /// valid, or it cannot write it), the units the window holds are not
+    /// sent again: the transfer is forgotten, so that the next SELECT
+    /// re-arms from the receiver's token and reads the source again, and
+    /// every emitter from then on checks every unit itself. A command
+    /// damaged at the source (which the emitter leaves to the receiver's
+    /// check when it is short, [`DERIVED_FROM`](crate::framer::DERIVED_FROM))
+    /// is then refused by the sender, which names where it lies, instead of
+    /// being sent again to every receiver that resumes; damage that was
+    /// passing (a read fault) is read again right. Any other error leaves
+    /// the transfer as it is.
+    pub fn peer_refused(&mut self, err: &SessionError) {
+        if matches!(
+            err,
+            SessionError::Refused {
+                code: Code::Stream,
+                ..
+            }
+        ) {
+            self.transfer = None;
+            self.check_all = true;
+        }
     }
 
     /// What went out so far.
@@ -662,6 +699,9 @@ impl Sending {
             }
         };
         units.set_units_per_fill(1);
+        if self.check_all {
+            units.check_all();
+        }
         let mut at = units.token().seq;
         // A token from after the last unit: the receiver has everything
         // (only the goodbye was lost), and there is nothing left to emit.

@@ -7,7 +7,7 @@
 #[path = "support/pair.rs"]
 mod pair;
 
-use pair::{run, small_units, Plan};
+use pair::{run, small_units, units_with_bodies, Plan};
 use proto_session::replay::Limits;
 use proto_session::SessionError;
 
@@ -716,25 +716,35 @@ fn units_frames_deliver_what_the_receiver_lacks_and_bad_ones_are_refused() {
 /// A short command damaged in the sender's source: the sender leaves its
 /// CRC to the receiver (`Emitter::set_unchecked_below`), which refuses it by
 /// its seq before taking it. The output stops right before it, in UNITS
-/// frames and in one DATA frame per unit (compressed) alike: the damage is
-/// never written.
+/// frames (units of about 70 bytes) and in compressed DATA frames (units of
+/// about 650 bytes, past `COMPRESS_MIN`) alike: the damage is never
+/// written.
 #[test]
 fn a_damaged_short_command_at_the_source_is_refused_by_the_receiver() {
-    let file = small_units(300);
-    // A byte of command 150's body ("unit 150 x..."), covered by its CRC.
-    let body = b"unit 150 x";
-    let at = file
-        .windows(body.len())
-        .position(|w| w == body)
-        .expect("command 150");
-    let mut bad = file.clone();
-    bad[at + 5] ^= 0x01;
     for compress in [false, true] {
+        let pad = if compress { 600 } else { 0 };
+        let file = units_with_bodies(
+            (0..300).map(|i| format!("unit {i} {}", "x".repeat(pad + i % 37)).into_bytes()),
+        );
+        // A byte of command 150's body ("unit 150 x..."), covered by its CRC.
+        let body = b"unit 150 x";
+        let at = file
+            .windows(body.len())
+            .position(|w| w == body)
+            .expect("command 150");
+        let mut bad = file.clone();
+        bad[at + 5] ^= 0x01;
         let plan = Plan {
             compress,
             ..Plan::clean()
         };
         let o = run(&bad, &plan, 1);
+        if compress {
+            assert!(o.sent.units_compressed > 100, "{:?}", o.sent);
+            assert_eq!(o.sent.units_frames, 0);
+        } else {
+            assert!(o.sent.units_frames > 0, "{:?}", o.sent);
+        }
         assert!(
             file.starts_with(&o.out),
             "compress {compress}: not a prefix"
@@ -753,6 +763,53 @@ fn a_damaged_short_command_at_the_source_is_refused_by_the_receiver() {
                 assert!(source.to_string().contains("CRC"), "{source}");
             }
             e => panic!("compress {compress}: {e:?}"),
+        }
+    }
+}
+
+/// The boundary between the two checks, `DERIVED_FROM` (4 KiB): a damaged
+/// command of 4,095 bytes is left to the receiver, which refuses it by its
+/// seq; one of 4,096 or 4,097 bytes (whose DATA frame takes its CRC from
+/// the command's) is checked by the sender, which refuses it naming its
+/// offset. Neither is written.
+#[test]
+fn damaged_commands_either_side_of_derived_from_are_refused_by_the_right_side() {
+    // The bytes a command adds besides its body: measured, not assumed.
+    let overhead = units_with_bodies([vec![]]).len() - units_with_bodies([]).len();
+    let derived_from = proto_session::framer::DERIVED_FROM;
+    for total in [derived_from - 1, derived_from, derived_from + 1] {
+        let mut bodies: Vec<Vec<u8>> = (0..20).map(|i| vec![b'a' + i as u8; 100]).collect();
+        bodies[10] = vec![b'z'; total - overhead];
+        let file = units_with_bodies(bodies);
+        let at = file.windows(64).position(|w| w == [b'z'; 64]).unwrap();
+        let command_at = (at + (total - overhead)) - total;
+        let mut bad = file.clone();
+        bad[at + 7] ^= 0x01;
+        for compress in [false, true] {
+            let what = format!("{total} bytes, compress {compress}");
+            let plan = Plan {
+                compress,
+                ..Plan::clean()
+            };
+            let o = run(&bad, &plan, 1);
+            assert!(
+                file.starts_with(&o.out) && o.out.len() <= command_at,
+                "{what}"
+            );
+            match (&o.error, total < derived_from) {
+                (Some(SessionError::Unit { seq, source }), true) => {
+                    assert_eq!(*seq, 12, "{what}: {source}");
+                    assert!(source.to_string().contains("CRC"), "{what}: {source}");
+                }
+                (Some(SessionError::Source(e)), false) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("CRC") && e.contains(&format!("offset {command_at}")),
+                        "{what}: {e}"
+                    );
+                }
+                (e, _) => panic!("{what}: {e:?}"),
+            }
         }
     }
 }

@@ -257,6 +257,9 @@ impl Server {
         match r {
             Ok(served) => Ok(served),
             Err(e) => {
+                // The receiver refused a unit: not sent again from the
+                // window, the source read again and checked.
+                self.sending.peer_refused(&e);
                 let e = conn.refuse(e).await;
                 if !e.retryable() {
                     self.stats.refused += 1;

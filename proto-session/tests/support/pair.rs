@@ -435,6 +435,11 @@ fn step_receiver(
 
 /// A native stream of `n` small commands (a few dozen bytes each).
 pub fn small_units(n: usize) -> Vec<u8> {
+    units_with_bodies((0..n).map(|i| format!("unit {i} {}", "x".repeat(i % 37)).into_bytes()))
+}
+
+/// A native stream of one command per body (its index, then the body).
+pub fn units_with_bodies(bodies: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
     use proto_checkpoint::native::Writer;
     use proto_header::{Endian, V1Header, KIT_VERSIONS};
     use proto_tlv::{AttrValue, Value};
@@ -447,13 +452,12 @@ pub fn small_units(n: usize) -> Vec<u8> {
         contexts: Vec::new(),
     };
     let mut w = Writer::new(Vec::new(), KIT_VERSIONS.entry(1).unwrap(), 1, &header).unwrap();
-    for i in 0..n {
-        let body = format!("unit {i} {}", "x".repeat(i % 37));
+    for (i, body) in bodies.into_iter().enumerate() {
         w.write_command(
             1,
             &[
                 AttrValue::new(1, Value::U64(i as u64)),
-                AttrValue::new(2, Value::Bytes(body.as_bytes())),
+                AttrValue::new(2, Value::Bytes(&body)),
             ],
         )
         .unwrap();
