@@ -138,10 +138,19 @@ fn fill(
 
 /// Chunk `k` of `file` read into `buf`: the filled chunk, and the error
 /// that cut it short.
-fn read_chunk(file: &dyn ReadAt, k: u64, mut buf: Vec<u8>) -> (Filled, Option<io::Error>) {
-    let (start, window) = window(&mut buf);
+fn read_chunk(file: &dyn ReadAt, k: u64, buf: Vec<u8>) -> (Filled, Option<io::Error>) {
     let at = k * CHUNK as u64;
-    let (len, r) = fill(window, |w, n| file.read_at(w, at + n as u64));
+    read_into(buf, |w, n| file.read_at(w, at + n as u64))
+}
+
+/// `buf`'s page-aligned window filled by `read` ([`fill`]): the filled
+/// chunk, and the error that cut it short.
+fn read_into(
+    mut buf: Vec<u8>,
+    read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
+) -> (Filled, Option<io::Error>) {
+    let (start, window) = window(&mut buf);
+    let (len, r) = fill(window, read);
     let (last, error) = match r {
         Ok(last) => (last, None),
         Err(e) => (false, Some(e)),
@@ -216,29 +225,18 @@ impl Chunks {
             spare,
         } = pool::<Chunk>(DEPTH);
         std::thread::spawn(move || {
-            while let Ok(mut buf) = spare.recv() {
-                let (start, window) = window(&mut buf);
-                let (len, r) = fill(window, |w, _| input.read(w));
-                let last = matches!(r, Ok(true));
-                if (len > 0 || last)
-                    && tx
-                        .send(Ok(Filled {
-                            buf,
-                            start,
-                            len,
-                            last,
-                        }))
-                        .is_err()
-                {
+            while let Ok(buf) = spare.recv() {
+                let (filled, error) = read_into(buf, |w, _| input.read(w));
+                let last = filled.last;
+                if (filled.len > 0 || last) && tx.send(Ok(filled)).is_err() {
                     return;
                 }
-                match r {
-                    Ok(false) => {}
-                    Ok(true) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                if let Some(e) = error {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                if last {
+                    return;
                 }
             }
         });
